@@ -1,0 +1,39 @@
+"""Gunicorn settings for prefork_lb: settings and hooks only, no logic of its own.
+
+Run with ``gunicorn -c gunicorn.conf.py``; gunicorn's command-line flags
+(``--bind``, ``--workers``, ``--log-level``, ...) override what is set here.
+The balancer's own settings come from PREFORK_LB_* variables or the TOML file
+named by PREFORK_LB_CONFIG (see README.rst).
+"""
+
+import os
+
+from prefork_lb import hooks
+
+# The app factory runs in each worker, after gevent has patched it.
+wsgi_app = "prefork_lb.wsgi:create_app()"
+worker_class = "gevent"
+workers = os.cpu_count() or 1
+worker_connections = 1000
+# Never preload: urllib3 must be imported after gevent patches the worker, and
+# the shared state is made by the on_starting hook, not at import time.
+preload_app = False
+
+# The balancer decides whom to trust with X-Forwarded-* (PREFORK_LB_TRUSTED_PROXIES);
+# gunicorn must not let a client's X-Forwarded-Proto change wsgi.url_scheme.
+forwarded_allow_ips = ""
+# gunicorn 27 opens ~/.gunicorn/gunicorn.ctl by default, shared by every instance
+# of the same user; two balancers on one host would fight over it.
+control_socket_disable = True
+
+accesslog = "-"
+access_log_format = (
+    '%(h)s "%(r)s" %(s)s %(B)s %(M)sms '
+    "backend=%({prefork_lb.backend}e)s upstream=%({prefork_lb.upstream_time}e)ss"
+)
+
+on_starting = hooks.on_starting
+when_ready = hooks.when_ready
+pre_request = hooks.pre_request
+post_request = hooks.post_request
+on_exit = hooks.on_exit

@@ -1,0 +1,94 @@
+"""The balancer's failures, each carrying the status the client gets.
+
+Library exceptions are mapped to these once, at the boundary where they are
+raised (``upstream.py`` for urllib3, ``wsgi.py`` for the request body). The
+client sees the class's short ``public`` text; the log also gets ``detail``,
+which may name a backend address but never goes to the client.
+"""
+
+from __future__ import annotations
+
+import errno
+from http import HTTPStatus
+
+
+class LBError(Exception):
+    """A request the balancer cannot complete; ``status`` is what the client is told."""
+
+    status: HTTPStatus = HTTPStatus.BAD_GATEWAY
+    public: str = "the balancer could not complete the request"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+    def response(self) -> tuple[str, list[tuple[str, str]], bytes]:
+        """The status line, headers and plain-text body that tell the client what happened."""
+        body = f"{self.status.value} {self.status.phrase}: {self.public}\n".encode()
+        headers = [
+            ("Content-Type", "text/plain; charset=utf-8"),
+            ("Content-Length", str(len(body))),
+            ("Cache-Control", "no-store"),
+        ]
+        return f"{self.status.value} {self.status.phrase}", headers, body
+
+
+class BadRequest(LBError):
+    """The client's request cannot be forwarded as it is."""
+
+    status = HTTPStatus.BAD_REQUEST
+    public = "the request cannot be forwarded"
+
+
+class IncompleteRequestBody(BadRequest):
+    """The client sent less body than it announced, or a malformed chunked body."""
+
+    public = "the request body ended before it was complete"
+
+
+class MethodNotAllowed(LBError):
+    """The method asks the balancer to be something it is not (CONNECT: a tunnel)."""
+
+    status = HTTPStatus.METHOD_NOT_ALLOWED
+    public = "this balancer does not open tunnels (CONNECT)"
+
+
+class NoBackendAvailable(LBError):
+    """No configured backend can take the request."""
+
+    status = HTTPStatus.SERVICE_UNAVAILABLE
+    public = "no backend is available"
+
+
+class BackendUnreachable(LBError):
+    """The backend refused or reset the connection, or closed it without answering."""
+
+    status = HTTPStatus.BAD_GATEWAY
+    public = "the backend could not be reached or closed the connection"
+
+
+class BackendTimeout(LBError):
+    """The backend did not accept the connection, or did not answer, in time."""
+
+    status = HTTPStatus.GATEWAY_TIMEOUT
+    public = "the backend did not answer in time"
+
+
+class BadBackendResponse(LBError):
+    """The backend answered with something that is not a valid HTTP response."""
+
+    status = HTTPStatus.BAD_GATEWAY
+    public = "the backend sent an invalid response"
+
+
+class AbortResponse(ConnectionResetError):
+    """Raised from a response body to drop the client connection mid-response.
+
+    Once the status line is out, the only honest way to report an upstream
+    failure is to cut the connection, so that a truncated body cannot pass for
+    a complete one. Gunicorn closes the socket quietly (no traceback) only for
+    ECONNRESET, EPIPE and ENOTCONN, hence the errno.
+    """
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(errno.ECONNRESET, detail)

@@ -1,0 +1,74 @@
+"""Gunicorn server hooks: where the master prepares what every worker shares.
+
+``gunicorn.conf.py`` points gunicorn at these. ``on_starting`` runs in the
+master before it binds or forks: it reads and validates the settings (a bad
+value stops the master with one readable line), starts the demo backends when
+asked to, and installs the shared state that the workers inherit.
+
+This module is imported by the master, so it must not import urllib3 (it
+would be imported before gevent patches the workers).
+"""
+
+from __future__ import annotations
+
+import os
+from contextvars import ContextVar
+from dataclasses import replace
+from typing import Any
+
+from prefork_lb import shared
+from prefork_lb.config import ConfigError, load_config
+from prefork_lb.demo import DemoBackends, start_demo_backends
+
+# The request's header lines as gunicorn parsed them (order and repeats kept),
+# for the app in the same greenlet: the WSGI environ joins repeated fields.
+received_headers: ContextVar[list[tuple[str, str]] | None] = ContextVar(
+    "prefork_lb_received_headers", default=None
+)
+
+_demo: DemoBackends | None = None
+
+
+def on_starting(server: Any) -> None:
+    """Validate the settings and create the shared state, before binding and forking."""
+    global _demo  # noqa: PLW0603 - the master's handle on the demo process
+    try:
+        settings = load_config(os.environ)
+    except ConfigError as err:
+        # gunicorn prints a RuntimeError from here as one "Error: ..." line and exits 1.
+        raise RuntimeError(f"prefork_lb configuration: {err}") from None
+    if not settings.backends:
+        _demo = start_demo_backends()
+        settings = replace(settings, backends=_demo.backends)
+        server.log.info(
+            "prefork_lb: no backends configured, started %d demo backends", len(_demo.backends)
+        )
+    shared.install(settings)
+    for backend in settings.backends:
+        server.log.info("prefork_lb: backend %s", backend.url)
+
+
+def when_ready(server: Any) -> None:
+    """Once listening, tell a demo user where to point curl."""
+    if _demo is None:
+        return
+    for listener in server.LISTENERS:
+        server.log.info(
+            "prefork_lb demo: try  for i in 1 2 3 4 5 6; do curl -s %s/; done", listener
+        )
+
+
+def pre_request(worker: Any, req: Any) -> None:
+    """Hand the parsed header lines to the app (same greenlet, before it runs)."""
+    received_headers.set(req.headers)
+
+
+def post_request(worker: Any, req: Any, environ: Any, resp: Any) -> None:
+    """Forget the request's header lines."""
+    received_headers.set(None)
+
+
+def on_exit(server: Any) -> None:
+    """Stop the demo backends with the master."""
+    if _demo is not None:
+        _demo.stop()

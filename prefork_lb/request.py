@@ -1,0 +1,69 @@
+"""What the client asked for, as a plain value, and the rules for its target.
+
+Pure: ``wsgi.py`` reads the environ and builds a ``ProxyRequest``; the rules
+here decide what request-target goes upstream. The target is forwarded byte
+for byte (``RAW_URI``, never the percent-decoded ``PATH_INFO``), and only ever
+to a configured backend: an absolute-form target loses its authority, which
+becomes the Host the backend sees.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from prefork_lb.errors import BadRequest, MethodNotAllowed
+
+_ABSOLUTE_FORM = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://([^/?#]*)(.*)", re.DOTALL)
+# RFC 9112 section 3.2: origin-form is absolute-path [ "?" query ], printable ASCII, no "#".
+_FORWARDABLE = re.compile(r"[!-~]+")
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """The request-target to send upstream and the authority it named, if any."""
+
+    path: str
+    authority: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ProxyRequest:
+    """One client request, as the balancer will forward it."""
+
+    method: str
+    target: Target
+    headers: list[tuple[str, str]]
+    client_addr: str
+    scheme: str
+    version: str
+    content_length: int | None
+    chunked: bool
+
+    @property
+    def has_body(self) -> bool:
+        """Whether the request carries a body (a zero Content-Length carries none)."""
+        return self.chunked or bool(self.content_length)
+
+
+def upstream_target(method: str, raw_target: str) -> Target:
+    """Decide the request-target to forward, or refuse the request."""
+    if method == "CONNECT":
+        raise MethodNotAllowed(f"CONNECT {raw_target!r} refused")
+    if not _FORWARDABLE.fullmatch(raw_target) or "#" in raw_target:
+        raise BadRequest(f"request-target {raw_target!r} has characters HTTP does not allow")
+    if raw_target.startswith("/"):
+        return Target(raw_target)
+    if raw_target == "*":
+        if method != "OPTIONS":
+            raise BadRequest(f"{method} * is only meaningful for OPTIONS")
+        return Target(raw_target)
+    absolute = _ABSOLUTE_FORM.fullmatch(raw_target)
+    if absolute is None:
+        raise BadRequest(f"request-target {raw_target!r} is neither origin- nor absolute-form")
+    scheme, authority, rest = absolute.groups()
+    if scheme.lower() not in ("http", "https") or not authority or "@" in authority:
+        raise BadRequest(f"absolute-form target {raw_target!r} is not a plain http(s) URL")
+    if not rest.startswith("/"):
+        rest = "/" + rest
+    return Target(rest, authority)

@@ -1,0 +1,207 @@
+"""Talking to backends: one urllib3 PoolManager per worker, and the error mapping.
+
+Built in the worker, after gevent has patched the standard library (a pool
+made in the master would carry real thread locks). Requests go out on a
+pooled connection through the pool's ``_make_request``, not ``urlopen``:
+``HTTPConnectionPool.urlopen`` (and ``PoolManager.urlopen``) re-encode the
+target (``%2f`` becomes ``%2F``, ``"`` becomes ``%22``), and the balancer
+forwards the target byte for byte. Retries and redirects are the
+balancer's business, so urllib3's are off.
+
+Every urllib3 or socket exception is turned into an ``LBError`` here, by one
+ordered table, most specific first: ``NewConnectionError`` subclasses
+``ConnectTimeoutError``, so the other order would report "connection refused"
+as a timeout (504 instead of 502).
+"""
+
+from __future__ import annotations
+
+import http.client
+from collections.abc import Iterable, Iterator, Mapping
+
+from urllib3 import PoolManager
+from urllib3.exceptions import (
+    ConnectTimeoutError,
+    HTTPError,
+    NewConnectionError,
+    ProtocolError,
+    ReadTimeoutError,
+    SSLError,
+)
+from urllib3.response import BaseHTTPResponse, HTTPResponse
+from urllib3.util import SKIP_HEADER, Timeout
+from urllib3.util.response import assert_header_parsing
+
+from prefork_lb.config import Backend, Settings
+from prefork_lb.errors import (
+    BackendTimeout,
+    BackendUnreachable,
+    BadBackendResponse,
+    LBError,
+)
+from prefork_lb.headers import Headers
+
+RESPONSE_CHUNK = 64 * 1024
+
+# Most specific first; the first match wins.
+_ERROR_TABLE: tuple[tuple[type[BaseException], type[LBError], str], ...] = (
+    (NewConnectionError, BackendUnreachable, "connection failed"),
+    (ConnectTimeoutError, BackendTimeout, "connect timed out"),
+    (ReadTimeoutError, BackendTimeout, "read timed out"),
+    (TimeoutError, BackendTimeout, "timed out"),
+    (SSLError, BackendUnreachable, "TLS failed"),
+    (http.client.RemoteDisconnected, BackendUnreachable, "closed the connection before answering"),
+    (http.client.IncompleteRead, BackendUnreachable, "closed the connection mid-body"),
+    (ConnectionResetError, BackendUnreachable, "reset the connection"),
+    (http.client.HTTPException, BadBackendResponse, "sent an invalid response"),
+    (OSError, BackendUnreachable, "connection failed"),
+    (HTTPError, BadBackendResponse, "sent an invalid response"),
+)
+
+
+def map_upstream_error(err: BaseException, backend: Backend) -> LBError:
+    """Translate what urllib3 or the socket raised into the balancer's own error."""
+    # ProtocolError wraps the low-level cause ("Connection broken: IncompleteRead(...)").
+    if isinstance(err, ProtocolError) and len(err.args) > 1:
+        cause = err.args[1]
+        if isinstance(cause, BaseException):
+            err = cause
+    for raised, mapped, what in _ERROR_TABLE:
+        if isinstance(err, raised):
+            return mapped(f"backend {backend.url} {what}: {err}")
+    return BadBackendResponse(f"backend {backend.url} failed: {err!r}")
+
+
+class Upstream:
+    """The worker's connections to every backend, and how requests go out on them."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._timeout = Timeout(connect=settings.connect_timeout, read=settings.read_timeout)
+        self._manager = PoolManager(
+            num_pools=max(len(settings.backends), 1),
+            maxsize=settings.pool_size,
+            block=False,
+            retries=False,
+            timeout=self._timeout,
+        )
+
+    def send(
+        self,
+        backend: Backend,
+        method: str,
+        target: str,
+        headers: Headers,
+        body: Iterable[bytes] | None,
+        *,
+        chunked: bool,
+    ) -> BaseHTTPResponse:
+        """Send one request and return the response with its body still unread."""
+        pool = self._manager.connection_from_host(backend.host, backend.port, backend.scheme)
+        upstream_headers = _header_lines(headers)
+        conn = pool._get_conn()
+        try:
+            response = pool._make_request(
+                conn,
+                method,
+                target,
+                body=body,
+                headers=upstream_headers,
+                chunked=chunked,
+                timeout=self._timeout,
+                response_conn=conn,
+                preload_content=False,
+                decode_content=False,
+                enforce_content_length=True,
+            )
+            _check_header_parsing(response)
+        except BaseException as err:
+            # As urlopen does: a connection in an unknown state is closed, its slot kept.
+            conn.close()
+            pool._put_conn(conn)
+            if isinstance(err, HTTPError | OSError | http.client.HTTPException):
+                raise map_upstream_error(err, backend) from err
+            raise
+        return response
+
+    def clear(self) -> None:
+        """Close every pooled connection."""
+        self._manager.clear()
+
+
+def _header_lines(headers: Headers) -> _HeaderLines:
+    lines = _HeaderLines(headers)
+    # http.client adds these when absent; a proxy must not invent them.
+    if "user-agent" not in lines.names:
+        lines.append(("User-Agent", SKIP_HEADER))
+    if "accept-encoding" not in lines.names:
+        lines.append(("Accept-Encoding", SKIP_HEADER))
+    return lines
+
+
+class _HeaderLines(Mapping[str, str]):
+    """Header lines for ``HTTPConnection.request``, which only iterates names and items().
+
+    A dict cannot hold two fields of one name; this keeps the lines as a list
+    so that repeated fields go out as separate lines, in order.
+    """
+
+    def __init__(self, lines: Headers) -> None:
+        self._lines = list(lines)
+        self.names = {name.lower() for name, _ in self._lines}
+
+    def append(self, line: tuple[str, str]) -> None:
+        """Add one more line at the end."""
+        self._lines.append(line)
+        self.names.add(line[0].lower())
+
+    def __getitem__(self, name: str) -> str:
+        for line_name, value in self._lines:
+            if line_name.lower() == name.lower():
+                return value
+        raise KeyError(name)
+
+    def __iter__(self) -> Iterator[str]:
+        return (name for name, _ in self._lines)
+
+    def __len__(self) -> int:
+        return len(self._lines)
+
+    def items(self) -> Iterator[tuple[str, str]]:  # type: ignore[override]
+        """Every line, repeated names included, in order."""
+        return iter(self._lines)
+
+
+def _check_header_parsing(response: BaseHTTPResponse) -> None:
+    # http.client silently stops at a header line it cannot parse and treats
+    # the rest as body; urllib3 only logs it. Here it is a bad response.
+    original = getattr(response, "_original_response", None)
+    if isinstance(original, http.client.HTTPResponse):
+        try:
+            assert_header_parsing(original.msg)
+        except HTTPError as err:
+            raise http.client.HTTPException(f"unparseable header lines: {err}") from err
+
+
+def stream_body(response: BaseHTTPResponse, backend: Backend) -> Iterator[bytes]:
+    """Yield the response body as the backend sends it; raise LBError if it breaks off.
+
+    However it ends, the connection goes back to the pool: reusable after a
+    complete body, closed after anything else (including the client leaving).
+    """
+    complete = False
+    try:
+        while chunk := response.read1(RESPONSE_CHUNK):
+            yield chunk
+        complete = True
+    except (HTTPError, OSError, http.client.HTTPException) as err:
+        raise map_upstream_error(err, backend) from err
+    finally:
+        discard_unless(response, keep=complete)
+
+
+def discard_unless(response: BaseHTTPResponse, *, keep: bool) -> None:
+    """Return the response's connection to its pool, closing it first unless ``keep``."""
+    if not keep:
+        response.close()
+    if isinstance(response, HTTPResponse):
+        response.release_conn()

@@ -1,0 +1,198 @@
+"""The WSGI callable each worker runs: environ in, streamed backend response out.
+
+``create_app()`` is gunicorn's app factory (``wsgi_app`` in gunicorn.conf.py);
+it runs in each worker after gevent has patched it, so the urllib3 pools are
+built there. Each request:
+
+1. becomes a ``ProxyRequest`` (raw target, header lines, body framing);
+2. draws the next position from the rotation every worker shares, which
+   picks the backend;
+3. goes upstream with rewritten headers and its body streamed from the
+   client as it arrives;
+4. comes back as status, checked and rewritten headers, and a body streamed
+   chunk by chunk. A failure before the status line becomes a short
+   plain-text error response; after it, the client connection is aborted.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import time
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from gunicorn.http.errors import ParseException
+
+from prefork_lb import hooks, shared
+from prefork_lb.balancer import pick_backend
+from prefork_lb.config import Backend, Settings
+from prefork_lb.errors import AbortResponse, IncompleteRequestBody, LBError
+from prefork_lb.headers import canonical_name, response_head, upstream_request_headers
+from prefork_lb.request import ProxyRequest, upstream_target
+from prefork_lb.shared import RotationCounter
+from prefork_lb.upstream import Upstream, discard_unless, stream_body
+
+StartResponse = Callable[..., Any]
+Environ = dict[str, Any]
+
+REQUEST_CHUNK = 64 * 1024
+log = logging.getLogger("gunicorn.error").getChild("prefork_lb")
+
+
+def create_app() -> Balancer:
+    """Gunicorn's app factory: the balancer, built from the state the master installed."""
+    state = shared.installed()
+    return Balancer(state.settings, state.rotation)
+
+
+class Balancer:
+    """A WSGI application that forwards every request to one of the backends."""
+
+    def __init__(self, settings: Settings, rotation: RotationCounter) -> None:
+        self._settings = settings
+        self._rotation = rotation
+        self._upstream = Upstream(settings)
+        self._trust: dict[str, bool] = {}
+
+    def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        """Forward one request; the body of the answer streams from the backend."""
+        try:
+            request = read_request(environ)
+            backend = pick_backend(self._settings.backends, self._rotation.next())
+            environ["prefork_lb.backend"] = backend.url
+            return self._forward(environ, start_response, request, backend)
+        except LBError as err:
+            log.warning(
+                "%s %s -> %d: %s",
+                environ.get("REQUEST_METHOD"),
+                environ.get("RAW_URI"),
+                err.status.value,
+                err.detail,
+            )
+            status, headers, body = err.response()
+            start_response(status, headers)
+            return [body]
+
+    def _forward(
+        self,
+        environ: Environ,
+        start_response: StartResponse,
+        request: ProxyRequest,
+        backend: Backend,
+    ) -> Iterable[bytes]:
+        headers = upstream_request_headers(
+            request,
+            trusted=self._is_trusted(request.client_addr),
+            preserve_host=self._settings.preserve_host,
+            backend_authority=backend.authority,
+        )
+        body = _request_body(environ["wsgi.input"], request) if request.has_body else None
+        started = time.monotonic()
+        response = self._upstream.send(
+            backend, request.method, request.target.path, headers, body, chunked=request.chunked
+        )
+        environ["prefork_lb.upstream_time"] = f"{time.monotonic() - started:.3f}"
+        try:
+            status, response_headers = response_head(
+                response.status,
+                response.reason or "",
+                response.headers.items(),
+                version="1.1" if response.version == 11 else "1.0",
+                chunked=bool(getattr(response, "chunked", False)),
+            )
+        except LBError as err:
+            discard_unless(response, keep=False)
+            err.detail = f"backend {backend.url}: {err.detail}"
+            raise
+        start_response(status, response_headers)
+        return _abort_on_failure(stream_body(response, backend), environ)
+
+    def _is_trusted(self, client_addr: str) -> bool:
+        trusted = self._trust.get(client_addr)
+        if trusted is None:
+            try:
+                address = ipaddress.ip_address(client_addr)
+            except ValueError:
+                trusted = False
+            else:
+                trusted = any(address in net for net in self._settings.trusted_proxies)
+            if len(self._trust) < 10_000:
+                self._trust[client_addr] = trusted
+        return trusted
+
+
+def read_request(environ: Environ) -> ProxyRequest:
+    """Turn gunicorn's environ (and its parsed header lines) into a ProxyRequest."""
+    method = environ["REQUEST_METHOD"]
+    target = upstream_target(method, environ["RAW_URI"])
+    lines = hooks.received_headers.get()
+    headers = (
+        [(canonical_name(name), value) for name, value in lines]
+        if lines is not None
+        else headers_from_environ(environ)
+    )
+    length = environ.get("CONTENT_LENGTH")
+    chunked = "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
+    return ProxyRequest(
+        method=method,
+        target=target,
+        headers=headers,
+        client_addr=environ.get("REMOTE_ADDR", ""),
+        scheme=environ["wsgi.url_scheme"],
+        version=environ.get("SERVER_PROTOCOL", "HTTP/1.1").removeprefix("HTTP/"),
+        content_length=int(length) if length and not chunked else None,
+        chunked=chunked,
+    )
+
+
+def headers_from_environ(environ: Environ) -> list[tuple[str, str]]:
+    """Header lines rebuilt from a plain WSGI environ (repeated fields arrive joined)."""
+    headers = []
+    for key, value in environ.items():
+        if key.startswith("HTTP_"):
+            headers.append((canonical_name(key[5:].replace("_", "-")), value))
+        elif key in ("CONTENT_TYPE", "CONTENT_LENGTH") and value:
+            headers.append((canonical_name(key.replace("_", "-")), value))
+    return headers
+
+
+def _request_body(stream: Any, request: ProxyRequest) -> Iterator[bytes]:
+    """The client's body, piece by piece as it arrives, never whole in memory.
+
+    A body that ends short of its Content-Length, or a malformed chunked body,
+    raises IncompleteRequestBody from inside the upstream send, so the
+    backend's connection is closed mid-request: it never sees a request that
+    looks complete.
+    """
+    remaining = request.content_length
+    while remaining is None or remaining > 0:
+        size = REQUEST_CHUNK if remaining is None else min(REQUEST_CHUNK, remaining)
+        try:
+            chunk = stream.read(size)
+        except (OSError, ParseException) as err:
+            raise IncompleteRequestBody(f"client body broke off: {err!r}") from err
+        if not chunk:
+            if remaining is None:
+                return
+            sent = (request.content_length or 0) - remaining
+            raise IncompleteRequestBody(
+                f"client sent {sent} of {request.content_length} body bytes"
+            )
+        if remaining is not None:
+            remaining -= len(chunk)
+        yield chunk
+
+
+def _abort_on_failure(chunks: Iterator[bytes], environ: Environ) -> Iterator[bytes]:
+    """Pass the body through; if the backend fails mid-body, abort the client connection."""
+    try:
+        yield from chunks
+    except LBError as err:
+        log.warning(
+            "%s %s: response aborted after the status line: %s",
+            environ.get("REQUEST_METHOD"),
+            environ.get("RAW_URI"),
+            err.detail,
+        )
+        raise AbortResponse(err.detail) from err
