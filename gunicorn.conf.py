@@ -28,7 +28,7 @@ control_socket_disable = True
 
 accesslog = "-"
 access_log_format = (
-    '%(h)s "%(r)s" %(s)s %(B)s %(M)sms '
+    '%(h)s "%(r)s" %(s)s %(B)s %(M)sms pid=%(p)s '
     "backend=%({prefork_lb.backend}e)s upstream=%({prefork_lb.upstream_time}e)ss"
 )
 
