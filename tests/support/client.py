@@ -37,3 +37,38 @@ def fetch(
         return Reply(response.status, response.reason, response.getheaders(), response.read())
     finally:
         conn.close()
+
+
+def send(
+    port: int,
+    method: str,
+    target: str,
+    headers: list[tuple[str, str]],
+    body: bytes | list[bytes] | None = None,
+    *,
+    timeout: float = 20.0,
+) -> Reply:
+    """Send exactly these header lines (repeats and order kept, nothing added but framing).
+
+    A list body goes out chunked, one chunk per item.
+    """
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.putrequest(method, target, skip_host=True, skip_accept_encoding=True)
+        for name, value in headers:
+            conn.putheader(name, value)
+        if isinstance(body, list):
+            conn.putheader("Transfer-Encoding", "chunked")
+            conn.endheaders()
+            for piece in body:
+                conn.send(b"%x\r\n%s\r\n" % (len(piece), piece))
+            conn.send(b"0\r\n\r\n")
+        elif body is not None:
+            conn.putheader("Content-Length", str(len(body)))
+            conn.endheaders(body)
+        else:
+            conn.endheaders()
+        response = conn.getresponse()
+        return Reply(response.status, response.reason, response.getheaders(), response.read())
+    finally:
+        conn.close()
