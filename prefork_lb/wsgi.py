@@ -106,7 +106,7 @@ class Balancer:
             err.detail = f"backend {backend.url}: {err.detail}"
             raise
         start_response(status, response_headers)
-        return _abort_on_failure(stream_body(response, backend), environ)
+        return _relay_body(stream_body(response, backend), environ)
 
     def _is_trusted(self, client_addr: str) -> bool:
         trusted = self._trust.get(client_addr)
@@ -184,9 +184,15 @@ def _request_body(stream: Any, request: ProxyRequest) -> Iterator[bytes]:
         yield chunk
 
 
-def _abort_on_failure(chunks: Iterator[bytes], environ: Environ) -> Iterator[bytes]:
-    """Pass the body through; if the backend fails mid-body, abort the client connection."""
+def _relay_body(chunks: Iterator[bytes], environ: Environ) -> Iterator[bytes]:
+    """Pass the body through; if the backend fails mid-body, abort the client connection.
+
+    Gunicorn sends the status line at the first write: an empty first write
+    sends it as soon as the backend's head has arrived, not with the first
+    body byte (which may be long in coming, or never).
+    """
     try:
+        yield b""
         yield from chunks
     except LBError as err:
         log.warning(

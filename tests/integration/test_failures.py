@@ -1,0 +1,171 @@
+"""Failures get the right answer: 502, 504 or an aborted connection, never a 500 or a hang."""
+
+from __future__ import annotations
+
+import re
+import socket
+from collections.abc import Iterator
+
+import pytest
+
+from tests.integration.conftest import StartBalancer
+from tests.support.backend import (
+    RecordedRequest,
+    Responder,
+    ScriptedBackend,
+    hang_after_headers,
+    raw,
+    sleep_then_respond,
+    truncated,
+)
+from tests.support.balancer import BalancerProcess
+from tests.support.client import Reply, fetch
+from tests.support.rawhttp import RawConnection
+
+
+def _assert_plain_error(reply: Reply, status: int, lb: BalancerProcess, backend_url: str) -> None:
+    """A short plain-text error naming what happened, and a log line naming the backend."""
+    assert reply.status == status
+    assert reply.header("Content-Type") == ["text/plain; charset=utf-8"]
+    text = reply.body.decode()
+    assert text.startswith(f"{status} ")
+    assert len(text) < 200
+    for leak in ("Traceback", 'File "', "/prefork_lb/", "127.0.0.1"):
+        assert leak not in text
+    assert backend_url in lb.log()
+
+
+@pytest.fixture
+def unused_port() -> int:
+    """A loopback port nothing listens on (bound once, then closed)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+@pytest.fixture
+def unanswered_listener() -> Iterator[int]:
+    """A port whose accept queue is full, so new connections hang until they time out."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port: int = listener.getsockname()[1]
+    filler = socket.create_connection(("127.0.0.1", port))
+    yield port
+    filler.close()
+    listener.close()
+
+
+def test_refused_connection_is_502(unused_port: int, start_balancer: StartBalancer) -> None:
+    """A backend that refuses the connection gets the client a 502."""
+    url = f"http://127.0.0.1:{unused_port}"
+    lb = start_balancer([url], workers=1)
+    _assert_plain_error(fetch(lb.port), 502, lb, url)
+
+
+def test_connect_timeout_is_504(unanswered_listener: int, start_balancer: StartBalancer) -> None:
+    """A backend that does not accept the connection within connect_timeout gets a 504."""
+    url = f"http://127.0.0.1:{unanswered_listener}"
+    lb = start_balancer([url], workers=1, env={"PREFORK_LB_CONNECT_TIMEOUT": "0.5"})
+    _assert_plain_error(fetch(lb.port), 504, lb, url)
+
+
+def test_read_timeout_is_504(
+    three_backends: list[ScriptedBackend], start_balancer: StartBalancer
+) -> None:
+    """A backend that does not answer within read_timeout gets a 504."""
+    backend = three_backends[0]
+    backend.route("/slow", sleep_then_respond(3))
+    lb = start_balancer([backend.url], workers=1, env={"PREFORK_LB_READ_TIMEOUT": "0.5"})
+    _assert_plain_error(fetch(lb.port, "/slow"), 504, lb, backend.url)
+    assert fetch(lb.port, "/").status == 200
+
+
+def _reset(request: RecordedRequest, responder: Responder) -> None:
+    responder.reset()
+
+
+def _close(request: RecordedRequest, responder: Responder) -> None:
+    responder.close()
+
+
+@pytest.mark.parametrize(
+    "handler",
+    [pytest.param(_reset, id="reset"), pytest.param(_close, id="closed-without-answer")],
+)
+def test_connection_dropped_before_answer_is_502(
+    handler: object, three_backends: list[ScriptedBackend], start_balancer: StartBalancer
+) -> None:
+    """A backend that resets or closes the connection before answering gets a 502."""
+    backend = three_backends[0]
+    backend.route("/drop", handler)  # type: ignore[arg-type]
+    lb = start_balancer([backend.url], workers=1)
+    _assert_plain_error(fetch(lb.port, "/drop"), 502, lb, backend.url)
+    assert fetch(lb.port, "/").status == 200
+
+
+INVALID_RESPONSES = [
+    pytest.param(b"HELLO THERE\r\n\r\n", id="garbage-status-line"),
+    pytest.param(b"HTTP/1.1 abc OK\r\nContent-Length: 0\r\n\r\n", id="non-numeric-status"),
+    pytest.param(b"HTTP/1.1 103 Early Hints\r\nLink: </s.css>\r\n\r\n", id="103-as-final"),
+    pytest.param(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\n\r\n", id="unasked-101"),
+    pytest.param(b"HTTP/1.1 200 OK\r\nBad Name: x\r\nContent-Length: 0\r\n\r\n", id="bad-name"),
+    pytest.param(b"HTTP/1.1 200 OK\r\nX-A: a\x01b\r\nContent-Length: 0\r\n\r\n", id="ctl-value"),
+    pytest.param(
+        b"HTTP/1.1 200 OK\r\nthis is no header\r\nContent-Length: 2\r\n\r\nok", id="no-colon"
+    ),
+    pytest.param(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nok", id="two-lengths"
+    ),
+    pytest.param(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"2\r\nok\r\n0\r\n\r\n",
+        id="length-and-chunked",
+    ),
+    pytest.param(b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n", id="negative-length"),
+    pytest.param(b"HTTP/1.1 700 Seven\r\nContent-Length: 0\r\n\r\n", id="status-700"),
+]
+
+
+@pytest.mark.parametrize("response", INVALID_RESPONSES)
+def test_invalid_response_is_502_and_worker_carries_on(
+    response: bytes, three_backends: list[ScriptedBackend], start_balancer: StartBalancer
+) -> None:
+    """An invalid backend response becomes a 502, and the next request is served normally."""
+    backend = three_backends[0]
+    backend.route("/broken", raw(response))
+    lb = start_balancer([backend.url], workers=1)
+    _assert_plain_error(fetch(lb.port, "/broken"), 502, lb, backend.url)
+    assert fetch(lb.port, "/").body == b"backend-1\n"
+    assert "Traceback" not in lb.log()
+
+
+@pytest.mark.parametrize(
+    ("handler", "env"),
+    [
+        pytest.param(truncated(100_000, 5_000), {}, id="length-body-cut"),
+        pytest.param(truncated(100_000, 5_000, chunked=True), {}, id="chunked-body-cut"),
+        pytest.param(
+            hang_after_headers(), {"PREFORK_LB_READ_TIMEOUT": "0.5"}, id="silent-after-head"
+        ),
+    ],
+)
+def test_failure_after_headers_aborts_the_client_connection(
+    handler: object,
+    env: dict[str, str],
+    three_backends: list[ScriptedBackend],
+    start_balancer: StartBalancer,
+) -> None:
+    """A backend failing after the status line leaves the client an incomplete, closed response."""
+    backend = three_backends[0]
+    backend.route("/cut", handler)  # type: ignore[arg-type]
+    lb = start_balancer([backend.url], workers=1, env=env)
+    with RawConnection(lb.port, timeout=10) as conn:
+        reply = conn.request("GET", "/cut")
+        assert reply.status == 200
+        assert not reply.complete
+        assert conn.is_closed_by_peer()
+    assert re.search(r"response aborted after the status line: backend http://127", lb.log())
+    assert "Traceback" not in lb.log()
+    assert fetch(lb.port, "/").status == 200
