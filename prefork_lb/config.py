@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ipaddress
 import math
+import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -84,8 +85,10 @@ def _fail(where: str, value: object, expected: str) -> ConfigError:
 
 
 def _parse_seconds(where: str, value: object) -> float:
+    # float() also reads non-ASCII digits ("١٢"); a setting is plain ASCII.
+    plain = isinstance(value, int | float) or (isinstance(value, str) and value.isascii())
     try:
-        seconds = float(value) if isinstance(value, str | int | float) else math.nan
+        seconds = float(value) if plain else math.nan  # type: ignore[arg-type]
     except ValueError:
         seconds = math.nan
     if isinstance(value, bool) or not math.isfinite(seconds) or seconds <= 0:
@@ -98,7 +101,7 @@ def _parse_positive_int(where: str, value: object) -> int:
         raise _fail(where, value, "must be a positive whole number")
     if isinstance(value, int):
         number = value
-    elif isinstance(value, str) and value.strip().isdigit():
+    elif isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
         number = int(value)
     else:
         raise _fail(where, value, "must be a positive whole number")
@@ -151,6 +154,8 @@ def parse_backend_url(where: str, value: object) -> Backend:
         raise _fail(where, text, f"unsupported scheme {parts.scheme!r}: use http or https")
     if not parts.hostname:
         raise _fail(where, text, "has no host")
+    if not _HOSTNAME.fullmatch(parts.hostname) and not _is_ip(parts.hostname):
+        raise _fail(where, text, f"host {parts.hostname!r} is not a valid host name")
     if parts.username is not None or parts.password is not None:
         raise _fail(where, text, "must not carry user info")
     if parts.path not in ("", "/") or parts.query or parts.fragment:
@@ -164,6 +169,15 @@ def parse_backend_url(where: str, value: object) -> Backend:
 
 
 _BACKEND_KEYS = frozenset({"url"})
+_HOSTNAME = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_.-]*[A-Za-z0-9_])?\.?")
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 def _parse_backends(where: str, value: object) -> tuple[Backend, ...]:

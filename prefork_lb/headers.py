@@ -50,6 +50,7 @@ VIA_PSEUDONYM = "prefork_lb"
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 # Field values: visible ASCII, obs-text, space and tab; no CR, LF, NUL or other controls.
 _FIELD_VALUE = re.compile(r"[\t\x20-\x7e\x80-\xff]*")
+_DIGITS = re.compile(r"[0-9]+")
 _canonical_cache: dict[str, str] = {}
 
 
@@ -95,7 +96,8 @@ def upstream_request_headers(
     received = strip_hop_by_hop(request.headers)
     client_host = request.target.authority
     if client_host is None:
-        hosts = _values(received, "host")
+        # From the lines as sent: a Connection header naming Host must not drop it.
+        hosts = _values(request.headers, "host")
         client_host = hosts[0] if hosts else None
     dropped = _REQUEST_DECIDED if trusted else _REQUEST_DECIDED | FORWARDED_FIELDS
     kept = [(name, value) for name, value in received if name.lower() not in dropped]
@@ -143,7 +145,7 @@ def response_head(
             raise BadBackendResponse(f"header {name!r} has control characters in its value")
         if name.lower() == "content-length":
             lengths.update(item.strip() for item in value.split(","))
-    if lengths and (len(lengths) > 1 or not next(iter(lengths)).isdigit()):
+    if lengths and (len(lengths) > 1 or not _DIGITS.fullmatch(next(iter(lengths)))):
         raise BadBackendResponse(f"invalid or conflicting Content-Length {sorted(lengths)}")
     if lengths and chunked:
         raise BadBackendResponse("both Content-Length and Transfer-Encoding: chunked")
@@ -157,4 +159,5 @@ def response_head(
         out.append(("Content-Length", lengths.pop()))
     via = [*_values(headers, "via"), f"{version} {VIA_PSEUDONYM}"]
     out.append(("Via", ", ".join(via)))
-    return f"{status} {reason}".rstrip(), out
+    # RFC 9112 section 4: the space after the code stays even when the reason is empty.
+    return f"{status} {reason}", out

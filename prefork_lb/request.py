@@ -17,6 +17,8 @@ from prefork_lb.errors import BadRequest, MethodNotAllowed
 _ABSOLUTE_FORM = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://([^/?#]*)(.*)", re.DOTALL)
 # RFC 9112 section 3.2: origin-form is absolute-path [ "?" query ], printable ASCII, no "#".
 _FORWARDABLE = re.compile(r"[!-~]+")
+# host [":" port], host a reg-name or a bracketed IPv6 literal (RFC 3986 section 3.2).
+_AUTHORITY = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~!$&'()*+,;=%-]+)(?::[0-9]*)?")
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +64,7 @@ def upstream_target(method: str, raw_target: str) -> Target:
     if absolute is None:
         raise BadRequest(f"request-target {raw_target!r} is neither origin- nor absolute-form")
     scheme, authority, rest = absolute.groups()
-    if scheme.lower() not in ("http", "https") or not authority or "@" in authority:
+    if scheme.lower() not in ("http", "https") or not _AUTHORITY.fullmatch(authority):
         raise BadRequest(f"absolute-form target {raw_target!r} is not a plain http(s) URL")
     if not rest.startswith("/"):
         rest = "/" + rest

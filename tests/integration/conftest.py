@@ -64,6 +64,6 @@ def echo_balancer(echo_backend: ScriptedBackend) -> Iterator[BalancerProcess]:
 
 @pytest.fixture
 def backend(echo_backend: ScriptedBackend, echo_balancer: BalancerProcess) -> ScriptedBackend:
-    """The shared backend with no recorded requests, behind a running balancer."""
-    echo_backend.clear()
+    """The shared backend with no routes or recorded requests, behind a running balancer."""
+    echo_backend.clear(routes=True)
     return echo_backend

@@ -26,7 +26,7 @@ from tests.support.backend import (
 )
 from tests.support.balancer import BalancerProcess
 from tests.support.client import fetch, send
-from tests.support.rawhttp import RawConnection
+from tests.support.rawhttp import RawConnection, send_raw
 
 HOST = [("Host", "app.example")]
 
@@ -307,6 +307,32 @@ def test_status_and_reason_pass_through(
     backend.route(f"/status-{status}", fixed(status, reason, [], b"body"))
     reply = fetch(echo_balancer.port, f"/status-{status}")
     assert (reply.status, reply.reason, reply.body) == (status, reason, b"body")
+
+
+def test_empty_reason_phrase_keeps_its_space(
+    backend: ScriptedBackend, echo_balancer: BalancerProcess
+) -> None:
+    """A status line with an empty reason reaches the client as 'HTTP/1.1 200 ' (RFC 9112 4)."""
+    backend.route("/no-reason", raw(b"HTTP/1.1 200 \r\nContent-Length: 2\r\n\r\nok", False))
+    data = send_raw(
+        echo_balancer.port, b"GET /no-reason HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
+    )
+    assert data.startswith(b"HTTP/1.1 200 \r\n")
+    assert data.endswith(b"\r\n\r\nok")
+
+
+def test_non_ascii_header_bytes_pass_unchanged(
+    backend: ScriptedBackend, echo_balancer: BalancerProcess
+) -> None:
+    """Header values with bytes above 0x7f go through byte for byte, in both directions."""
+    backend.route(
+        "/obs", raw(b"HTTP/1.1 200 OK\r\nX-Name: caf\xe9\r\nContent-Length: 0\r\n\r\n", False)
+    )
+    with RawConnection(echo_balancer.port) as conn:
+        conn.send(b"GET /obs HTTP/1.1\r\nHost: a\r\nX-In: caf\xc3\xa9\r\n\r\n")
+        reply = conn.read_response()
+    assert reply.header("X-Name") == ["caf\xe9"]
+    assert backend.wait_for_requests(1)[0].header("X-In") == ["caf\xc3\xa9"]
 
 
 def test_set_cookie_lines_stay_separate(

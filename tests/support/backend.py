@@ -558,11 +558,14 @@ class ScriptedBackend:
                 )
             return list(self._requests)
 
-    def clear(self) -> None:
-        """Forget the recorded requests and errors."""
+    def clear(self, *, routes: bool = False) -> None:
+        """Forget the recorded requests and errors (and the routes, if asked)."""
         with self._changed:
             self._requests.clear()
             self.errors.clear()
+        if routes:
+            with self._lock:
+                self._routes.clear()
 
     @property
     def connections_accepted(self) -> int:

@@ -432,12 +432,12 @@ class RawConnection:
         )
         return self.read_response(method)
 
-    def read_head(self, method: str = "GET") -> ResponseStream:
-        """Read the next final response's head (skipping 1xx); the body is read on demand."""
+    def read_head(self, method: str = "GET", *, skip_interim: bool = True) -> ResponseStream:
+        """Read the next response's head (skipping 1xx unless told); the body is read on demand."""
         while True:
             stream = ResponseStream(self._reader, method)
             # 101 ends HTTP on this connection, so it counts as final.
-            if not 100 <= stream.status < 200 or stream.status == 101:
+            if not skip_interim or not 100 <= stream.status < 200 or stream.status == 101:
                 return stream
 
     def read_response(self, method: str = "GET") -> RawResponse:

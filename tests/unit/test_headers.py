@@ -1,0 +1,687 @@
+"""Header rewriting: hop-by-hop removal, forwarding fields by trust, and checking response heads."""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from prefork_lb.errors import BadBackendResponse
+from prefork_lb.headers import (
+    canonical_name,
+    response_head,
+    strip_hop_by_hop,
+    upstream_request_headers,
+)
+from prefork_lb.request import ProxyRequest, Target
+
+# Spelled out here rather than imported, so that a change to the package's list fails a test.
+HOP_BY_HOP = (
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "proxy-authorization",
+    "proxy-authenticate",
+)
+
+# --- canonical_name ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        pytest.param("X-REQUEST-ID", "X-Request-Id", id="x-request-id"),
+        pytest.param("HOST", "Host", id="host"),
+        pytest.param("WWW-AUTHENTICATE", "Www-Authenticate", id="www-authenticate"),
+        pytest.param("content-type", "Content-Type", id="lower-case"),
+        pytest.param("X-Forwarded-For", "X-Forwarded-For", id="already-canonical"),
+    ],
+)
+def test_canonical_name(name: str, expected: str) -> None:
+    """Each dash-separated part of a field name is capitalised."""
+    assert canonical_name(name) == expected
+
+
+# --- strip_hop_by_hop --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        *[pytest.param(name, id=name) for name in HOP_BY_HOP],
+        *[pytest.param(name.upper(), id=f"{name}-upper") for name in HOP_BY_HOP],
+        pytest.param("Transfer-Encoding", id="transfer-encoding-mixed"),
+        pytest.param("Proxy-Authorization", id="proxy-authorization-mixed"),
+    ],
+)
+def test_strip_drops_each_hop_by_hop_field(name: str) -> None:
+    """Every hop-by-hop field is dropped whatever its case; the others stay in order."""
+    headers = [("Accept", "*/*"), (name, "x"), ("X-Keep", "1")]
+    assert strip_hop_by_hop(headers) == [("Accept", "*/*"), ("X-Keep", "1")]
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        pytest.param(
+            [("Connection", "X-Secret"), ("X-Secret", "s"), ("X-Public", "p")],
+            [("X-Public", "p")],
+            id="one-named",
+        ),
+        pytest.param(
+            [
+                ("X-A", "a"),
+                ("Connection", " x-a ,X-B,,  x-c  "),
+                ("x-b", "b"),
+                ("X-C", "c"),
+                ("X-D", "d"),
+            ],
+            [("X-D", "d")],
+            id="comma-list-odd-spacing",
+        ),
+        pytest.param(
+            [
+                ("connection", "X-A"),
+                ("X-A", "a"),
+                ("CONNECTION", "x-b, keep-alive"),
+                ("X-B", "b"),
+                ("Keep-Alive", "timeout=5"),
+                ("X-C", "c"),
+            ],
+            [("X-C", "c")],
+            id="several-connection-lines",
+        ),
+        pytest.param(
+            [("X-A", "named later"), ("Connection", "x-a")],
+            [],
+            id="named-field-before-connection",
+        ),
+        pytest.param(
+            [
+                ("Connection", "close"),
+                ("Cookie", "a=1"),
+                ("Cookie", "b=2"),
+                ("X-Dup", "1"),
+                ("X-Dup", "2"),
+            ],
+            [("Cookie", "a=1"), ("Cookie", "b=2"), ("X-Dup", "1"), ("X-Dup", "2")],
+            id="duplicates-kept-in-order",
+        ),
+        pytest.param(
+            [("Connection", ""), ("Connection", " , "), ("X-A", "a")],
+            [("X-A", "a")],
+            id="empty-connection-names-nothing",
+        ),
+        pytest.param([], [], id="empty"),
+    ],
+)
+def test_strip_drops_fields_named_in_connection(
+    headers: list[tuple[str, str]], expected: list[tuple[str, str]]
+) -> None:
+    """Every field a Connection line names is dropped, in any case; the rest keep their order."""
+    assert strip_hop_by_hop(headers) == expected
+
+
+def test_strip_accepts_an_iterator() -> None:
+    """strip_hop_by_hop reads its input once, so a generator works as well as a list."""
+    headers = iter([("X-A", "a"), ("Connection", "x-a"), ("X-B", "b")])
+    assert strip_hop_by_hop(headers) == [("X-B", "b")]
+
+
+_NAME_POOL = [*HOP_BY_HOP, "x-a", "x-b", "cookie", "host", "set-cookie", "via"]
+
+
+def _random_case(name: str) -> st.SearchStrategy[str]:
+    return st.lists(st.booleans(), min_size=len(name), max_size=len(name)).map(
+        lambda flips: "".join(c.upper() if up else c for c, up in zip(name, flips, strict=True))
+    )
+
+
+_names = st.one_of(
+    st.sampled_from(_NAME_POOL).flatmap(_random_case),
+    st.from_regex(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,12}", fullmatch=True),
+)
+_safe_values = st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=20)
+_connection_values = st.lists(_names, max_size=4).flatmap(
+    lambda names: st.lists(
+        st.sampled_from([",", ", ", " ,", " , ", ",,"]), min_size=len(names), max_size=len(names)
+    ).map(lambda seps: "".join(f"{name}{sep}" for name, sep in zip(names, seps, strict=True)))
+)
+_lines = st.one_of(
+    st.tuples(_names, _safe_values),
+    st.tuples(st.sampled_from(["Connection", "connection", "CONNECTION"]), _connection_values),
+)
+
+
+@given(st.lists(_lines, max_size=15))
+def test_strip_property(headers: list[tuple[str, str]]) -> None:
+    """The output is the input minus exactly the hop-by-hop and Connection-named lines, in order."""
+    named = {
+        option.strip().lower()
+        for name, value in headers
+        if name.lower() == "connection"
+        for option in value.split(",")
+    }
+    dropped = set(HOP_BY_HOP) | named
+    expected = [line for line in headers if line[0].lower() not in dropped]
+    assert strip_hop_by_hop(headers) == expected
+
+
+# --- upstream_request_headers ------------------------------------------------------------------
+
+
+def _request(
+    headers: list[tuple[str, str]],
+    *,
+    client_addr: str = "203.0.113.7",
+    target: Target | None = None,
+    version: str = "1.1",
+    scheme: str = "http",
+    content_length: int | None = None,
+    chunked: bool = False,
+) -> ProxyRequest:
+    return ProxyRequest(
+        method="GET",
+        target=target or Target("/"),
+        headers=headers,
+        client_addr=client_addr,
+        scheme=scheme,
+        version=version,
+        content_length=content_length,
+        chunked=chunked,
+    )
+
+
+_FORGED = [
+    ("Host", "example.com"),
+    ("User-Agent", "t"),
+    ("X-Forwarded-For", "6.6.6.6"),
+    ("X-Forwarded-Proto", "https"),
+    ("X-Forwarded-Host", "evil.example"),
+    ("X-Forwarded-Port", "1"),
+    ("X-Forwarded-Prefix", "/evil"),
+    ("Forwarded", "for=6.6.6.6;proto=https"),
+    ("X-Real-IP", "6.6.6.6"),
+    ("Accept", "*/*"),
+]
+
+
+def test_untrusted_client_forwarding_fields_are_replaced() -> None:
+    """From an untrusted client every forwarding field is dropped and rebuilt from the peer."""
+    out = upstream_request_headers(
+        _request(_FORGED), trusted=False, preserve_host=True, backend_authority="10.0.0.5:8080"
+    )
+    assert out == [
+        ("Host", "example.com"),
+        ("User-Agent", "t"),
+        ("Accept", "*/*"),
+        ("X-Forwarded-For", "203.0.113.7"),
+        ("X-Forwarded-Proto", "http"),
+        ("X-Forwarded-Host", "example.com"),
+        ("Via", "1.1 prefork_lb"),
+    ]
+
+
+def test_trusted_proxy_forwarding_fields_are_extended() -> None:
+    """From a trusted proxy X-Forwarded-For is extended and the other forwarding fields kept."""
+    headers = [
+        ("Host", "example.com"),
+        ("X-Forwarded-For", "1.2.3.4"),
+        ("X-Forwarded-Proto", "https"),
+        ("X-Forwarded-Host", "public.example"),
+        ("Forwarded", "for=1.2.3.4;proto=https"),
+        ("X-Real-IP", "1.2.3.4"),
+    ]
+    out = upstream_request_headers(
+        _request(headers, client_addr="10.0.0.1"),
+        trusted=True,
+        preserve_host=True,
+        backend_authority="10.0.0.5:8080",
+    )
+    assert out == [
+        ("Host", "example.com"),
+        ("Forwarded", "for=1.2.3.4;proto=https"),
+        ("X-Real-IP", "1.2.3.4"),
+        ("X-Forwarded-For", "1.2.3.4, 10.0.0.1"),
+        ("X-Forwarded-Proto", "https"),
+        ("X-Forwarded-Host", "public.example"),
+        ("Via", "1.1 prefork_lb"),
+    ]
+
+
+def test_trusted_proxy_several_forwarded_for_lines() -> None:
+    """A trusted proxy's X-Forwarded-For lines are joined in order before the peer address."""
+    headers = [
+        ("Host", "h"),
+        ("X-Forwarded-For", "1.1.1.1, 2.2.2.2"),
+        ("X-Forwarded-For", "3.3.3.3"),
+    ]
+    out = upstream_request_headers(
+        _request(headers, client_addr="10.0.0.1"),
+        trusted=True,
+        preserve_host=True,
+        backend_authority="b:1",
+    )
+    assert ("X-Forwarded-For", "1.1.1.1, 2.2.2.2, 3.3.3.3, 10.0.0.1") in out
+
+
+def test_trusted_proxy_without_forwarding_fields() -> None:
+    """A trusted proxy that sent no forwarding fields gets them built from the connection."""
+    out = upstream_request_headers(
+        _request([("Host", "h")], client_addr="10.0.0.1", scheme="https"),
+        trusted=True,
+        preserve_host=True,
+        backend_authority="b:1",
+    )
+    assert out == [
+        ("Host", "h"),
+        ("X-Forwarded-For", "10.0.0.1"),
+        ("X-Forwarded-Proto", "https"),
+        ("X-Forwarded-Host", "h"),
+        ("Via", "1.1 prefork_lb"),
+    ]
+
+
+def test_backend_authority_when_host_not_preserved() -> None:
+    """Without preserve_host, Host is the backend's authority; the client's is X-Forwarded-Host."""
+    out = upstream_request_headers(
+        _request([("Host", "example.com")]),
+        trusted=False,
+        preserve_host=False,
+        backend_authority="10.0.0.5:8080",
+    )
+    assert out == [
+        ("Host", "10.0.0.5:8080"),
+        ("X-Forwarded-For", "203.0.113.7"),
+        ("X-Forwarded-Proto", "http"),
+        ("X-Forwarded-Host", "example.com"),
+        ("Via", "1.1 prefork_lb"),
+    ]
+
+
+def test_connection_naming_host_keeps_host() -> None:
+    """A Connection header that names Host does not make the client's Host disappear."""
+    lines = [("Host", "app.example"), ("Connection", "Host, X-Drop"), ("X-Drop", "1")]
+    out = upstream_request_headers(
+        _request(lines), trusted=False, preserve_host=True, backend_authority="10.0.0.1:80"
+    )
+    assert [v for n, v in out if n == "Host"] == ["app.example"]
+    assert not [n for n, _ in out if n == "X-Drop"]
+
+
+def test_absolute_form_authority_becomes_host() -> None:
+    """The authority of an absolute-form target replaces the client's Host header."""
+    out = upstream_request_headers(
+        _request([("Host", "ignored.example")], target=Target("/x", "elsewhere:8080")),
+        trusted=False,
+        preserve_host=True,
+        backend_authority="10.0.0.5:8080",
+    )
+    assert out == [
+        ("Host", "elsewhere:8080"),
+        ("X-Forwarded-For", "203.0.113.7"),
+        ("X-Forwarded-Proto", "http"),
+        ("X-Forwarded-Host", "elsewhere:8080"),
+        ("Via", "1.1 prefork_lb"),
+    ]
+
+
+def test_no_client_host_falls_back_to_backend() -> None:
+    """A request without Host (HTTP/1.0) gets the backend's authority and no X-Forwarded-Host."""
+    out = upstream_request_headers(
+        _request([], version="1.0"), trusted=False, preserve_host=True, backend_authority="b:1"
+    )
+    assert out == [
+        ("Host", "b:1"),
+        ("X-Forwarded-For", "203.0.113.7"),
+        ("X-Forwarded-Proto", "http"),
+        ("Via", "1.0 prefork_lb"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("received", "version", "expected"),
+    [
+        pytest.param([], "1.1", "1.1 prefork_lb", id="no-via"),
+        pytest.param([], "1.0", "1.0 prefork_lb", id="http-1.0"),
+        pytest.param([("Via", "1.1 edge")], "1.1", "1.1 edge, 1.1 prefork_lb", id="appended"),
+        pytest.param(
+            [("Via", "1.0 a"), ("via", "1.1 b, 1.1 c")],
+            "1.0",
+            "1.0 a, 1.1 b, 1.1 c, 1.0 prefork_lb",
+            id="several-lines",
+        ),
+    ],
+)
+def test_via_appended(received: list[tuple[str, str]], version: str, expected: str) -> None:
+    """The balancer appends itself to Via with the request's version, as one final line."""
+    out = upstream_request_headers(
+        _request([("Host", "h"), *received], version=version),
+        trusted=False,
+        preserve_host=True,
+        backend_authority="b:1",
+    )
+    assert [line for line in out if line[0].lower() == "via"] == [("Via", expected)]
+    assert out[-1] == ("Via", expected)
+
+
+@pytest.mark.parametrize(
+    ("content_length", "chunked", "expected_length"),
+    [
+        pytest.param(5, False, [("Content-Length", "5")], id="length-from-request"),
+        pytest.param(0, False, [("Content-Length", "0")], id="zero-length"),
+        pytest.param(None, False, [], id="no-body"),
+        pytest.param(None, True, [], id="chunked"),
+    ],
+)
+def test_framing_fields_decided_by_balancer(
+    content_length: int | None, chunked: bool, expected_length: list[tuple[str, str]]
+) -> None:
+    """Expect, Content-Length and Transfer-Encoding are not forwarded; the length is recomputed."""
+    headers = [
+        ("Host", "h"),
+        ("Expect", "100-continue"),
+        ("Content-Length", "999"),
+        ("Transfer-Encoding", "chunked"),
+        ("TE", "trailers"),
+        ("X-Keep", "1"),
+    ]
+    out = upstream_request_headers(
+        _request(headers, content_length=content_length, chunked=chunked),
+        trusted=True,
+        preserve_host=True,
+        backend_authority="b:1",
+    )
+    assert out == [
+        ("Host", "h"),
+        ("X-Keep", "1"),
+        ("X-Forwarded-For", "203.0.113.7"),
+        ("X-Forwarded-Proto", "http"),
+        ("X-Forwarded-Host", "h"),
+        ("Via", "1.1 prefork_lb"),
+        *expected_length,
+    ]
+
+
+def test_repeated_fields_stay_separate() -> None:
+    """Repeated fields stay separate lines in their original order."""
+    headers = [
+        ("Host", "h"),
+        ("Cookie", "a=1"),
+        ("X-Custom", "one"),
+        ("Cookie", "b=2"),
+        ("X-Custom", "two"),
+    ]
+    out = upstream_request_headers(
+        _request(headers), trusted=False, preserve_host=True, backend_authority="b:1"
+    )
+    assert out[:5] == [
+        ("Host", "h"),
+        ("Cookie", "a=1"),
+        ("X-Custom", "one"),
+        ("Cookie", "b=2"),
+        ("X-Custom", "two"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("preserve_host", "expected"),
+    [pytest.param(True, "first.example", id="preserved"), pytest.param(False, "b:1", id="backend")],
+)
+def test_host_exactly_once(preserve_host: bool, expected: str) -> None:
+    """However many Host lines arrive, exactly one goes upstream, and it comes first."""
+    headers = [
+        ("Host", "first.example"),
+        ("X-A", "a"),
+        ("host", "second.example"),
+        ("HOST", "third"),
+    ]
+    out = upstream_request_headers(
+        _request(headers), trusted=False, preserve_host=preserve_host, backend_authority="b:1"
+    )
+    assert [line for line in out if line[0].lower() == "host"] == [("Host", expected)]
+    assert out[0] == ("Host", expected)
+
+
+def test_hop_by_hop_request_fields_dropped() -> None:
+    """Hop-by-hop fields and the fields Connection names never reach the backend."""
+    headers = [
+        ("Host", "h"),
+        ("Connection", "keep-alive, X-Hop"),
+        ("Keep-Alive", "timeout=5"),
+        ("X-Hop", "secret"),
+        ("Proxy-Authorization", "Basic Zm9vOmJhcg=="),
+        ("Upgrade", "websocket"),
+        ("X-Keep", "1"),
+    ]
+    out = upstream_request_headers(
+        _request(headers), trusted=False, preserve_host=True, backend_authority="b:1"
+    )
+    assert [name for name, _ in out] == [
+        "Host",
+        "X-Keep",
+        "X-Forwarded-For",
+        "X-Forwarded-Proto",
+        "X-Forwarded-Host",
+        "Via",
+    ]
+
+
+# --- response_head -----------------------------------------------------------------------------
+
+
+def _head(
+    headers: list[tuple[str, str]] | None = None,
+    *,
+    status: int = 200,
+    reason: str = "OK",
+    version: str = "1.1",
+    chunked: bool = False,
+) -> tuple[str, list[tuple[str, str]]]:
+    return response_head(status, reason, headers or [], version=version, chunked=chunked)
+
+
+@pytest.mark.parametrize(
+    ("status", "reason", "expected"),
+    [
+        pytest.param(200, "OK", "200 OK", id="200"),
+        pytest.param(404, "Not Found", "404 Not Found", id="404"),
+        pytest.param(299, "Quite Fine, Thanks", "299 Quite Fine, Thanks", id="custom-reason"),
+        pytest.param(599, "Odd", "599 Odd", id="599"),
+        pytest.param(200, "caf\xe9", "200 caf\xe9", id="obs-text-reason"),
+    ],
+)
+def test_status_line(status: int, reason: str, expected: str) -> None:
+    """The status line is the backend's status and reason, reason kept as sent."""
+    line, _ = _head(status=status, reason=reason)
+    assert line == expected
+
+
+@pytest.mark.parametrize(
+    "status",
+    [
+        pytest.param(100, id="100"),
+        pytest.param(101, id="101"),
+        pytest.param(103, id="103"),
+        pytest.param(199, id="199"),
+        pytest.param(600, id="600"),
+        pytest.param(99, id="99"),
+        pytest.param(0, id="0"),
+    ],
+)
+def test_non_final_status_rejected(status: int) -> None:
+    """An interim or out-of-range status is not a response a client can be handed."""
+    with pytest.raises(BadBackendResponse) as caught:
+        _head(status=status)
+    assert caught.value.status == HTTPStatus.BAD_GATEWAY
+
+
+@pytest.mark.parametrize(
+    "reason",
+    [
+        pytest.param("OK\r", id="cr"),
+        pytest.param("OK\nX-Injected: 1", id="lf"),
+        pytest.param("O\x00K", id="nul"),
+        pytest.param("O\x1bK", id="escape"),
+    ],
+)
+def test_reason_with_controls_rejected(reason: str) -> None:
+    """A reason phrase with control characters is a bad backend response."""
+    with pytest.raises(BadBackendResponse):
+        _head(reason=reason)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param("X Foo", id="space"),
+        pytest.param("X:Foo", id="colon"),
+        pytest.param("", id="empty"),
+        pytest.param("X-Foo\r", id="cr"),
+        pytest.param("X(Foo)", id="parens"),
+        pytest.param("X-F\xf6o", id="non-ascii"),
+    ],
+)
+def test_invalid_header_name_rejected(name: str) -> None:
+    """A header name that is not a token is a bad backend response."""
+    with pytest.raises(BadBackendResponse):
+        _head([(name, "v")])
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        pytest.param("a\rb", id="cr"),
+        pytest.param("a\nb", id="lf"),
+        pytest.param("a\x00b", id="nul"),
+        pytest.param("a\x01b", id="soh"),
+        pytest.param("a\x7fb", id="del"),
+    ],
+)
+def test_header_value_with_controls_rejected(value: str) -> None:
+    """A header value with CR, LF, NUL or another control character is a bad backend response."""
+    with pytest.raises(BadBackendResponse):
+        _head([("X-Foo", value)])
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        pytest.param("a\tb", id="tab"),
+        pytest.param("caf\xe9", id="latin-1"),
+        pytest.param("\x80\xff", id="obs-text-bounds"),
+        pytest.param("", id="empty"),
+        pytest.param(" spaced ", id="spaces"),
+    ],
+)
+def test_header_value_allowed(value: str) -> None:
+    """Tabs, spaces and obs-text are allowed in a header value and passed through unchanged."""
+    _, out = _head([("X-Foo", value)])
+    assert out == [("X-Foo", value), ("Via", "1.1 prefork_lb")]
+
+
+@pytest.mark.parametrize(
+    ("headers", "chunked"),
+    [
+        pytest.param(
+            [("Content-Length", "5"), ("Content-Length", "6")], False, id="two-lines-differ"
+        ),
+        pytest.param([("Content-Length", "5, 6")], False, id="list-differs"),
+        pytest.param([("Content-Length", "abc")], False, id="word"),
+        pytest.param([("Content-Length", "-1")], False, id="negative"),
+        pytest.param([("Content-Length", "5x")], False, id="trailing-junk"),
+        pytest.param([("Content-Length", "")], False, id="empty"),
+        pytest.param([("Content-Length", "5,")], False, id="trailing-comma"),
+        pytest.param([("Content-Length", "+5")], False, id="plus-sign"),
+        pytest.param([("Content-Length", "5")], True, id="with-chunked"),
+        pytest.param(
+            [("Content-Length", "5"), ("Transfer-Encoding", "chunked")], True, id="with-chunked-te"
+        ),
+    ],
+)
+def test_bad_content_length_rejected(headers: list[tuple[str, str]], chunked: bool) -> None:
+    """A conflicting, non-numeric or chunked-framed Content-Length is a bad backend response."""
+    with pytest.raises(BadBackendResponse):
+        _head(headers, chunked=chunked)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        pytest.param("\xb2", id="superscript-two"),
+        pytest.param("1\xb3", id="one-superscript-three"),
+        pytest.param("\xb9", id="superscript-one"),
+    ],
+)
+def test_superscript_content_length_rejected(value: str) -> None:
+    """A Content-Length of superscript digits (obs-text, not DIGIT) is a bad backend response."""
+    with pytest.raises(BadBackendResponse):
+        _head([("Content-Length", value)])
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        pytest.param([("Content-Length", "5"), ("Content-Length", "5")], id="two-lines"),
+        pytest.param([("Content-Length", "5, 5")], id="list"),
+        pytest.param([("content-length", " 5 "), ("CONTENT-LENGTH", "5,5")], id="mixed"),
+    ],
+)
+def test_identical_content_lengths_collapse(headers: list[tuple[str, str]]) -> None:
+    """Identical Content-Length values collapse into one line."""
+    _, out = _head([("X-A", "a"), *headers])
+    assert out == [("X-A", "a"), ("Content-Length", "5"), ("Via", "1.1 prefork_lb")]
+
+
+def test_hop_by_hop_response_fields_stripped() -> None:
+    """Hop-by-hop response fields and those Connection names are dropped; the rest keep order."""
+    headers = [
+        ("Content-Type", "text/plain"),
+        ("Connection", "keep-alive, X-Internal"),
+        ("Keep-Alive", "timeout=5"),
+        ("X-Internal", "10.0.0.5"),
+        ("Transfer-Encoding", "chunked"),
+        ("Trailer", "X-Checksum"),
+        ("Upgrade", "h2c"),
+        ("Proxy-Authenticate", "Basic"),
+        ("X-Public", "1"),
+    ]
+    _, out = _head(headers, chunked=True)
+    assert out == [("Content-Type", "text/plain"), ("X-Public", "1"), ("Via", "1.1 prefork_lb")]
+
+
+def test_set_cookie_lines_kept_separately() -> None:
+    """Several Set-Cookie lines are kept as separate lines in their order."""
+    headers = [
+        ("Set-Cookie", "a=1; Path=/"),
+        ("Content-Type", "text/html"),
+        ("Set-Cookie", "b=2, c=3; Expires=Wed, 21 Oct 2015 07:28:00 GMT"),
+        ("set-cookie", "d=4"),
+    ]
+    _, out = _head(headers)
+    assert out == [*headers, ("Via", "1.1 prefork_lb")]
+
+
+@pytest.mark.parametrize(
+    ("headers", "version", "expected"),
+    [
+        pytest.param([], "1.1", "1.1 prefork_lb", id="no-via"),
+        pytest.param([("Via", "1.1 cache")], "1.1", "1.1 cache, 1.1 prefork_lb", id="appended"),
+        pytest.param(
+            [("Via", "1.1 a"), ("Via", "1.0 b")],
+            "1.0",
+            "1.1 a, 1.0 b, 1.0 prefork_lb",
+            id="two-lines",
+        ),
+    ],
+)
+def test_response_via(headers: list[tuple[str, str]], version: str, expected: str) -> None:
+    """The balancer appends itself to the response's Via, as one final line."""
+    _, out = _head([("X-A", "a"), *headers], version=version)
+    assert out == [("X-A", "a"), ("Via", expected)]
