@@ -262,6 +262,23 @@ def test_request_body_is_streamed_not_buffered(
     assert (reply.status, reply.body) == (200, str(2 * part).encode())
 
 
+def test_expect_continue_is_answered_and_not_forwarded(
+    backend: ScriptedBackend, echo_balancer: BalancerProcess
+) -> None:
+    """Expect: 100-continue gets its 100 from the balancer and never reaches the backend."""
+    with RawConnection(echo_balancer.port) as conn:
+        conn.send(
+            b"PUT /exp HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 4\r\n\r\n"
+        )
+        interim = conn.read_head(skip_interim=False)
+        assert interim.status == 100
+        conn.send(b"data")
+        assert conn.read_response().status == 200
+    seen = backend.wait_for_requests(1)[0]
+    assert seen.header("Expect") == []
+    assert seen.body == b"data"
+
+
 @pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
 def test_client_hanging_up_mid_upload_never_completes_upstream(
     chunked: bool, backend: ScriptedBackend, echo_balancer: BalancerProcess
