@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Literal
 
+from tests.support.fields import header_tokens
+
 Framing = Literal["length", "chunked", "none"]
 Handler = Callable[["RecordedRequest", "Responder"], None]
 
@@ -173,28 +175,16 @@ def _read_header_block(reader: _SocketReader) -> list[tuple[str, str]] | None:
         headers.append(_split_header_line(line))
 
 
-def _header_tokens(headers: list[tuple[str, str]], name: str) -> list[str]:
-    """Return the comma-separated tokens of every ``name`` header, lower-cased."""
-    wanted = name.lower()
-    return [
-        token.strip().lower()
-        for key, value in headers
-        if key.lower() == wanted
-        for token in value.split(",")
-        if token.strip()
-    ]
-
-
 def _request_framing(headers: list[tuple[str, str]]) -> tuple[Framing, int]:
     """Decide how the request body is framed (RFC 9112 section 6.3) and its length."""
-    codings = _header_tokens(headers, "transfer-encoding")
+    codings = header_tokens(headers, "transfer-encoding")
     if codings:
         # Transfer-Encoding overrides Content-Length; a request whose final coding is not
         # chunked has no determinable length, which a server must answer with 400.
         if codings[-1] != "chunked":
             raise BadRequestError(f"request transfer-coding {codings!r} does not end in chunked")
         return "chunked", 0
-    lengths = {token for token in _header_tokens(headers, "content-length")}
+    lengths = {token for token in header_tokens(headers, "content-length")}
     if not lengths:
         return "none", 0
     if len(lengths) > 1 or not next(iter(lengths)).isdigit():
@@ -317,7 +307,7 @@ class Responder:
         bodiless_status = status < 200 or status in (204, 304)
         if not bodiless_status and not names & {"content-length", "transfer-encoding"}:
             head_fields.append(("Content-Length", str(len(body))))
-        if "close" in _header_tokens(head_fields, "connection"):
+        if "close" in header_tokens(head_fields, "connection"):
             self.close_after = True
         head = f"HTTP/1.1 {status} {reason}\r\n" + "".join(
             f"{name}: {value}\r\n" for name, value in head_fields
@@ -681,7 +671,7 @@ class ScriptedBackend:
                 self.auto_continue
                 and record.framing != "none"
                 and record.version == "HTTP/1.1"
-                and "100-continue" in _header_tokens(record.headers, "expect")
+                and "100-continue" in header_tokens(record.headers, "expect")
             ):
                 responder.sock.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
             try:
@@ -749,7 +739,7 @@ def _read_request_head(
 
 def _wants_close(version: str, headers: list[tuple[str, str]]) -> bool:
     """Whether the request asks for the connection to be closed after the response."""
-    tokens = _header_tokens(headers, "connection")
+    tokens = header_tokens(headers, "connection")
     if version == "HTTP/1.0":
         return "keep-alive" not in tokens
     return "close" in tokens

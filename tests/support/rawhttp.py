@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Literal, Protocol
 
+from tests.support.fields import header_tokens
+
 EndReason = Literal["", "framing", "eof", "reset", "timeout"]
 
 # Far above anything a proxy sends; they only stop a garbage stream growing without limit.
@@ -77,18 +79,6 @@ class RawResponse:
         """Return every value of header ``name`` (case-insensitive), in order received."""
         wanted = name.lower()
         return [value for key, value in self.headers if key.lower() == wanted]
-
-
-def _header_tokens(headers: list[tuple[str, str]], name: str) -> list[str]:
-    """Return the comma-separated tokens of every ``name`` header, lower-cased."""
-    wanted = name.lower()
-    return [
-        token.strip().lower()
-        for key, value in headers
-        if key.lower() == wanted
-        for token in value.split(",")
-        if token.strip()
-    ]
 
 
 class ResponseStream:
@@ -185,10 +175,10 @@ class ResponseStream:
         """Decide how the body is delimited (RFC 9112 section 6.3)."""
         if method.upper() == "HEAD" or self.status < 200 or self.status in (204, 304):
             return "none"
-        codings = _header_tokens(self.headers, "transfer-encoding")
+        codings = header_tokens(self.headers, "transfer-encoding")
         if codings:
             return "chunked" if codings[-1] == "chunked" else "close"
-        lengths = set(_header_tokens(self.headers, "content-length"))
+        lengths = set(header_tokens(self.headers, "content-length"))
         if not lengths:
             return "close"
         if len(lengths) > 1 or not next(iter(lengths)).isdigit():
