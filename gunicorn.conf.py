@@ -15,6 +15,8 @@ wsgi_app = "prefork_lb.wsgi:create_app()"
 worker_class = "gevent"
 workers = os.cpu_count() or 1
 worker_connections = 1000
+# A proxy forwards any method token (RFC 9110 section 9.1), lower-case or custom.
+permit_unconventional_http_method = True
 # Never preload: urllib3 must be imported after gevent patches the worker, and
 # the shared state is made by the on_starting hook, not at import time.
 preload_app = False

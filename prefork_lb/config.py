@@ -57,6 +57,7 @@ class Settings:
     backends: tuple[Backend, ...] = ()
     connect_timeout: float = 5.0
     read_timeout: float = 60.0
+    client_timeout: float = 60.0
     trusted_proxies: tuple[IPNetwork, ...] = ()
     preserve_host: bool = True
     pool_size: int = 64
@@ -229,12 +230,20 @@ SETTINGS: tuple[Setting, ...] = (
         "of it) before the balancer answers 504 or aborts the response.",
     ),
     Setting(
+        "client_timeout",
+        _parse_seconds,
+        "60",
+        "Seconds a client may stay silent while sending its request body before the "
+        "balancer answers 408 and closes the backend connection.",
+    ),
+    Setting(
         "trusted_proxies",
         _parse_networks,
         "(none)",
         "Addresses or CIDR networks of proxies in front of the balancer whose "
-        "``X-Forwarded-*`` and ``Forwarded`` headers are kept and extended. "
-        "From anyone else those headers are replaced.",
+        "forwarding headers are kept (``X-Forwarded-For`` is extended with their "
+        "address). From anyone else ``X-Forwarded-*``, ``Forwarded`` and ``X-Real-IP`` "
+        "are replaced.",
     ),
     Setting(
         "preserve_host",

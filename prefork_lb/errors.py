@@ -46,6 +46,20 @@ class IncompleteRequestBody(BadRequest):
     public = "the request body ended before it was complete"
 
 
+class ClientTimeout(LBError):
+    """The client went silent in the middle of sending its request body."""
+
+    status = HTTPStatus.REQUEST_TIMEOUT
+    public = "the request body did not arrive in time"
+
+
+class UnsupportedTransferCoding(LBError):
+    """The request uses a transfer coding other than chunked (RFC 9112 section 6.1)."""
+
+    status = HTTPStatus.NOT_IMPLEMENTED
+    public = "only the chunked transfer coding is supported"
+
+
 class MethodNotAllowed(LBError):
     """The method asks the balancer to be something it is not (CONNECT: a tunnel)."""
 

@@ -10,9 +10,11 @@ Transfer-Encoding never reach a backend as sent.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Iterable
 
+from prefork_lb.config import IPNetwork
 from prefork_lb.errors import BadBackendResponse
 from prefork_lb.request import ProxyRequest
 
@@ -81,6 +83,15 @@ def strip_hop_by_hop(headers: Iterable[tuple[str, str]]) -> Headers:
     return [(name, value) for name, value in headers if name.lower() not in dropped]
 
 
+def is_trusted_proxy(client_addr: str, trusted: Iterable[IPNetwork]) -> bool:
+    """Whether the client is a configured proxy whose forwarding headers may be kept."""
+    try:
+        address = ipaddress.ip_address(client_addr)
+    except ValueError:
+        return False  # a Unix socket peer, or no address at all
+    return any(address in network for network in trusted)
+
+
 def _values(headers: Headers, field: str) -> list[str]:
     return [value for name, value in headers if name.lower() == field]
 
@@ -147,7 +158,16 @@ def response_head(
             lengths.update(item.strip() for item in value.split(","))
     if lengths and (len(lengths) > 1 or not _DIGITS.fullmatch(next(iter(lengths)))):
         raise BadBackendResponse(f"invalid or conflicting Content-Length {sorted(lengths)}")
-    if lengths and chunked:
+    codings = [
+        token.strip().lower()
+        for name, value in headers
+        if name.lower() == "transfer-encoding"
+        for token in value.split(",")
+    ]
+    if codings and codings != ["chunked"]:
+        # http.client reads anything but plain "chunked" up to the close, framing and all.
+        raise BadBackendResponse(f"unsupported Transfer-Encoding {', '.join(codings)!r}")
+    if lengths and (chunked or codings):
         raise BadBackendResponse("both Content-Length and Transfer-Encoding: chunked")
 
     out = [

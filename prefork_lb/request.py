@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from prefork_lb.errors import BadRequest, MethodNotAllowed
+from prefork_lb.errors import BadRequest, MethodNotAllowed, UnsupportedTransferCoding
 
 _ABSOLUTE_FORM = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://([^/?#]*)(.*)", re.DOTALL)
 # RFC 9112 section 3.2: origin-form is absolute-path [ "?" query ], printable ASCII, no "#".
@@ -66,6 +66,37 @@ def upstream_target(method: str, raw_target: str) -> Target:
     scheme, authority, rest = absolute.groups()
     if scheme.lower() not in ("http", "https") or not _AUTHORITY.fullmatch(authority):
         raise BadRequest(f"absolute-form target {raw_target!r} is not a plain http(s) URL")
+    if not rest and method == "OPTIONS":
+        # RFC 9112 section 3.2.4: OPTIONS on a URI without a path asks about the server.
+        return Target("*", authority)
     if not rest.startswith("/"):
         rest = "/" + rest
     return Target(rest, authority)
+
+
+def body_framing(
+    transfer_encoding: str | None, content_length: str | None
+) -> tuple[int | None, bool]:
+    """How the client framed its body: (Content-Length or None, chunked).
+
+    Gunicorn has already refused conflicting or malformed framing. A transfer
+    coding other than plain chunked (``gzip, chunked``) would have to be
+    decoded to be re-framed, so it is refused with 501 rather than passed on
+    as if it were chunked.
+    """
+    if transfer_encoding is not None:
+        if transfer_encoding.strip().lower() != "chunked":
+            raise UnsupportedTransferCoding(f"Transfer-Encoding {transfer_encoding!r}")
+        return None, True
+    return (int(content_length) if content_length else None), False
+
+
+def check_host(target: Target, headers: list[tuple[str, str]], version: str) -> None:
+    """Refuse a missing (HTTP/1.1) or malformed Host (RFC 9112 section 3.2)."""
+    hosts = [value for name, value in headers if name.lower() == "host"]
+    if not hosts:
+        if version == "1.1" and target.authority is None:
+            raise BadRequest("HTTP/1.1 request without a Host header")
+        return
+    if not _AUTHORITY.fullmatch(hosts[0]):
+        raise BadRequest(f"Host {hosts[0]!r} is not host[:port]")

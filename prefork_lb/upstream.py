@@ -8,6 +8,12 @@ target (``%2f`` becomes ``%2F``, ``"`` becomes ``%22``), and the balancer
 forwards the target byte for byte. Retries and redirects are the
 balancer's business, so urllib3's are off.
 
+Two more things urllib3 does not do for a proxy: interim 1xx responses
+(``103 Early Hints``) are skipped like http.client skips ``100 Continue``,
+and a request that fails on a reused keep-alive connection before any answer
+(the backend closed it as it went idle) is sent once more on a fresh
+connection, when that cannot repeat anything: an idempotent method, no body.
+
 Every urllib3 or socket exception is turned into an ``LBError`` here, by one
 ordered table, most specific first: ``NewConnectionError`` subclasses
 ``ConnectTimeoutError``, so the other order would report "connection refused"
@@ -18,8 +24,10 @@ from __future__ import annotations
 
 import http.client
 from collections.abc import Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING
 
-from urllib3 import PoolManager
+from urllib3 import HTTPConnectionPool, HTTPSConnectionPool, PoolManager
+from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.exceptions import (
     ConnectTimeoutError,
     HTTPError,
@@ -41,7 +49,13 @@ from prefork_lb.errors import (
 )
 from prefork_lb.headers import Headers
 
+if TYPE_CHECKING:
+    from urllib3._base_connection import BaseHTTPConnection
+
 RESPONSE_CHUNK = 64 * 1024
+IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
+# The backend closed a reused connection before answering: nothing was processed.
+_STALE_CONNECTION = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)
 
 # Most specific first; the first match wins.
 _ERROR_TABLE: tuple[tuple[type[BaseException], type[LBError], str], ...] = (
@@ -72,6 +86,37 @@ def map_upstream_error(err: BaseException, backend: Backend) -> LBError:
     return BadBackendResponse(f"backend {backend.url} failed: {err!r}")
 
 
+class _FinalResponse(http.client.HTTPResponse):
+    """An http.client response that skips every interim (1xx) response but 101.
+
+    ``begin()`` skips a ``100 Continue`` and reads on; reporting any other
+    interim status as 100 makes it skip those too (RFC 9110 section 15.2
+    lets the recipient of a 1xx it did not ask for ignore it).
+    """
+
+    def _read_status(self) -> tuple[str, int, str]:
+        version, status, reason = super()._read_status()  # type: ignore[misc]
+        if 102 <= status < 200:
+            return version, http.client.CONTINUE, reason
+        return version, status, reason
+
+
+class _HTTPConnection(HTTPConnection):
+    response_class = _FinalResponse
+
+
+class _HTTPSConnection(HTTPSConnection):
+    response_class = _FinalResponse
+
+
+class _HTTPConnectionPool(HTTPConnectionPool):
+    ConnectionCls = _HTTPConnection
+
+
+class _HTTPSConnectionPool(HTTPSConnectionPool):
+    ConnectionCls = _HTTPSConnection
+
+
 class Upstream:
     """The worker's connections to every backend, and how requests go out on them."""
 
@@ -84,6 +129,10 @@ class Upstream:
             retries=False,
             timeout=self._timeout,
         )
+        self._manager.pool_classes_by_scheme = {
+            "http": _HTTPConnectionPool,
+            "https": _HTTPSConnectionPool,
+        }
 
     def send(
         self,
@@ -99,29 +148,45 @@ class Upstream:
         pool = self._manager.connection_from_host(backend.host, backend.port, backend.scheme)
         upstream_headers = _header_lines(headers)
         conn = pool._get_conn()
-        try:
-            response = pool._make_request(
-                conn,
-                method,
-                target,
-                body=body,
-                headers=upstream_headers,
-                chunked=chunked,
-                timeout=self._timeout,
-                response_conn=conn,
-                preload_content=False,
-                decode_content=False,
-                enforce_content_length=True,
-            )
-            _check_header_parsing(response)
-        except BaseException as err:
-            # As urlopen does: a connection in an unknown state is closed, its slot kept.
-            conn.close()
-            pool._put_conn(conn)
-            if isinstance(err, HTTPError | OSError | http.client.HTTPException):
-                raise map_upstream_error(err, backend) from err
-            raise
-        return response
+        replayable = body is None and method in IDEMPOTENT
+        while True:
+            reused = not conn.is_closed
+            try:
+                response = pool._make_request(
+                    conn,
+                    method,
+                    target,
+                    body=None if body is None else self._upload(conn, body),
+                    headers=upstream_headers,
+                    chunked=chunked,
+                    timeout=self._timeout,
+                    response_conn=conn,
+                    preload_content=False,
+                    decode_content=False,
+                    enforce_content_length=True,
+                )
+                _check_header_parsing(response)
+            except BaseException as err:
+                # As urlopen does: a connection in an unknown state is closed, its slot kept.
+                conn.close()
+                if reused and replayable and isinstance(err, _STALE_CONNECTION):
+                    reused = False
+                    continue  # once more, on a fresh connection
+                pool._put_conn(conn)
+                if isinstance(err, HTTPError | OSError | http.client.HTTPException):
+                    raise map_upstream_error(err, backend) from err
+                raise
+            return response
+
+    def _upload(self, conn: BaseHTTPConnection, body: Iterable[bytes]) -> Iterator[bytes]:
+        # urllib3 keeps the connect timeout on the socket for the whole request;
+        # once connected, sending the body is bounded by the read timeout.
+        first = True
+        for piece in body:
+            if first and isinstance(conn, HTTPConnection) and conn.sock is not None:
+                conn.sock.settimeout(self._timeout.read_timeout)
+                first = False
+            yield piece
 
     def clear(self) -> None:
         """Close every pooled connection."""
@@ -197,6 +262,16 @@ def stream_body(response: BaseHTTPResponse, backend: Backend) -> Iterator[bytes]
         raise map_upstream_error(err, backend) from err
     finally:
         discard_unless(response, keep=complete)
+
+
+def release_without_body(response: BaseHTTPResponse, *, head: bool) -> None:
+    """Return the connection of a response that has no body (HEAD, 204, 304) unread.
+
+    Such a response ends with its head whatever its headers say (RFC 9112
+    section 6.3); a 204 or 304 that announces chunked framing comes from a
+    backend that may send a body anyway, so its connection is closed.
+    """
+    discard_unless(response, keep=head or "transfer-encoding" not in response.headers)
 
 
 def discard_unless(response: BaseHTTPResponse, *, keep: bool) -> None:

@@ -16,22 +16,35 @@ built there. Each request:
 
 from __future__ import annotations
 
-import ipaddress
+import contextlib
 import logging
+import socket
+import struct
 import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
+import gevent
 from gunicorn.http.errors import ParseException
 
 from prefork_lb import hooks, shared
 from prefork_lb.balancer import pick_backend
 from prefork_lb.config import Backend, Settings
-from prefork_lb.errors import AbortResponse, IncompleteRequestBody, LBError
-from prefork_lb.headers import canonical_name, response_head, upstream_request_headers
-from prefork_lb.request import ProxyRequest, upstream_target
+from prefork_lb.errors import AbortResponse, ClientTimeout, IncompleteRequestBody, LBError
+from prefork_lb.headers import (
+    canonical_name,
+    is_trusted_proxy,
+    response_head,
+    upstream_request_headers,
+)
+from prefork_lb.request import (
+    ProxyRequest,
+    body_framing,
+    check_host,
+    upstream_target,
+)
 from prefork_lb.shared import RotationCounter
-from prefork_lb.upstream import Upstream, discard_unless, stream_body
+from prefork_lb.upstream import Upstream, discard_unless, release_without_body, stream_body
 
 StartResponse = Callable[..., Any]
 Environ = dict[str, Any]
@@ -43,7 +56,18 @@ log = logging.getLogger("gunicorn.error").getChild("prefork_lb")
 def create_app() -> Balancer:
     """Gunicorn's app factory: the balancer, built from the state the master installed."""
     state = shared.installed()
+    _log_urllib3_warnings()
     return Balancer(state.settings, state.rotation)
+
+
+def _log_urllib3_warnings() -> None:
+    # urllib3 logs "Connection pool is full" (pool_size too small) to a
+    # NullHandler; send the pool's warnings where the operator looks. (Not
+    # urllib3.connection's: its header-parsing warning is a 502 here already.)
+    urllib3_log = logging.getLogger("urllib3.connectionpool")
+    urllib3_log.setLevel(logging.WARNING)
+    for handler in logging.getLogger("gunicorn.error").handlers:
+        urllib3_log.addHandler(handler)
 
 
 class Balancer:
@@ -87,7 +111,11 @@ class Balancer:
             preserve_host=self._settings.preserve_host,
             backend_authority=backend.authority,
         )
-        body = _request_body(environ["wsgi.input"], request) if request.has_body else None
+        body = (
+            _request_body(environ["wsgi.input"], request, self._settings.client_timeout)
+            if request.has_body
+            else None
+        )
         started = time.monotonic()
         response = self._upstream.send(
             backend, request.method, request.target.path, headers, body, chunked=request.chunked
@@ -106,17 +134,15 @@ class Balancer:
             err.detail = f"backend {backend.url}: {err.detail}"
             raise
         start_response(status, response_headers)
+        if request.method == "HEAD" or response.status in (204, 304):
+            release_without_body(response, head=request.method == "HEAD")
+            return []
         return _relay_body(stream_body(response, backend), environ)
 
     def _is_trusted(self, client_addr: str) -> bool:
         trusted = self._trust.get(client_addr)
         if trusted is None:
-            try:
-                address = ipaddress.ip_address(client_addr)
-            except ValueError:
-                trusted = False
-            else:
-                trusted = any(address in net for net in self._settings.trusted_proxies)
+            trusted = is_trusted_proxy(client_addr, self._settings.trusted_proxies)
             if len(self._trust) < 10_000:
                 self._trust[client_addr] = trusted
         return trusted
@@ -132,16 +158,19 @@ def read_request(environ: Environ) -> ProxyRequest:
         if lines is not None
         else headers_from_environ(environ)
     )
-    length = environ.get("CONTENT_LENGTH")
-    chunked = "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
+    version = environ.get("SERVER_PROTOCOL", "HTTP/1.1").removeprefix("HTTP/")
+    check_host(target, headers, version)
+    content_length, chunked = body_framing(
+        environ.get("HTTP_TRANSFER_ENCODING"), environ.get("CONTENT_LENGTH")
+    )
     return ProxyRequest(
         method=method,
         target=target,
         headers=headers,
         client_addr=environ.get("REMOTE_ADDR", ""),
         scheme=environ["wsgi.url_scheme"],
-        version=environ.get("SERVER_PROTOCOL", "HTTP/1.1").removeprefix("HTTP/"),
-        content_length=int(length) if length and not chunked else None,
+        version=version,
+        content_length=content_length,
         chunked=chunked,
     )
 
@@ -157,19 +186,23 @@ def headers_from_environ(environ: Environ) -> list[tuple[str, str]]:
     return headers
 
 
-def _request_body(stream: Any, request: ProxyRequest) -> Iterator[bytes]:
+def _request_body(stream: Any, request: ProxyRequest, timeout: float) -> Iterator[bytes]:
     """The client's body, piece by piece as it arrives, never whole in memory.
 
-    A body that ends short of its Content-Length, or a malformed chunked body,
-    raises IncompleteRequestBody from inside the upstream send, so the
-    backend's connection is closed mid-request: it never sees a request that
-    looks complete.
+    A body that ends short of its Content-Length, a malformed chunked body, or
+    a client silent for ``timeout`` seconds raises an LBError from inside the
+    upstream send, so the backend's connection is closed mid-request: it
+    never sees a request that looks complete.
     """
     remaining = request.content_length
     while remaining is None or remaining > 0:
         size = REQUEST_CHUNK if remaining is None else min(REQUEST_CHUNK, remaining)
+        # An Exception (not gevent's BaseException) so that gunicorn marks the
+        # body as failed and does not read the rest as a next request.
+        silent = ClientTimeout(f"client sent no body bytes for {timeout:g} s")
         try:
-            chunk = stream.read(size)
+            with gevent.Timeout(timeout, silent):
+                chunk = stream.read(size)
         except (OSError, ParseException) as err:
             raise IncompleteRequestBody(f"client body broke off: {err!r}") from err
         if not chunk:
@@ -201,4 +234,12 @@ def _relay_body(chunks: Iterator[bytes], environ: Environ) -> Iterator[bytes]:
             environ.get("RAW_URI"),
             err.detail,
         )
+        _reset_on_close(environ.get("gunicorn.socket"))
         raise AbortResponse(err.detail) from err
+
+
+def _reset_on_close(client: Any) -> None:
+    # Close with RST, not FIN: to an HTTP/1.0 client, or one reading a
+    # close-delimited body, a FIN would look like the end of a complete body.
+    with contextlib.suppress(AttributeError, OSError):
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import re
 import socket
-from collections.abc import Iterator
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -125,6 +128,14 @@ INVALID_RESPONSES = [
     ),
     pytest.param(b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n", id="negative-length"),
     pytest.param(b"HTTP/1.1 700 Seven\r\nContent-Length: 0\r\n\r\n", id="status-700"),
+    pytest.param(
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+        id="gzip-chunked-coding",
+    ),
+    pytest.param(
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: xchunked\r\nContent-Length: 2\r\n\r\nok",
+        id="unknown-coding-with-length",
+    ),
 ]
 
 
@@ -169,3 +180,97 @@ def test_failure_after_headers_aborts_the_client_connection(
     assert re.search(r"response aborted after the status line: backend http://127", lb.log())
     assert "Traceback" not in lb.log()
     assert fetch(lb.port, "/").status == 200
+
+
+def _close_reused_connections() -> Callable[[RecordedRequest, Responder], None]:
+    """A handler that answers the first request on a connection and drops any later one."""
+    seen: Counter[int] = Counter()
+
+    def handle(request: RecordedRequest, responder: Responder) -> None:
+        seen[request.connection_id] += 1
+        if seen[request.connection_id] > 1:
+            responder.close()
+        else:
+            responder.respond(200, "OK", [], b"fresh")
+
+    return handle
+
+
+def test_stale_keepalive_connection_is_retried_for_idempotent_requests(
+    three_backends: list[ScriptedBackend], start_balancer: StartBalancer
+) -> None:
+    """A GET that meets a keep-alive connection the backend closed is sent again on a fresh one."""
+    backend = three_backends[0]
+    backend.route("/", _close_reused_connections())
+    lb = start_balancer([backend.url], workers=1)
+    for _ in range(5):
+        assert fetch(lb.port).body == b"fresh"
+    # Requests 2-5 each met a dropped reused connection and were answered on a fresh one.
+    assert len(backend.requests) == 9
+    assert backend.connections_accepted == 5
+    assert "Traceback" not in lb.log()
+
+
+@pytest.mark.parametrize(("method", "body"), [("POST", None), ("PATCH", None), ("GET", b"payload")])
+def test_stale_connection_never_repeats_what_could_act_twice(
+    method: str,
+    body: bytes | None,
+    three_backends: list[ScriptedBackend],
+    start_balancer: StartBalancer,
+) -> None:
+    """A non-idempotent request, or one with a body, is not sent twice: the client gets 502."""
+    backend = three_backends[0]
+    backend.route("/", _close_reused_connections())
+    lb = start_balancer([backend.url], workers=1)
+    assert fetch(lb.port).body == b"fresh"  # leaves one pooled connection to reuse
+    backend.clear()
+    assert fetch(lb.port, method=method, body=body).status == 502
+    assert len(backend.requests) == 1
+
+
+def test_backend_slow_to_take_an_upload_is_bounded_by_read_timeout(
+    three_backends: list[ScriptedBackend], start_balancer: StartBalancer
+) -> None:
+    """Sending a body to a backend that pauses is bounded by read_timeout, not connect_timeout."""
+    backend = three_backends[0]
+
+    def pause_then_read(request: RecordedRequest, responder: Responder) -> None:
+        time.sleep(2)
+        for _ in responder.body_reader():
+            pass
+        responder.respond(200, "OK", [], str(len(request.body)).encode())
+
+    backend.route("/upload", pause_then_read, read_body=False)
+    env = {"PREFORK_LB_CONNECT_TIMEOUT": "0.5", "PREFORK_LB_READ_TIMEOUT": "10"}
+    lb = start_balancer([backend.url], workers=1, env=env)
+    body = b"u" * (16 * 1024 * 1024)
+    reply = fetch(lb.port, "/upload", method="POST", body=body, timeout=30)
+    assert (reply.status, reply.body) == (200, str(len(body)).encode())
+
+
+def test_silent_client_body_is_408_and_never_complete_upstream(
+    three_backends: list[ScriptedBackend], start_balancer: StartBalancer
+) -> None:
+    """A client silent mid-body for client_timeout gets 408; the backend never sees it complete."""
+    backend = three_backends[0]
+    lb = start_balancer([backend.url], workers=1, env={"PREFORK_LB_CLIENT_TIMEOUT": "0.5"})
+    with RawConnection(lb.port, timeout=10) as conn:
+        conn.send(b"POST /slow-up HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\n0123456789")
+        reply = conn.read_response()
+    assert reply.status == 408
+    seen = backend.wait_for_requests(1)
+    assert not seen[0].complete
+    assert len(seen[0].body) < 100
+
+
+def test_pool_overflow_is_logged(
+    three_backends: list[ScriptedBackend], start_balancer: StartBalancer
+) -> None:
+    """When more connections are open than pool_size keeps, the operator sees it in the log."""
+    backend = three_backends[0]
+    backend.route("/slow", sleep_then_respond(0.5))
+    lb = start_balancer([backend.url], workers=1, env={"PREFORK_LB_POOL_SIZE": "1"})
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        replies = list(pool.map(lambda _: fetch(lb.port, "/slow"), range(4)))
+    assert [r.status for r in replies] == [200] * 4
+    assert "Connection pool is full" in lb.log()

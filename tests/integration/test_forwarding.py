@@ -23,6 +23,7 @@ from tests.support.backend import (
     pattern_bytes,
     raw,
     slow_chunks,
+    truncated,
 )
 from tests.support.balancer import BalancerProcess
 from tests.support.client import fetch, send
@@ -40,7 +41,13 @@ def _wait_until_closed(backend: ScriptedBackend, timeout: float = 10.0) -> None:
 # -- request line -------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("method", ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "PURGE"])
+@pytest.mark.parametrize(
+    "method",
+    [
+        *["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "PURGE"],
+        *["get", "M", "MKCALENDAR", "X-CUSTOM_METHOD.v2", "A" * 22, "X#Y"],
+    ],
+)
 def test_method_reaches_backend(
     method: str, backend: ScriptedBackend, echo_balancer: BalancerProcess
 ) -> None:
@@ -84,6 +91,50 @@ def test_absolute_form_target_goes_to_configured_backend(
     seen = backend.wait_for_requests(1)[0]
     assert seen.target == "/x?y=1"
     assert seen.header("Host") == ["elsewhere.invalid"]
+
+
+def test_options_on_pathless_absolute_uri_becomes_asterisk(
+    backend: ScriptedBackend, echo_balancer: BalancerProcess
+) -> None:
+    """OPTIONS http://host with no path reaches the backend as OPTIONS *."""
+    with RawConnection(echo_balancer.port) as conn:
+        conn.send(b"OPTIONS http://abs.example HTTP/1.1\r\nHost: abs.example\r\n\r\n")
+        assert conn.read_response("OPTIONS").status == 200
+    assert backend.wait_for_requests(1)[0].target == "*"
+
+
+@pytest.mark.parametrize(
+    "request_head",
+    [
+        pytest.param(b"GET / HTTP/1.1\r\n\r\n", id="http11-without-host"),
+        pytest.param(b"GET / HTTP/1.1\r\nHost: a b\r\n\r\n", id="host-with-space"),
+        pytest.param(b"GET / HTTP/1.1\r\nHost: evil/../x\r\n\r\n", id="host-with-slash"),
+        pytest.param(b"GET / HTTP/1.1\r\nHost: u@evil\r\n\r\n", id="host-with-userinfo"),
+    ],
+)
+def test_missing_or_malformed_host_is_400(
+    request_head: bytes, backend: ScriptedBackend, echo_balancer: BalancerProcess
+) -> None:
+    """An HTTP/1.1 request without Host, or with a Host that is not host[:port], gets 400."""
+    with RawConnection(echo_balancer.port) as conn:
+        conn.send(request_head)
+        assert conn.read_response().status == 400
+    time.sleep(0.2)
+    assert backend.requests == []
+
+
+def test_transfer_coding_other_than_chunked_is_501(
+    backend: ScriptedBackend, echo_balancer: BalancerProcess
+) -> None:
+    """A request body coded gzip, chunked is refused with 501, never re-framed as plain chunked."""
+    with RawConnection(echo_balancer.port) as conn:
+        conn.send(
+            b"POST /gz HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"
+            b"3\r\nabc\r\n0\r\n\r\n"
+        )
+        assert conn.read_response().status == 501
+    time.sleep(0.2)
+    assert backend.requests == []
 
 
 def test_connect_is_refused(backend: ScriptedBackend, echo_balancer: BalancerProcess) -> None:
@@ -352,6 +403,17 @@ def test_non_ascii_header_bytes_pass_unchanged(
     assert backend.wait_for_requests(1)[0].header("X-In") == ["caf\xc3\xa9"]
 
 
+@pytest.mark.parametrize("interim", [b"103 Early Hints\r\nLink: </s.css>", b"102 Processing"])
+def test_interim_responses_are_skipped(
+    interim: bytes, backend: ScriptedBackend, echo_balancer: BalancerProcess
+) -> None:
+    """Interim 1xx responses before the final one are skipped; the final answer is relayed."""
+    final = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfinal"
+    backend.route("/hints", raw(b"HTTP/1.1 " + interim + b"\r\n\r\n" + final, then_close=False))
+    reply = fetch(echo_balancer.port, "/hints")
+    assert (reply.status, reply.body) == (200, b"final")
+
+
 def test_set_cookie_lines_stay_separate(
     backend: ScriptedBackend, echo_balancer: BalancerProcess
 ) -> None:
@@ -393,6 +455,32 @@ def test_bodiless_responses_have_no_body(
         if status != 204:
             assert reply.header("Content-Length") == ["1234"]
         assert conn.request("GET", "/after", headers=HOST).status == 200
+
+
+@pytest.mark.parametrize("status", [204, 304])
+def test_bodiless_status_announcing_chunked_does_not_hang(
+    status: int, backend: ScriptedBackend, echo_balancer: BalancerProcess
+) -> None:
+    """A 204 or 304 that announces chunked framing ends with its head; the connection carries on."""
+    head = b"HTTP/1.1 %d X\r\nTransfer-Encoding: chunked\r\n\r\n" % status
+    backend.route(f"/chunked-{status}", raw(head, then_close=False))
+    with RawConnection(echo_balancer.port, timeout=5) as conn:
+        reply = conn.request("GET", f"/chunked-{status}", headers=HOST)
+        assert (reply.status, reply.body, reply.complete) == (status, b"", True)
+        assert conn.request("GET", "/after", headers=HOST).status == 200
+
+
+def test_upstream_connections_are_kept_alive(
+    three_backends: list[ScriptedBackend], start_balancer: StartBalancer
+) -> None:
+    """Sequential requests through one worker reuse one backend connection."""
+    target = three_backends[0]
+    lb = start_balancer([target.url], workers=1)
+    for _ in range(10):
+        assert fetch(lb.port).status == 200
+    for method in ("HEAD", "GET"):
+        assert fetch(lb.port, method=method).status == 200
+    assert target.connections_accepted == 1
 
 
 def test_hop_by_hop_response_fields_are_stripped(
@@ -487,6 +575,21 @@ def test_large_download_keeps_worker_memory_flat(
     assert received == size
     assert digest.hexdigest() == expected.hexdigest()
     assert peak - before < 20 * 1024, f"worker RSS grew from {before} KiB to {peak} KiB"
+
+
+def test_http10_client_sees_a_cut_body_as_a_reset(
+    three_backends: list[ScriptedBackend], start_balancer: StartBalancer
+) -> None:
+    """An HTTP/1.0 client sees a reset, not a clean end, when the backend fails mid-body."""
+    target = three_backends[0]
+    target.route("/cut", truncated(1000, 300, chunked=True))
+    lb = start_balancer([target.url], workers=1)
+    with RawConnection(lb.port, timeout=10) as conn:
+        conn.send(b"GET /cut HTTP/1.0\r\nHost: a\r\n\r\n")
+        reply = conn.read_response()
+    assert reply.status == 200
+    assert reply.end_reason == "reset"
+    assert not reply.complete
 
 
 def test_http10_client_is_served(backend: ScriptedBackend, echo_balancer: BalancerProcess) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import socket
 import subprocess
@@ -82,16 +83,22 @@ def test_config_file_backends_are_used(tmp_path: Path) -> None:
 def test_gunicorn_flags_override_the_config(three_backends: list[ScriptedBackend]) -> None:
     """Gunicorn's own flags (here --workers) apply on top of gunicorn.conf.py."""
     urls = [b.url for b in three_backends]
-    with BalancerProcess(urls, workers=3) as lb:
-        assert len(lb.worker_pids()) == 3
+    workers = (os.cpu_count() or 1) + 1  # not the config's default
+    with BalancerProcess(urls, workers=workers) as lb:
+        assert len(lb.worker_pids()) == workers
 
 
-def test_two_instances_run_side_by_side(three_backends: list[ScriptedBackend]) -> None:
-    """Two balancers on one host both start and serve (no shared control socket)."""
+def test_no_shared_control_socket(three_backends: list[ScriptedBackend], tmp_path: Path) -> None:
+    """Two balancers run side by side and neither opens gunicorn's per-user control socket."""
     urls = [b.url for b in three_backends]
-    with BalancerProcess(urls, workers=1) as first, BalancerProcess(urls, workers=1) as second:
+    home = {"HOME": str(tmp_path), "XDG_RUNTIME_DIR": str(tmp_path)}
+    with (
+        BalancerProcess(urls, workers=1, env=home) as first,
+        BalancerProcess(urls, workers=1, env=home) as second,
+    ):
         for lb in (first, second):
             assert fetch(lb.port).status == 200
+        assert sorted(p.name for p in tmp_path.rglob("*")) == []
 
 
 def test_serve_script_runs_demo_backends_in_rotation(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from http import HTTPStatus
 
 import pytest
@@ -11,6 +12,7 @@ from hypothesis import strategies as st
 from prefork_lb.errors import BadBackendResponse
 from prefork_lb.headers import (
     canonical_name,
+    is_trusted_proxy,
     response_head,
     strip_hop_by_hop,
     upstream_request_headers,
@@ -685,3 +687,45 @@ def test_response_via(headers: list[tuple[str, str]], version: str, expected: st
     """The balancer appends itself to the response's Via, as one final line."""
     _, out = _head([("X-A", "a"), *headers], version=version)
     assert out == [("X-A", "a"), ("Via", expected)]
+
+
+@pytest.mark.parametrize(
+    "lines",
+    [
+        pytest.param([("Transfer-Encoding", "gzip, chunked")], id="gzip-chunked"),
+        pytest.param([("Transfer-Encoding", "gzip"), ("Transfer-Encoding", "chunked")], id="two"),
+        pytest.param([("Transfer-Encoding", "xchunked"), ("Content-Length", "5")], id="unknown"),
+        pytest.param([("Transfer-Encoding", "chunked, chunked")], id="chunked-twice"),
+    ],
+)
+def test_response_transfer_codings_other_than_chunked_are_refused(
+    lines: list[tuple[str, str]],
+) -> None:
+    """A response framed by anything but plain chunked is a bad response, not relayed."""
+    with pytest.raises(BadBackendResponse, match="Transfer-Encoding"):
+        _head(lines)
+
+
+def test_response_plain_chunked_is_relayed_without_framing_headers() -> None:
+    """A plain chunked response is fine; its Transfer-Encoding is not handed on."""
+    status, out = _head([("Transfer-Encoding", "Chunked"), ("X-A", "1")], chunked=True)
+    assert status == "200 OK"
+    assert out == [("X-A", "1"), ("Via", "1.1 prefork_lb")]
+
+
+@pytest.mark.parametrize(
+    ("client", "networks", "trusted"),
+    [
+        pytest.param("10.1.2.3", ["10.0.0.0/8"], True, id="in-network"),
+        pytest.param("192.0.2.1", ["10.0.0.0/8"], False, id="outside"),
+        pytest.param("127.0.0.1", ["127.0.0.1/32", "::1/128"], True, id="exact"),
+        pytest.param("::1", ["127.0.0.1/32", "::1/128"], True, id="ipv6"),
+        pytest.param("10.1.2.3", [], False, id="nobody-trusted"),
+        pytest.param("", ["0.0.0.0/0"], False, id="unix-socket-peer"),
+        pytest.param("not-an-address", ["0.0.0.0/0"], False, id="garbage"),
+    ],
+)
+def test_is_trusted_proxy(client: str, networks: list[str], trusted: bool) -> None:
+    """Only a client address inside a configured network is a trusted proxy."""
+    parsed = [ipaddress.ip_network(n) for n in networks]
+    assert is_trusted_proxy(client, parsed) is trusted

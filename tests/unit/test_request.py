@@ -6,8 +6,8 @@ from http import HTTPStatus
 
 import pytest
 
-from prefork_lb.errors import BadRequest, MethodNotAllowed
-from prefork_lb.request import ProxyRequest, Target, upstream_target
+from prefork_lb.errors import BadRequest, MethodNotAllowed, UnsupportedTransferCoding
+from prefork_lb.request import ProxyRequest, Target, body_framing, check_host, upstream_target
 
 
 @pytest.mark.parametrize(
@@ -140,3 +140,73 @@ def _request(content_length: int | None, *, chunked: bool) -> ProxyRequest:
 def test_has_body(content_length: int | None, chunked: bool, expected: bool) -> None:
     """A request has a body when it is chunked or has a non-zero Content-Length."""
     assert _request(content_length, chunked=chunked).has_body is expected
+
+
+def test_options_on_a_pathless_absolute_uri_asks_about_the_server() -> None:
+    """OPTIONS http://host (no path) is forwarded as OPTIONS * (RFC 9112 section 3.2.4)."""
+    assert upstream_target("OPTIONS", "http://abs.example") == Target("*", "abs.example")
+    assert upstream_target("GET", "http://abs.example") == Target("/", "abs.example")
+
+
+@pytest.mark.parametrize(
+    ("transfer_encoding", "content_length", "expected"),
+    [
+        pytest.param(None, None, (None, False), id="no-body"),
+        pytest.param(None, "0", (0, False), id="zero-length"),
+        pytest.param(None, "42", (42, False), id="length"),
+        pytest.param("chunked", None, (None, True), id="chunked"),
+        pytest.param("Chunked ", None, (None, True), id="chunked-any-case"),
+    ],
+)
+def test_body_framing(
+    transfer_encoding: str | None, content_length: str | None, expected: tuple[int | None, bool]
+) -> None:
+    """The body is framed by its length, by plain chunked coding, or not at all."""
+    assert body_framing(transfer_encoding, content_length) == expected
+
+
+@pytest.mark.parametrize("coding", ["gzip, chunked", "gzip", "chunked, chunked", "identity"])
+def test_body_framing_refuses_other_codings(coding: str) -> None:
+    """A transfer coding other than plain chunked is a 501, never re-framed as chunked."""
+    with pytest.raises(UnsupportedTransferCoding) as caught:
+        body_framing(coding, None)
+    assert caught.value.status == HTTPStatus.NOT_IMPLEMENTED
+
+
+@pytest.mark.parametrize(
+    ("headers", "target", "version"),
+    [
+        pytest.param([("Host", "app.example")], Target("/"), "1.1", id="name"),
+        pytest.param([("Host", "app.example:8080")], Target("/"), "1.1", id="name-and-port"),
+        pytest.param([("Host", "[::1]:8080")], Target("/"), "1.1", id="ipv6"),
+        pytest.param([("Host", "10.0.0.5")], Target("/"), "1.1", id="ipv4"),
+        pytest.param([], Target("/"), "1.0", id="http10-without-host"),
+        pytest.param([], Target("/", "abs.example"), "1.1", id="absolute-form-without-host"),
+    ],
+)
+def test_check_host_accepts(headers: list[tuple[str, str]], target: Target, version: str) -> None:
+    """A well-formed Host, or none on HTTP/1.0 or with an absolute-form target, is accepted."""
+    check_host(target, headers, version)
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        pytest.param("a b", id="space"),
+        pytest.param("evil.example/../x", id="slash"),
+        pytest.param("user@evil.example", id="userinfo"),
+        pytest.param("app.example:80a", id="bad-port"),
+        pytest.param("", id="empty"),
+        pytest.param("[::1", id="unclosed-ipv6"),
+    ],
+)
+def test_check_host_refuses_malformed_host(host: str) -> None:
+    """A Host that is not host[:port] is a 400."""
+    with pytest.raises(BadRequest):
+        check_host(Target("/"), [("Host", host)], "1.1")
+
+
+def test_check_host_requires_host_on_http11() -> None:
+    """An HTTP/1.1 request without Host is a 400 (RFC 9112 section 3.2)."""
+    with pytest.raises(BadRequest, match="without a Host"):
+        check_host(Target("/"), [("Accept", "*/*")], "1.1")

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from prefork_lb import hooks
-from prefork_lb.errors import BadRequest, MethodNotAllowed
+from prefork_lb.errors import BadRequest, MethodNotAllowed, UnsupportedTransferCoding
 from prefork_lb.request import ProxyRequest, Target
 from prefork_lb.wsgi import headers_from_environ, read_request
 
@@ -76,7 +76,7 @@ def test_empty_content_fields_left_out(environ: dict[str, str]) -> None:
         pytest.param({"CONTENT_LENGTH": "0"}, 0, False, id="zero-length"),
         pytest.param({"CONTENT_LENGTH": ""}, None, False, id="empty-length"),
         pytest.param({"HTTP_TRANSFER_ENCODING": "chunked"}, None, True, id="chunked"),
-        pytest.param({"HTTP_TRANSFER_ENCODING": "gzip, Chunked"}, None, True, id="chunked-last"),
+        pytest.param({"HTTP_TRANSFER_ENCODING": " Chunked "}, None, True, id="chunked-any-case"),
         pytest.param(
             {"HTTP_TRANSFER_ENCODING": "chunked", "CONTENT_LENGTH": "42"},
             None,
@@ -92,6 +92,16 @@ def test_read_request_framing(
     request = read_request(_environ(REQUEST_METHOD="POST", **overrides))
     assert request.content_length == content_length
     assert request.chunked is chunked
+
+
+@pytest.mark.parametrize(
+    "coding", ["gzip, chunked", "chunked, chunked", "identity", "deflate,chunked"]
+)
+def test_read_request_refuses_other_transfer_codings(no_received_lines: None, coding: str) -> None:
+    """A transfer coding other than plain chunked is refused with 501, not re-framed."""
+    with pytest.raises(UnsupportedTransferCoding) as caught:
+        read_request(_environ(REQUEST_METHOD="POST", HTTP_TRANSFER_ENCODING=coding))
+    assert caught.value.status == 501
 
 
 @pytest.mark.parametrize(
