@@ -31,7 +31,8 @@ control_socket_disable = True
 accesslog = "-"
 access_log_format = (
     '%(h)s "%(r)s" %(s)s %(B)s %(M)sms pid=%(p)s '
-    "backend=%({prefork_lb.backend}e)s upstream=%({prefork_lb.upstream_time}e)ss"
+    "backend=%({prefork_lb.backend}e)s upstream=%({prefork_lb.upstream_time}e)ss "
+    "error=%({prefork_lb.error}e)s"
 )
 
 on_starting = hooks.on_starting

@@ -81,6 +81,7 @@ def installed() -> SharedState:
     if _installed is None:
         raise RuntimeError(
             "prefork_lb has no shared state: start it with `gunicorn -c gunicorn.conf.py` "
-            "so the master creates it before forking workers"
+            "so the master creates it before forking workers (--preload and "
+            "--check-config load the app before that and are not supported)"
         )
     return _installed

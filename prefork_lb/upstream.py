@@ -53,6 +53,7 @@ if TYPE_CHECKING:
     from urllib3._base_connection import BaseHTTPConnection
 
 RESPONSE_CHUNK = 64 * 1024
+MAX_INTERIM_RESPONSES = 16
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 # The backend closed a reused connection before answering: nothing was processed.
 _STALE_CONNECTION = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)
@@ -94,9 +95,14 @@ class _FinalResponse(http.client.HTTPResponse):
     lets the recipient of a 1xx it did not ask for ignore it).
     """
 
+    _interim_seen = 0
+
     def _read_status(self) -> tuple[str, int, str]:
         version, status, reason = super()._read_status()  # type: ignore[misc]
         if 102 <= status < 200:
+            self._interim_seen += 1
+            if self._interim_seen > MAX_INTERIM_RESPONSES:
+                raise http.client.HTTPException(f"more than {MAX_INTERIM_RESPONSES} 1xx responses")
             return version, http.client.CONTINUE, reason
         return version, status, reason
 
@@ -170,8 +176,7 @@ class Upstream:
                 # As urlopen does: a connection in an unknown state is closed, its slot kept.
                 conn.close()
                 if reused and replayable and isinstance(err, _STALE_CONNECTION):
-                    reused = False
-                    continue  # once more, on a fresh connection
+                    continue  # once more, on a fresh connection (conn is closed now)
                 pool._put_conn(conn)
                 if isinstance(err, HTTPError | OSError | http.client.HTTPException):
                     raise map_upstream_error(err, backend) from err

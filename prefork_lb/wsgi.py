@@ -87,6 +87,7 @@ class Balancer:
             environ["prefork_lb.backend"] = backend.url
             return self._forward(environ, start_response, request, backend)
         except LBError as err:
+            environ["prefork_lb.error"] = type(err).__name__
             log.warning(
                 "%s %s -> %d: %s",
                 environ.get("REQUEST_METHOD"),
@@ -228,6 +229,7 @@ def _relay_body(chunks: Iterator[bytes], environ: Environ) -> Iterator[bytes]:
         yield b""
         yield from chunks
     except LBError as err:
+        environ["prefork_lb.error"] = f"aborted:{type(err).__name__}"
         log.warning(
             "%s %s: response aborted after the status line: %s",
             environ.get("REQUEST_METHOD"),

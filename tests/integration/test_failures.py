@@ -36,6 +36,7 @@ def _assert_plain_error(reply: Reply, status: int, lb: BalancerProcess, backend_
     for leak in ("Traceback", 'File "', "/prefork_lb/", "127.0.0.1"):
         assert leak not in text
     assert backend_url in lb.log()
+    lb.wait_for_log(rf" {status} .* error=\w+")
 
 
 @pytest.fixture
@@ -129,6 +130,10 @@ INVALID_RESPONSES = [
     pytest.param(b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n", id="negative-length"),
     pytest.param(b"HTTP/1.1 700 Seven\r\nContent-Length: 0\r\n\r\n", id="status-700"),
     pytest.param(
+        b"HTTP/1.1 103 Early Hints\r\n\r\n" * 20 + b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+        id="endless-interim-responses",
+    ),
+    pytest.param(
         b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
         id="gzip-chunked-coding",
     ),
@@ -178,6 +183,7 @@ def test_failure_after_headers_aborts_the_client_connection(
         assert not reply.complete
         assert conn.is_closed_by_peer()
     assert re.search(r"response aborted after the status line: backend http://127", lb.log())
+    lb.wait_for_log(r'"GET /cut HTTP/1.1" 200 .* error=aborted:Backend\w+')
     assert "Traceback" not in lb.log()
     assert fetch(lb.port, "/").status == 200
 

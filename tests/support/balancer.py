@@ -8,6 +8,7 @@ master starts and nothing races for it.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -78,6 +79,17 @@ class BalancerProcess:
         if self._final_log is not None:
             return self._final_log
         return Path(self._log.name).read_text(errors="replace")
+
+    def wait_for_log(self, pattern: str, timeout: float = 10.0) -> re.Match[str]:
+        """Wait until the log matches ``pattern`` (access lines are written after the reply)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = re.search(pattern, self.log())
+            if found:
+                return found
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no log line matching {pattern!r}:\n{self.log()}")
+            time.sleep(0.02)
 
     def wait_ready(self, timeout: float = 20.0) -> BalancerProcess:
         """Wait until every worker has booted; fail with the log if the master died."""
