@@ -233,8 +233,8 @@ SETTINGS: tuple[Setting, ...] = (
         "client_timeout",
         _parse_seconds,
         "60",
-        "Seconds a client may stay silent while sending its request body before the "
-        "balancer answers 408 and closes the backend connection.",
+        "Seconds a client may stay silent (send nothing at all) while sending its "
+        "request body before the balancer answers 408 and closes the backend connection.",
     ),
     Setting(
         "trusted_proxies",

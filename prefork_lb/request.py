@@ -18,7 +18,8 @@ _ABSOLUTE_FORM = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://([^/?#]*)(.*)", re.DOT
 # RFC 9112 section 3.2: origin-form is absolute-path [ "?" query ], printable ASCII, no "#".
 _FORWARDABLE = re.compile(r"[!-~]+")
 # host [":" port], host a reg-name or a bracketed IPv6 literal (RFC 3986 section 3.2).
-_AUTHORITY = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~!$&'()*+,;=%-]+)(?::[0-9]*)?")
+# The host may be empty (RFC 9112 section 3.2); IPv6 literals may carry a zone id.
+_AUTHORITY = re.compile(r"(?:\[[0-9A-Za-z:.%_~-]+\]|[A-Za-z0-9._~!$&'()*+,;=%-]*)(?::[0-9]*)?")
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +65,9 @@ def upstream_target(method: str, raw_target: str) -> Target:
     if absolute is None:
         raise BadRequest(f"request-target {raw_target!r} is neither origin- nor absolute-form")
     scheme, authority, rest = absolute.groups()
-    if scheme.lower() not in ("http", "https") or not _AUTHORITY.fullmatch(authority):
+    if scheme.lower() not in ("http", "https") or not authority:
+        raise BadRequest(f"absolute-form target {raw_target!r} is not a plain http(s) URL")
+    if not _AUTHORITY.fullmatch(authority) or authority.startswith(":"):
         raise BadRequest(f"absolute-form target {raw_target!r} is not a plain http(s) URL")
     if not rest and method == "OPTIONS":
         # RFC 9112 section 3.2.4: OPTIONS on a URI without a path asks about the server.
@@ -92,10 +95,15 @@ def body_framing(
 
 
 def check_host(target: Target, headers: list[tuple[str, str]], version: str) -> None:
-    """Refuse a missing (HTTP/1.1) or malformed Host (RFC 9112 section 3.2)."""
+    """Refuse a missing (HTTP/1.1) or malformed Host (RFC 9112 section 3.2).
+
+    With an absolute-form target the Host header is ignored (section 3.2.2).
+    """
+    if target.authority is not None:
+        return
     hosts = [value for name, value in headers if name.lower() == "host"]
     if not hosts:
-        if version == "1.1" and target.authority is None:
+        if version == "1.1":
             raise BadRequest("HTTP/1.1 request without a Host header")
         return
     if not _AUTHORITY.fullmatch(hosts[0]):

@@ -55,8 +55,10 @@ if TYPE_CHECKING:
 RESPONSE_CHUNK = 64 * 1024
 MAX_INTERIM_RESPONSES = 16
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
-# The backend closed a reused connection before answering: nothing was processed.
-_STALE_CONNECTION = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)
+# A reused connection the backend closed or reset before answering. It most
+# likely closed it as it went idle, but it may have seen the request: only
+# idempotent requests are replayed (RFC 9110 section 9.2.2).
+_STALE_CONNECTION = (http.client.RemoteDisconnected, ConnectionResetError)
 
 # Most specific first; the first match wins.
 _ERROR_TABLE: tuple[tuple[type[BaseException], type[LBError], str], ...] = (
@@ -99,7 +101,7 @@ class _FinalResponse(http.client.HTTPResponse):
 
     def _read_status(self) -> tuple[str, int, str]:
         version, status, reason = super()._read_status()  # type: ignore[misc]
-        if 102 <= status < 200:
+        if 100 <= status < 200 and status != http.client.SWITCHING_PROTOCOLS:
             self._interim_seen += 1
             if self._interim_seen > MAX_INTERIM_RESPONSES:
                 raise http.client.HTTPException(f"more than {MAX_INTERIM_RESPONSES} 1xx responses")
@@ -276,7 +278,15 @@ def release_without_body(response: BaseHTTPResponse, *, head: bool) -> None:
     section 6.3); a 204 or 304 that announces chunked framing comes from a
     backend that may send a body anyway, so its connection is closed.
     """
-    discard_unless(response, keep=head or "transfer-encoding" not in response.headers)
+    keep = head or "transfer-encoding" not in response.headers
+    if keep:
+        # Nothing to read, but reading closes http.client's response; left
+        # open, the next request on the connection would fail (ResponseNotReady).
+        try:
+            response.read(decode_content=False)
+        except (HTTPError, OSError, http.client.HTTPException):
+            keep = False
+    discard_unless(response, keep=keep)
 
 
 def discard_unless(response: BaseHTTPResponse, *, keep: bool) -> None:

@@ -24,7 +24,6 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-import gevent
 from gunicorn.http.errors import ParseException
 
 from prefork_lb import hooks, shared
@@ -113,7 +112,12 @@ class Balancer:
             backend_authority=backend.authority,
         )
         body = (
-            _request_body(environ["wsgi.input"], request, self._settings.client_timeout)
+            _request_body(
+                environ["wsgi.input"],
+                request,
+                environ.get("gunicorn.socket"),
+                self._settings.client_timeout,
+            )
             if request.has_body
             else None
         )
@@ -187,23 +191,39 @@ def headers_from_environ(environ: Environ) -> list[tuple[str, str]]:
     return headers
 
 
-def _request_body(stream: Any, request: ProxyRequest, timeout: float) -> Iterator[bytes]:
-    """The client's body, piece by piece as it arrives, never whole in memory.
+def _request_body(
+    stream: Any, request: ProxyRequest, client: Any, timeout: float
+) -> Iterator[bytes]:
+    """The client's body, in pieces of up to 64 KiB, never whole in memory.
 
     A body that ends short of its Content-Length, a malformed chunked body, or
     a client silent for ``timeout`` seconds raises an LBError from inside the
     upstream send, so the backend's connection is closed mid-request: it
-    never sees a request that looks complete.
+    never sees a request that looks complete. (gunicorn's ``read(n)`` returns
+    once it has n bytes or the body ends, hence pieces, not every packet.)
     """
+    # The deadline is on each receive from the client socket: silence, not
+    # slowness, is what times out. Gunicorn marks the body failed when a read
+    # raises, so the rest is never parsed as a next request.
+    previous = client.gettimeout() if client is not None else None
+    if client is not None:
+        client.settimeout(timeout)
+    try:
+        yield from _read_body(stream, request, timeout)
+    finally:
+        if client is not None:
+            with contextlib.suppress(OSError):
+                client.settimeout(previous)
+
+
+def _read_body(stream: Any, request: ProxyRequest, timeout: float) -> Iterator[bytes]:
     remaining = request.content_length
     while remaining is None or remaining > 0:
         size = REQUEST_CHUNK if remaining is None else min(REQUEST_CHUNK, remaining)
-        # An Exception (not gevent's BaseException) so that gunicorn marks the
-        # body as failed and does not read the rest as a next request.
-        silent = ClientTimeout(f"client sent no body bytes for {timeout:g} s")
         try:
-            with gevent.Timeout(timeout, silent):
-                chunk = stream.read(size)
+            chunk = stream.read(size)
+        except TimeoutError as err:
+            raise ClientTimeout(f"client sent no body bytes for {timeout:g} s") from err
         except (OSError, ParseException) as err:
             raise IncompleteRequestBody(f"client body broke off: {err!r}") from err
         if not chunk:

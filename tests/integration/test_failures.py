@@ -134,6 +134,10 @@ INVALID_RESPONSES = [
         id="endless-interim-responses",
     ),
     pytest.param(
+        b"HTTP/1.1 100 Continue\r\n\r\n" * 20 + b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+        id="endless-100-continue",
+    ),
+    pytest.param(
         b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
         id="gzip-chunked-coding",
     ),
@@ -280,3 +284,23 @@ def test_pool_overflow_is_logged(
         replies = list(pool.map(lambda _: fetch(lb.port, "/slow"), range(4)))
     assert [r.status for r in replies] == [200] * 4
     assert "Connection pool is full" in lb.log()
+
+
+def test_slow_but_steady_upload_is_not_timed_out(
+    three_backends: list[ScriptedBackend], start_balancer: StartBalancer
+) -> None:
+    """client_timeout bounds silence, not slowness: a steady trickle longer than it completes."""
+    backend = three_backends[0]
+    lb = start_balancer([backend.url], workers=1, env={"PREFORK_LB_CLIENT_TIMEOUT": "1"})
+    pieces = 10
+    with RawConnection(lb.port, timeout=20) as conn:
+        conn.send(
+            b"POST /trickle HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n" % (pieces * 100)
+        )
+        for _ in range(pieces):  # 10 x 0.3 s: three times the timeout, never silent for it
+            conn.send(b"t" * 100)
+            time.sleep(0.3)
+        reply = conn.read_response()
+    assert reply.status == 200
+    seen = backend.wait_for_requests(1)[0]
+    assert (seen.complete, len(seen.body)) == (True, pieces * 100)
