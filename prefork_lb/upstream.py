@@ -195,10 +195,6 @@ class Upstream:
                 first = False
             yield piece
 
-    def clear(self) -> None:
-        """Close every pooled connection."""
-        self._manager.clear()
-
 
 def _header_lines(headers: Headers) -> _HeaderLines:
     lines = _HeaderLines(headers)
