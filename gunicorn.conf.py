@@ -32,11 +32,13 @@ accesslog = "-"
 access_log_format = (
     '%(h)s "%(r)s" %(s)s %(B)s %(M)sms pid=%(p)s '
     "backend=%({prefork_lb.backend}e)s upstream=%({prefork_lb.upstream_time}e)ss "
-    "error=%({prefork_lb.error}e)s"
+    "retries=%({prefork_lb.retries}e)s error=%({prefork_lb.error}e)s"
 )
 
 on_starting = hooks.on_starting
 when_ready = hooks.when_ready
+pre_fork = hooks.pre_fork
+child_exit = hooks.child_exit
 pre_request = hooks.pre_request
 post_request = hooks.post_request
 on_exit = hooks.on_exit

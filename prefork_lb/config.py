@@ -17,7 +17,7 @@ import math
 import re
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -32,13 +32,35 @@ class ConfigError(ValueError):
 
 
 @dataclass(frozen=True, slots=True)
+class HealthCheck:
+    """How the active health checker probes one backend."""
+
+    enabled: bool = False
+    path: str = "/"
+    interval: float = 2.0
+    timeout: float = 1.0
+    status: tuple[int, int] = (200, 399)  # inclusive range of good statuses
+    rise: int = 2
+    fall: int = 3
+
+
+@dataclass(frozen=True, slots=True)
 class Backend:
-    """One upstream server, addressed by its base URL (scheme, host and port only)."""
+    """One upstream server, addressed by its base URL (scheme, host and port only).
+
+    In ``Settings.backends`` every field is resolved: a per-backend option if
+    one was given, else the global setting of the same name.
+    """
 
     url: str
     scheme: str
     host: str
     port: int
+    weight: int = 1  # 1..1000
+    backup: bool = False
+    max_fails: int = 1  # 0 = never marked down by failed requests
+    fail_timeout: float = 10.0
+    check: HealthCheck = HealthCheck()
 
     @property
     def authority(self) -> str:
@@ -62,6 +84,25 @@ class Settings:
     preserve_host: bool = True
     pool_size: int = 64
     demo: bool = False
+    policy: str = "round_robin"
+    max_fails: int = 1
+    fail_timeout: float = 10.0
+    health_check: bool = False
+    health_path: str = "/"
+    health_interval: float = 2.0
+    health_timeout: float = 1.0
+    health_status: tuple[int, int] = (200, 399)
+    health_rise: int = 2
+    health_fall: int = 3
+    retries: int = 2
+    retry_timeout: float = 10.0
+    fail_open: bool = False
+    slow_start: float = 0.0
+    admin_path: str = "/_prefork_lb"
+    admin_allow: tuple[IPNetwork, ...] = (
+        ipaddress.ip_network("127.0.0.1/32"),
+        ipaddress.ip_network("::1/128"),
+    )
     # Where the settings came from, for messages only.
     sources: tuple[str, ...] = field(default=(), compare=False)
 
@@ -85,29 +126,59 @@ def _fail(where: str, value: object, expected: str) -> ConfigError:
     return ConfigError(f"{where}: {expected}, got {value!r}")
 
 
-def _parse_seconds(where: str, value: object) -> float:
+def _to_seconds(value: object) -> float:
     # float() also reads non-ASCII digits ("١٢"); a setting is plain ASCII.
     plain = isinstance(value, int | float) or (isinstance(value, str) and value.isascii())
+    if isinstance(value, bool) or not plain:
+        return math.nan
     try:
-        seconds = float(value) if plain else math.nan  # type: ignore[arg-type]
+        return float(value)  # type: ignore[arg-type]
     except ValueError:
-        seconds = math.nan
-    if isinstance(value, bool) or not math.isfinite(seconds) or seconds <= 0:
+        return math.nan
+
+
+def _parse_seconds(where: str, value: object) -> float:
+    seconds = _to_seconds(value)
+    if not math.isfinite(seconds) or seconds <= 0:
         raise _fail(where, value, "must be a positive number of seconds")
     return seconds
 
 
-def _parse_positive_int(where: str, value: object) -> int:
+def _parse_seconds_or_zero(where: str, value: object) -> float:
+    seconds = _to_seconds(value)
+    if not math.isfinite(seconds) or seconds < 0:
+        raise _fail(where, value, "must be a number of seconds, 0 or more")
+    return seconds
+
+
+def _to_whole(value: object) -> int | None:
     if isinstance(value, bool):
-        raise _fail(where, value, "must be a positive whole number")
+        return None
     if isinstance(value, int):
-        number = value
-    elif isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
-        number = int(value)
-    else:
+        return value
+    if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
+        return int(value)
+    return None
+
+
+def _parse_positive_int(where: str, value: object) -> int:
+    number = _to_whole(value)
+    if number is None or number < 1:
         raise _fail(where, value, "must be a positive whole number")
-    if number < 1:
-        raise _fail(where, value, "must be a positive whole number")
+    return number
+
+
+def _parse_count(where: str, value: object) -> int:
+    number = _to_whole(value)
+    if number is None or number < 0:
+        raise _fail(where, value, "must be a whole number, 0 or more")
+    return number
+
+
+def _parse_weight(where: str, value: object) -> int:
+    number = _to_whole(value)
+    if number is None or not 1 <= number <= 1000:
+        raise _fail(where, value, "must be a whole number from 1 to 1000")
     return number
 
 
@@ -141,6 +212,58 @@ def _parse_networks(where: str, value: object) -> tuple[IPNetwork, ...]:
     return tuple(networks)
 
 
+POLICIES = ("round_robin", "least_conn")
+
+
+def _parse_policy(where: str, value: object) -> str:
+    if isinstance(value, str) and value.strip() in POLICIES:
+        return value.strip()
+    raise _fail(where, value, f"must be one of {', '.join(POLICIES)}")
+
+
+# A request-target in origin form: no spaces or controls, and no "#", which
+# HTTP does not allow in a target at all.
+_HEALTH_PATH = re.compile(r"/[!-~]*")
+
+
+def _parse_health_path(where: str, value: object) -> str:
+    path = value.strip() if isinstance(value, str) else ""
+    if not _HEALTH_PATH.fullmatch(path) or "#" in path:
+        raise _fail(
+            where, value, "must be a path starting with / (printable ASCII, no spaces or #)"
+        )
+    return path
+
+
+_STATUS_RANGE = re.compile(r"([0-9]{3})(?:\s*-\s*([0-9]{3}))?")
+
+
+def _parse_status_range(where: str, value: object) -> tuple[int, int]:
+    expected = "must be a status or an inclusive range such as 200-399, within 100-599"
+    if isinstance(value, int) and not isinstance(value, bool):
+        low = high = value
+    elif isinstance(value, str) and (match := _STATUS_RANGE.fullmatch(value.strip())):
+        low = int(match[1])
+        high = int(match[2] or match[1])
+    else:
+        raise _fail(where, value, expected)
+    if not 100 <= low <= high <= 599:
+        raise _fail(where, value, expected)
+    return low, high
+
+
+def _parse_admin_path(where: str, value: object) -> str:
+    if not isinstance(value, str):
+        raise _fail(where, value, 'must be a path such as /_prefork_lb, or "off"')
+    text = value.strip()
+    if text.lower() in ("", "off"):
+        return ""
+    path = text.rstrip("/")
+    if not _HEALTH_PATH.fullmatch(path) or "?" in path or "#" in path:
+        raise _fail(where, value, 'must be a path such as /_prefork_lb (no "?" or "#"), or "off"')
+    return path
+
+
 def parse_backend_url(where: str, value: object) -> Backend:
     """Validate one backend base URL such as ``http://10.0.0.5:8080``."""
     if not isinstance(value, str) or not value.strip():
@@ -169,7 +292,6 @@ def parse_backend_url(where: str, value: object) -> Backend:
     return Backend(url=url, scheme=parts.scheme, host=parts.hostname, port=port)
 
 
-_BACKEND_KEYS = frozenset({"url"})
 _HOSTNAME = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_.-]*[A-Za-z0-9_])?\.?")
 
 
@@ -181,30 +303,125 @@ def _is_ip(host: str) -> bool:
     return True
 
 
-def _parse_backends(where: str, value: object) -> tuple[Backend, ...]:
+@dataclass(frozen=True, slots=True)
+class _BackendSpec:
+    """A backend as listed, with the global settings it overrides for itself.
+
+    The globals may come later (or from the environment when the backends
+    come from the file), so ``load_config`` resolves the overrides at the end.
+    """
+
+    backend: Backend  # url, weight and backup already final
+    overrides: tuple[tuple[str, Any], ...] = ()
+
+
+def _parse_backend_options(
+    here: str, backend: Backend, options: Mapping[str, object], sep: str
+) -> _BackendSpec:
+    """Apply ``weight`` and ``backup``; keep the (parsed) overrides of global settings."""
+    overrides = []
+    for key, raw in options.items():
+        value = _BACKEND_OPTIONS[key](f"{here}{sep}{key}", raw)
+        if key == "weight":
+            backend = replace(backend, weight=value)
+        elif key == "backup":
+            backend = replace(backend, backup=value)
+        else:
+            overrides.append((key, value))
+    return _BackendSpec(backend, tuple(overrides))
+
+
+def _parse_backend_item(here: str, item: str) -> _BackendSpec:
+    """One item of PREFORK_LB_BACKENDS: a URL, then ``key=value`` words or ``backup``."""
+    url, *words = item.split()
+    backend = parse_backend_url(here, url)
+    options: dict[str, object] = {}
+    for word in words:
+        key, equals, raw = word.partition("=")
+        if not equals and key == "backup":
+            raw = "true"
+        elif not equals:
+            raise _fail(here, item, f"option {word!r} must be key=value or backup")
+        if key not in _BACKEND_OPTIONS:
+            known = ", ".join(sorted(_BACKEND_OPTIONS))
+            raise ConfigError(f"{here}: unknown option {key!r} (known: {known})")
+        if key in options:
+            raise _fail(here, item, f"option {key!r} is given twice")
+        options[key] = raw
+    return _parse_backend_options(here, backend, options, ": ")
+
+
+def _parse_backend_table(here: str, table: object) -> _BackendSpec:
+    """One ``[[backends]]`` table of the file (or a plain URL string)."""
+    if isinstance(table, str):
+        return _BackendSpec(parse_backend_url(here, table))
+    if not isinstance(table, dict):
+        raise _fail(here, table, "must be a table with a url key")
+    unknown = sorted(set(table) - {"url"} - set(_BACKEND_OPTIONS))
+    if unknown:
+        known = ", ".join(["url", *sorted(_BACKEND_OPTIONS)])
+        raise ConfigError(f"{here}: unknown key {unknown[0]!r} (known keys: {known})")
+    if "url" not in table:
+        raise ConfigError(f"{here}: missing key 'url'")
+    backend = parse_backend_url(f"{here}.url", table["url"])
+    options = {key: raw for key, raw in table.items() if key != "url"}
+    return _parse_backend_options(here, backend, options, ".")
+
+
+def _parse_backends(where: str, value: object) -> tuple[_BackendSpec, ...]:
     if isinstance(value, str):
-        return tuple(
-            parse_backend_url(f"{where}[{i}]", item)
+        specs = tuple(
+            _parse_backend_item(f"{where}[{i}]", item)
             for i, item in enumerate(_split_list(where, value))
         )
-    if not isinstance(value, list):
+    elif isinstance(value, list):
+        specs = tuple(_parse_backend_table(f"{where}[{i}]", t) for i, t in enumerate(value))
+    else:
         raise _fail(where, value, "must be a list of [[backends]] tables")
-    backends = []
-    for i, table in enumerate(value):
-        here = f"{where}[{i}]"
-        if isinstance(table, str):
-            backends.append(parse_backend_url(here, table))
-            continue
-        if not isinstance(table, dict):
-            raise _fail(here, table, "must be a table with a url key")
-        unknown = sorted(set(table) - _BACKEND_KEYS)
-        if unknown:
-            known = ", ".join(sorted(_BACKEND_KEYS))
-            raise ConfigError(f"{here}: unknown key {unknown[0]!r} (known keys: {known})")
-        if "url" not in table:
-            raise ConfigError(f"{here}: missing key 'url'")
-        backends.append(parse_backend_url(f"{here}.url", table["url"]))
-    return tuple(backends)
+    first_at: dict[str, int] = {}
+    for i, spec in enumerate(specs):
+        url = spec.backend.url
+        if url in first_at:
+            raise _fail(f"{where}[{i}]", url, f"backend already listed at [{first_at[url]}]")
+        first_at[url] = i
+    if specs and all(spec.backend.backup for spec in specs):
+        raise ConfigError(
+            f"{where}: every backend is a backup; at least one must take traffic normally"
+        )
+    return specs
+
+
+def _resolve_backend(spec: _BackendSpec, settings: Settings) -> Backend:
+    """The backend with every option final: its own override, else the global setting."""
+    overrides = dict(spec.overrides)
+
+    def option(name: str) -> Any:
+        return overrides.get(name, getattr(settings, name))
+
+    check = HealthCheck(
+        enabled=option("health_check"),
+        path=option("health_path"),
+        interval=option("health_interval"),
+        timeout=option("health_timeout"),
+        status=option("health_status"),
+        rise=option("health_rise"),
+        fall=option("health_fall"),
+    )
+    return replace(
+        spec.backend,
+        max_fails=option("max_fails"),
+        fail_timeout=option("fail_timeout"),
+        check=check,
+    )
+
+
+def inherit_settings(backend: Backend, settings: Settings) -> Backend:
+    """``backend`` with the global failure and health-check settings as its own.
+
+    For backends made after ``load_config``, such as the demo ones; those in
+    ``settings.backends`` already have theirs.
+    """
+    return _resolve_backend(_BackendSpec(backend), settings)
 
 
 SETTINGS: tuple[Setting, ...] = (
@@ -212,9 +429,17 @@ SETTINGS: tuple[Setting, ...] = (
         "backends",
         _parse_backends,
         "(none)",
-        "Backend base URLs, ``http://host:port`` or ``https://host:port``. "
-        "Comma-separated in the environment; ``[[backends]]`` tables with a ``url`` "
-        "key in the file.",
+        "Backend base URLs, ``http://host:port`` or ``https://host:port``, each listed "
+        "once. A backend may have options: ``weight`` (1 to 1000, default 1: its share "
+        "of requests relative to the others), ``backup`` (used only while no other "
+        "backend is usable; at least one backend must not be a backup) and any setting "
+        "marked (per backend too), which then holds for that backend instead of the "
+        "global value. In the environment: comma-separated items, each a URL followed by "
+        "space-separated ``key=value`` options or the word ``backup``, as in "
+        "``http://10.0.0.5:8080 weight=5, http://10.0.0.6:8080, http://10.0.0.9:8080 "
+        "backup``. In the file: ``[[backends]]`` tables with a ``url`` key and the "
+        "options as further keys (``weight = 5``, ``backup = true``, "
+        '``health_path = "/healthz"``), or plain URL strings.',
     ),
     Setting(
         "connect_timeout",
@@ -265,10 +490,149 @@ SETTINGS: tuple[Setting, ...] = (
         "When no backends are configured, start three built-in demo backends that "
         "answer with their own name (``scripts/serve`` turns this on).",
     ),
+    Setting(
+        "policy",
+        _parse_policy,
+        "round_robin",
+        "How a request's backend is picked among the usable ones: ``round_robin`` "
+        "(smooth weighted round robin: every run of requests is spread over the "
+        "backends in proportion to their weights) or ``least_conn`` (the fewest "
+        "requests in flight, counted over all workers, per unit of weight).",
+    ),
+    Setting(
+        "max_fails",
+        _parse_count,
+        "1",
+        "Failed requests (the backend could not be reached, timed out or answered "
+        "with invalid HTTP) within ``fail_timeout`` seconds that mark a backend down, "
+        "as nginx's passive checks do; 0: failed requests never mark it down "
+        "(per backend too).",
+    ),
+    Setting(
+        "fail_timeout",
+        _parse_seconds,
+        "10",
+        "Seconds over which ``max_fails`` failed requests are counted, and how long a "
+        "backend they marked down rests before requests may try it again (without "
+        "active health checks; with them, only passed checks bring it back) "
+        "(per backend too).",
+    ),
+    Setting(
+        "health_check",
+        _parse_bool,
+        "false",
+        "Check backends actively: a ``GET`` of ``health_path`` on a fresh connection "
+        "every ``health_interval`` seconds, made by one worker for all of them; "
+        "``health_fall`` failures in a row mark a backend down, ``health_rise`` "
+        "passes bring it back (per backend too).",
+    ),
+    Setting(
+        "health_path",
+        _parse_health_path,
+        "``/``",
+        "The path (and query) a health check requests: starts with ``/``, printable "
+        "ASCII without spaces or ``#`` (per backend too).",
+    ),
+    Setting(
+        "health_interval",
+        _parse_seconds,
+        "2",
+        "Seconds between two health checks of a backend (per backend too).",
+    ),
+    Setting(
+        "health_timeout",
+        _parse_seconds,
+        "1",
+        "Seconds a health check may take before it counts as failed (per backend too).",
+    ),
+    Setting(
+        "health_status",
+        _parse_status_range,
+        "200-399",
+        "The statuses that pass a health check: an inclusive range such as "
+        "``200-399``, or one status such as ``204``, within 100 to 599 "
+        "(per backend too).",
+    ),
+    Setting(
+        "health_rise",
+        _parse_positive_int,
+        "2",
+        "Passed health checks in a row that bring a down backend back up (per backend too).",
+    ),
+    Setting(
+        "health_fall",
+        _parse_positive_int,
+        "3",
+        "Failed health checks in a row that mark an up backend down (per backend too).",
+    ),
+    Setting(
+        "retries",
+        _parse_count,
+        "2",
+        "How many other backends a failed request may be tried on: always when the "
+        "request never reached the backend, otherwise only for an idempotent method "
+        "whose body the balancer still holds (POST and PATCH are never sent twice). "
+        "0: never retry.",
+    ),
+    Setting(
+        "retry_timeout",
+        _parse_seconds,
+        "10",
+        "Seconds since a request's first try after which no further try starts.",
+    ),
+    Setting(
+        "fail_open",
+        _parse_bool,
+        "false",
+        "When no backend is usable (every primary and every backup is down), send "
+        "requests to all the primaries anyway, as Envoy's panic mode does, instead of "
+        "answering 503.",
+    ),
+    Setting(
+        "slow_start",
+        _parse_seconds_or_zero,
+        "0",
+        "Seconds over which a backend that comes back up has its share of requests "
+        "ramped up from little to its full weight; 0: at once.",
+    ),
+    Setting(
+        "admin_path",
+        _parse_admin_path,
+        "``/_prefork_lb``",
+        "Path prefix of the admin endpoint (backend states), answered by the balancer "
+        "itself and never forwarded; must start with ``/``, printable ASCII without "
+        "spaces, ``?`` or ``#``. Empty or ``off`` turns it off.",
+    ),
+    Setting(
+        "admin_allow",
+        _parse_networks,
+        "127.0.0.1, ::1",
+        "Client addresses or CIDR networks allowed to use the admin endpoint; "
+        "requests for it from anyone else are refused.",
+    ),
+)
+
+# Options a backend may set for itself: its own two, and the global settings
+# it may override, with the same parsers (so the same rules and messages).
+_OVERRIDABLE = (
+    "max_fails",
+    "fail_timeout",
+    "health_check",
+    "health_path",
+    "health_interval",
+    "health_timeout",
+    "health_status",
+    "health_rise",
+    "health_fall",
 )
 
 _BY_NAME = {setting.name: setting for setting in SETTINGS}
 _BY_ENV = {setting.env: setting for setting in SETTINGS}
+_BACKEND_OPTIONS: dict[str, Callable[[str, object], Any]] = {
+    "weight": _parse_weight,
+    "backup": _parse_bool,
+    **{name: _BY_NAME[name].parse for name in _OVERRIDABLE},
+}
 
 
 def _read_file(path: str) -> dict[str, Any]:
@@ -303,7 +667,10 @@ def load_config(environ: Mapping[str, str]) -> Settings:
             raise ConfigError(f"{name}: unknown setting (known: {known})")
         values[setting.name] = setting.parse(name, raw)
         sources.append(name)
+    # Per-backend options are resolved last: only now are all the globals known.
+    specs: tuple[_BackendSpec, ...] = values.pop("backends", ())
     settings = Settings(**values, sources=tuple(sources))
+    settings = replace(settings, backends=tuple(_resolve_backend(spec, settings) for spec in specs))
     if not settings.backends and not settings.demo:
         raise ConfigError(
             "no backends configured: set PREFORK_LB_BACKENDS=http://host:port,... or "

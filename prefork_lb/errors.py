@@ -74,25 +74,46 @@ class NoBackendAvailable(LBError):
     public = "no backend is available"
 
 
-class BackendUnreachable(LBError):
+class BackendError(LBError):
+    """A try on one backend failed; another backend may be able to answer.
+
+    ``request_sent`` is false only when the request cannot have reached the
+    backend (the connection was never made), so that any method may go on to
+    another backend. ``reason`` is a few words for the health log
+    ("connection refused"). ``counts_as_failure`` says whether it is held
+    against the backend's health and may be retried elsewhere: refusals,
+    resets and timeouts are; a malformed answer is not (as nginx's default
+    ``proxy_next_upstream error timeout``).
+    """
+
+    counts_as_failure = True
+
+    def __init__(self, detail: str, *, reason: str = "", request_sent: bool = True) -> None:
+        super().__init__(detail)
+        self.reason = reason or self.public
+        self.request_sent = request_sent
+
+
+class BackendUnreachable(BackendError):
     """The backend refused or reset the connection, or closed it without answering."""
 
     status = HTTPStatus.BAD_GATEWAY
     public = "the backend could not be reached or closed the connection"
 
 
-class BackendTimeout(LBError):
+class BackendTimeout(BackendError):
     """The backend did not accept the connection, or did not answer, in time."""
 
     status = HTTPStatus.GATEWAY_TIMEOUT
     public = "the backend did not answer in time"
 
 
-class BadBackendResponse(LBError):
+class BadBackendResponse(BackendError):
     """The backend answered with something that is not a valid HTTP response."""
 
     status = HTTPStatus.BAD_GATEWAY
     public = "the backend sent an invalid response"
+    counts_as_failure = False
 
 
 class AbortResponse(ConnectionResetError):

@@ -17,7 +17,7 @@ from dataclasses import replace
 from typing import Any
 
 from prefork_lb import shared
-from prefork_lb.config import ConfigError, load_config
+from prefork_lb.config import ConfigError, inherit_settings, load_config
 from prefork_lb.demo import DemoBackends, start_demo_backends
 
 # The request's header lines as gunicorn parsed them (order and repeats kept),
@@ -39,7 +39,8 @@ def on_starting(server: Any) -> None:
         raise RuntimeError(f"prefork_lb configuration: {err}") from None
     if not settings.backends:
         _demo = start_demo_backends()
-        settings = replace(settings, backends=_demo.backends)
+        demo = tuple(inherit_settings(backend, settings) for backend in _demo.backends)
+        settings = replace(settings, backends=demo)
         server.log.info(
             "prefork_lb: no backends configured, started %d demo backends", len(_demo.backends)
         )
@@ -56,6 +57,22 @@ def when_ready(server: Any) -> None:
         server.log.info(
             "prefork_lb demo: try  for i in 1 2 3 4 5 6; do curl -s %s/; done", listener
         )
+
+
+def pre_fork(server: Any, worker: Any) -> None:
+    """Give the worker about to be forked its row for in-flight counts."""
+    worker.prefork_lb_slot = shared.assign_worker_slot()
+    if worker.prefork_lb_slot is None:
+        server.log.warning(
+            "prefork_lb: more than %d workers; the next one's in-flight requests are not "
+            "counted (least_conn and the admin figures miss them)",
+            shared.InFlightTable.SLOTS,
+        )
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    """A worker has exited (or was killed): its in-flight requests are over."""
+    shared.release_worker_slot(getattr(worker, "prefork_lb_slot", None))
 
 
 def pre_request(worker: Any, req: Any) -> None:

@@ -40,12 +40,13 @@ from urllib3.response import BaseHTTPResponse, HTTPResponse
 from urllib3.util import SKIP_HEADER, Timeout
 from urllib3.util.response import assert_header_parsing
 
+from prefork_lb.balancer import IDEMPOTENT
 from prefork_lb.config import Backend, Settings
 from prefork_lb.errors import (
+    BackendError,
     BackendTimeout,
     BackendUnreachable,
     BadBackendResponse,
-    LBError,
 )
 from prefork_lb.headers import Headers
 
@@ -54,14 +55,13 @@ if TYPE_CHECKING:
 
 RESPONSE_CHUNK = 64 * 1024
 MAX_INTERIM_RESPONSES = 16
-IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 # A reused connection the backend closed or reset before answering. It most
 # likely closed it as it went idle, but it may have seen the request: only
 # idempotent requests are replayed (RFC 9110 section 9.2.2).
 _STALE_CONNECTION = (http.client.RemoteDisconnected, ConnectionResetError)
 
 # Most specific first; the first match wins.
-_ERROR_TABLE: tuple[tuple[type[BaseException], type[LBError], str], ...] = (
+_ERROR_TABLE: tuple[tuple[type[BaseException], type[BackendError], str], ...] = (
     (NewConnectionError, BackendUnreachable, "connection failed"),
     (ConnectTimeoutError, BackendTimeout, "connect timed out"),
     (ReadTimeoutError, BackendTimeout, "read timed out"),
@@ -74,9 +74,11 @@ _ERROR_TABLE: tuple[tuple[type[BaseException], type[LBError], str], ...] = (
     (OSError, BackendUnreachable, "connection failed"),
     (HTTPError, BadBackendResponse, "sent an invalid response"),
 )
+# Raised while connecting: the request cannot have reached the backend.
+_NOT_SENT = (NewConnectionError, ConnectTimeoutError)
 
 
-def map_upstream_error(err: BaseException, backend: Backend) -> LBError:
+def map_upstream_error(err: BaseException, backend: Backend) -> BackendError:
     """Translate what urllib3 or the socket raised into the balancer's own error."""
     # ProtocolError wraps the low-level cause ("Connection broken: IncompleteRead(...)").
     if isinstance(err, ProtocolError) and len(err.args) > 1:
@@ -85,8 +87,22 @@ def map_upstream_error(err: BaseException, backend: Backend) -> LBError:
             err = cause
     for raised, mapped, what in _ERROR_TABLE:
         if isinstance(err, raised):
-            return mapped(f"backend {backend.url} {what}: {err}")
+            return mapped(
+                f"backend {backend.url} {what}: {err}",
+                reason=os_reason(err) or what,
+                request_sent=not isinstance(err, _NOT_SENT),
+            )
     return BadBackendResponse(f"backend {backend.url} failed: {err!r}")
+
+
+def os_reason(err: BaseException) -> str:
+    """The operating system's words for a failure ("connection refused"), if it has any."""
+    cause: BaseException | None = err
+    while cause is not None:
+        if isinstance(cause, OSError) and not isinstance(cause, TimeoutError) and cause.strerror:
+            return cause.strerror.lower()
+        cause = cause.__cause__ or cause.__context__
+    return ""
 
 
 class _FinalResponse(http.client.HTTPResponse):

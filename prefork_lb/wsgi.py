@@ -5,10 +5,11 @@ it runs in each worker after gevent has patched it, so the urllib3 pools are
 built there. Each request:
 
 1. becomes a ``ProxyRequest`` (raw target, header lines, body framing);
-2. draws the next position from the rotation every worker shares, which
-   picks the backend;
+2. goes to the backend the shared rotation (or the least-connections
+   policy) picks among those that are up (``selection.Selector``);
 3. goes upstream with rewritten headers and its body streamed from the
-   client as it arrives;
+   client as it arrives. If the try fails before an answer, it may go on to
+   the next backend (``balancer.may_retry`` says when);
 4. comes back as status, checked and rewritten headers, and a body streamed
    chunk by chunk. A failure before the status line becomes a short
    plain-text error response; after it, the client connection is aborted.
@@ -27,28 +28,40 @@ from typing import Any
 from gunicorn.http.errors import ParseException
 
 from prefork_lb import hooks, shared
-from prefork_lb.balancer import pick_backend
-from prefork_lb.config import Backend, Settings
-from prefork_lb.errors import AbortResponse, ClientTimeout, IncompleteRequestBody, LBError
+from prefork_lb.admin import AdminEndpoint
+from prefork_lb.balancer import IDEMPOTENT, may_retry
+from prefork_lb.config import Settings
+from prefork_lb.errors import (
+    AbortResponse,
+    BackendError,
+    ClientTimeout,
+    IncompleteRequestBody,
+    LBError,
+    NoBackendAvailable,
+)
 from prefork_lb.headers import (
     canonical_name,
     is_trusted_proxy,
     response_head,
     upstream_request_headers,
 )
+from prefork_lb.prober import HealthProber
 from prefork_lb.request import (
     ProxyRequest,
     body_framing,
     check_host,
     upstream_target,
 )
-from prefork_lb.shared import RotationCounter
+from prefork_lb.selection import Selector
 from prefork_lb.upstream import Upstream, discard_unless, release_without_body, stream_body
 
 StartResponse = Callable[..., Any]
 Environ = dict[str, Any]
 
 REQUEST_CHUNK = 64 * 1024
+# Idempotent requests with a body up to this size are held whole, so that a
+# failed try can be repeated on another backend.
+REPLAY_LIMIT = 64 * 1024
 log = logging.getLogger("gunicorn.error").getChild("prefork_lb")
 
 
@@ -56,7 +69,9 @@ def create_app() -> Balancer:
     """Gunicorn's app factory: the balancer, built from the state the master installed."""
     state = shared.installed()
     _log_urllib3_warnings()
-    return Balancer(state.settings, state.rotation)
+    selector = Selector(state.settings, state, shared.worker_slot())
+    HealthProber(selector, state.health).start()
+    return Balancer(state.settings, selector, AdminEndpoint(state, selector))
 
 
 def _log_urllib3_warnings() -> None:
@@ -72,9 +87,10 @@ def _log_urllib3_warnings() -> None:
 class Balancer:
     """A WSGI application that forwards every request to one of the backends."""
 
-    def __init__(self, settings: Settings, rotation: RotationCounter) -> None:
+    def __init__(self, settings: Settings, selector: Selector, admin: AdminEndpoint) -> None:
         self._settings = settings
-        self._rotation = rotation
+        self._selector = selector
+        self._admin = admin
         self._upstream = Upstream(settings)
         self._trust: dict[str, bool] = {}
 
@@ -82,9 +98,9 @@ class Balancer:
         """Forward one request; the body of the answer streams from the backend."""
         try:
             request = read_request(environ)
-            backend = pick_backend(self._settings.backends, self._rotation.next())
-            environ["prefork_lb.backend"] = backend.url
-            return self._forward(environ, start_response, request, backend)
+            if self._admin.serves(request):
+                return self._admin.respond(request, start_response)
+            return self._forward(environ, start_response, request)
         except LBError as err:
             environ["prefork_lb.error"] = type(err).__name__
             log.warning(
@@ -99,33 +115,92 @@ class Balancer:
             return [body]
 
     def _forward(
+        self, environ: Environ, start_response: StartResponse, request: ProxyRequest
+    ) -> Iterable[bytes]:
+        """Try backends in rotation order until one answers or retrying must stop."""
+        body = self._body(environ, request)
+        tried: list[int] = []
+        last_error: BackendError | None = None
+        first_try = time.monotonic()
+        while True:
+            index = self._next_backend(tried, last_error)
+            environ["prefork_lb.backend"] = self._selector.backends[index].url
+            try:
+                return self._try(environ, start_response, request, index, body)
+            except BackendError as err:
+                tried.append(index)
+                retry = err.counts_as_failure and may_retry(
+                    method=request.method,
+                    request_sent=err.request_sent or (body is not None and body.started),
+                    body_replayable=body is None or body.replayable,
+                    tries=len(tried),
+                    retries=self._settings.retries,
+                    elapsed=time.monotonic() - first_try,
+                    budget=self._settings.retry_timeout,
+                )
+                if not retry:
+                    raise
+                environ["prefork_lb.retries"] = str(len(tried))
+                log.warning(
+                    "%s %s: %s; trying another backend",
+                    request.method,
+                    environ.get("RAW_URI"),
+                    err.detail,
+                )
+                last_error = err
+
+    def _next_backend(self, tried: list[int], last_error: BackendError | None) -> int:
+        try:
+            return self._selector.choose(frozenset(tried))
+        except NoBackendAvailable:
+            if last_error is not None:
+                # Every other backend is down or was tried: report the last failure.
+                raise last_error from None
+            raise
+
+    def _try(
         self,
         environ: Environ,
         start_response: StartResponse,
         request: ProxyRequest,
-        backend: Backend,
+        index: int,
+        body: _RequestBody | None,
     ) -> Iterable[bytes]:
+        """One try on one backend; its in-flight count lasts until the body is closed."""
+        self._selector.started(index)
+        try:
+            answer = self._exchange(environ, start_response, request, index, body)
+        except BaseException:
+            self._selector.finished(index)
+            raise
+        return _ClosingBody(answer, lambda: self._selector.finished(index))
+
+    def _exchange(
+        self,
+        environ: Environ,
+        start_response: StartResponse,
+        request: ProxyRequest,
+        index: int,
+        body: _RequestBody | None,
+    ) -> Iterable[bytes]:
+        backend = self._selector.backends[index]
         headers = upstream_request_headers(
             request,
             trusted=self._is_trusted(request.client_addr),
             preserve_host=self._settings.preserve_host,
             backend_authority=backend.authority,
         )
-        body = (
-            _request_body(
-                environ["wsgi.input"],
-                request,
-                environ.get("gunicorn.socket"),
-                self._settings.client_timeout,
-            )
-            if request.has_body
-            else None
-        )
         started = time.monotonic()
-        response = self._upstream.send(
-            backend, request.method, request.target.path, headers, body, chunked=request.chunked
-        )
+        try:
+            response = self._upstream.send(
+                backend, request.method, request.target.path, headers, body, chunked=request.chunked
+            )
+        except BackendError as err:
+            if err.counts_as_failure:
+                self._selector.request_failed(index, err.reason)
+            raise
         environ["prefork_lb.upstream_time"] = f"{time.monotonic() - started:.3f}"
+        self._selector.request_succeeded(index)
         try:
             status, response_headers = response_head(
                 response.status,
@@ -144,6 +219,22 @@ class Balancer:
             return []
         return _relay_body(stream_body(response, backend), environ)
 
+    def _body(self, environ: Environ, request: ProxyRequest) -> _RequestBody | None:
+        """The request body to send: held whole when small enough to replay, else streamed."""
+        if not request.has_body:
+            return None
+        pieces = _request_body(
+            environ["wsgi.input"],
+            request,
+            environ.get("gunicorn.socket"),
+            self._settings.client_timeout,
+        )
+        length = request.content_length
+        if request.method in IDEMPOTENT and length is not None and length <= REPLAY_LIMIT:
+            # Small enough to hold: a failed try can be repeated on another backend.
+            return _RequestBody([b"".join(pieces)], replayable=True)
+        return _RequestBody(pieces, replayable=False)
+
     def _is_trusted(self, client_addr: str) -> bool:
         trusted = self._trust.get(client_addr)
         if trusted is None:
@@ -151,6 +242,48 @@ class Balancer:
             if len(self._trust) < 10_000:
                 self._trust[client_addr] = trusted
         return trusted
+
+
+class _RequestBody:
+    """The request body as urllib3 iterates it, noting whether a try has begun reading it."""
+
+    def __init__(self, pieces: Iterable[bytes], *, replayable: bool) -> None:
+        self._pieces = pieces
+        self.replayable = replayable
+        self.started = False
+
+    def __iter__(self) -> Iterator[bytes]:
+        # urllib3 connects before it reads the body: a try that failed to
+        # connect has not consumed any of it.
+        self.started = True
+        return iter(self._pieces)
+
+
+class _ClosingBody:
+    """A response body that calls ``on_close`` exactly once, when the server closes it.
+
+    A generator's ``finally`` does not run if it is closed before it starts;
+    gunicorn calls ``close()`` on the response iterable however it ended.
+    """
+
+    def __init__(self, body: Iterable[bytes], on_close: Callable[[], None]) -> None:
+        self._body = body
+        self._on_close: Callable[[], None] | None = on_close
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self._body)
+
+    def close(self) -> None:
+        """Close the wrapped body, then report the request finished."""
+        on_close, self._on_close = self._on_close, None
+        if on_close is None:
+            return
+        try:
+            close = getattr(self._body, "close", None)
+            if close is not None:
+                close()
+        finally:
+            on_close()
 
 
 def read_request(environ: Environ) -> ProxyRequest:

@@ -8,7 +8,16 @@ from pathlib import Path
 
 import pytest
 
-from prefork_lb.config import Backend, ConfigError, Settings, load_config
+from prefork_lb.config import (
+    SETTINGS,
+    Backend,
+    ConfigError,
+    HealthCheck,
+    Settings,
+    inherit_settings,
+    load_config,
+    parse_backend_url,
+)
 
 
 def _backends(*specs: tuple[str, str, str, int]) -> tuple[Backend, ...]:
@@ -106,8 +115,34 @@ def test_defaults() -> None:
         preserve_host=True,
         pool_size=64,
         demo=False,
+        policy="round_robin",
+        max_fails=1,
+        fail_timeout=10.0,
+        health_check=False,
+        health_path="/",
+        health_interval=2.0,
+        health_timeout=1.0,
+        health_status=(200, 399),
+        health_rise=2,
+        health_fall=3,
+        retries=2,
+        retry_timeout=10.0,
+        fail_open=False,
+        slow_start=0.0,
+        admin_path="/_prefork_lb",
+        admin_allow=(ipaddress.ip_network("127.0.0.1/32"), ipaddress.ip_network("::1/128")),
     )
     assert settings.sources == ("PREFORK_LB_BACKENDS",)
+    (backend,) = settings.backends
+    assert (backend.weight, backend.backup, backend.max_fails, backend.fail_timeout) == (
+        1,
+        False,
+        1,
+        10.0,
+    )
+    assert backend.check == HealthCheck(
+        enabled=False, path="/", interval=2.0, timeout=1.0, status=(200, 399), rise=2, fall=3
+    )
 
 
 def test_environment_settings() -> None:
@@ -462,10 +497,65 @@ def test_no_backends_outside_demo(environ: dict[str, str]) -> None:
         pytest.param("trusted_proxies = [1]\n", "trusted_proxies", "[1]", id="proxies-not-strings"),
         pytest.param("weight_typo = 1\n", "weight_typo", "unknown setting", id="unknown-key"),
         pytest.param(
-            '[[backends]]\nurl = "http://a:1"\nweight = 2\n',
+            '[[backends]]\nurl = "http://a:1"\nwieght = 2\n',
             "backends[0]",
-            "'weight'",
+            "'wieght' (known keys: url, backup, fail_timeout, health_check",
             id="unknown-backend-key",
+        ),
+        pytest.param(
+            '[[backends]]\nurl = "http://a:1"\nweight = 0\n',
+            "backends[0].weight",
+            "from 1 to 1000, got 0",
+            id="backend-weight-zero",
+        ),
+        pytest.param(
+            '[[backends]]\nurl = "http://a:1"\nweight = true\n',
+            "backends[0].weight",
+            "got True",
+            id="backend-weight-bool",
+        ),
+        pytest.param(
+            '[[backends]]\nurl = "http://a:1"\nweight = 2.5\n',
+            "backends[0].weight",
+            "got 2.5",
+            id="backend-weight-float",
+        ),
+        pytest.param(
+            '[[backends]]\nurl = "http://a:1"\nbackup = "maybe"\n',
+            "backends[0].backup",
+            "got 'maybe'",
+            id="backend-backup-word",
+        ),
+        pytest.param(
+            '[[backends]]\nurl = "http://a:1"\nhealth_path = "healthz"\n',
+            "backends[0].health_path",
+            "got 'healthz'",
+            id="backend-health-path-no-slash",
+        ),
+        pytest.param(
+            '[[backends]]\nurl = "http://a:1"\nhealth_status = 600\n',
+            "backends[0].health_status",
+            "got 600",
+            id="backend-health-status-600",
+        ),
+        pytest.param(
+            '[[backends]]\nurl = "http://a:1"\nmax_fails = -1\n',
+            "backends[0].max_fails",
+            "got -1",
+            id="backend-max-fails-negative",
+        ),
+        pytest.param("health_status = 99\n", "health_status", "got 99", id="status-int-too-low"),
+        pytest.param("health_status = true\n", "health_status", "got True", id="status-bool"),
+        pytest.param(
+            "health_status = [200, 399]\n", "health_status", "got [200, 399]", id="status-list"
+        ),
+        pytest.param("policy = 1\n", "policy", "got 1", id="policy-number"),
+        pytest.param("admin_path = false\n", "admin_path", "got False", id="admin-path-bool"),
+        pytest.param("slow_start = -1\n", "slow_start", "got -1", id="slow-start-negative"),
+        pytest.param("retries = -1\n", "retries", "got -1", id="retries-negative"),
+        pytest.param("fail_open = 1\n", "fail_open", "got 1", id="fail-open-number"),
+        pytest.param(
+            'admin_allow = ["localhost"]\n', "admin_allow", "got 'localhost'", id="admin-allow-name"
         ),
         pytest.param(
             '[[backends]]\nurl = "http://a:1"\n[[backends]]\nname = "b"\n',
@@ -536,3 +626,526 @@ def test_file_without_backends(tmp_path: Path) -> None:
     environ = _with_file(tmp_path, "pool_size = 4\n")
     with pytest.raises(ConfigError, match="no backends configured"):
         load_config(environ)
+
+
+# --- balancing, failover and health-check settings -------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "attribute", "expected"),
+    [
+        pytest.param("POLICY", "least_conn", "policy", "least_conn", id="policy-least-conn"),
+        pytest.param("POLICY", " round_robin ", "policy", "round_robin", id="policy-spaced"),
+        pytest.param("MAX_FAILS", "0", "max_fails", 0, id="max-fails-zero"),
+        pytest.param("MAX_FAILS", "5", "max_fails", 5, id="max-fails-five"),
+        pytest.param("FAIL_TIMEOUT", "2.5", "fail_timeout", 2.5, id="fail-timeout"),
+        pytest.param("HEALTH_CHECK", "yes", "health_check", True, id="health-check-on"),
+        pytest.param(
+            "HEALTH_PATH", "/healthz?full=1", "health_path", "/healthz?full=1", id="path-query"
+        ),
+        pytest.param("HEALTH_PATH", " /ping ", "health_path", "/ping", id="path-spaced"),
+        pytest.param("HEALTH_INTERVAL", "0.5", "health_interval", 0.5, id="interval"),
+        pytest.param("HEALTH_TIMEOUT", "0.25", "health_timeout", 0.25, id="health-timeout"),
+        pytest.param("HEALTH_STATUS", "200-299", "health_status", (200, 299), id="status-range"),
+        pytest.param("HEALTH_STATUS", "204", "health_status", (204, 204), id="status-single"),
+        pytest.param(
+            "HEALTH_STATUS", " 200 - 204 ", "health_status", (200, 204), id="status-spaced"
+        ),
+        pytest.param("HEALTH_STATUS", "100-599", "health_status", (100, 599), id="status-widest"),
+        pytest.param("HEALTH_STATUS", "302-302", "health_status", (302, 302), id="status-one-wide"),
+        pytest.param("HEALTH_RISE", "1", "health_rise", 1, id="rise"),
+        pytest.param("HEALTH_FALL", "5", "health_fall", 5, id="fall"),
+        pytest.param("RETRIES", "0", "retries", 0, id="retries-zero"),
+        pytest.param("RETRIES", "3", "retries", 3, id="retries-three"),
+        pytest.param("RETRY_TIMEOUT", "30", "retry_timeout", 30.0, id="retry-timeout"),
+        pytest.param("FAIL_OPEN", "on", "fail_open", True, id="fail-open"),
+        pytest.param("SLOW_START", "0", "slow_start", 0.0, id="slow-start-off"),
+        pytest.param("SLOW_START", "30", "slow_start", 30.0, id="slow-start-on"),
+        pytest.param("ADMIN_PATH", "/admin", "admin_path", "/admin", id="admin-path"),
+        pytest.param("ADMIN_PATH", "/lb/admin/", "admin_path", "/lb/admin", id="admin-trailing"),
+        pytest.param("ADMIN_PATH", "off", "admin_path", "", id="admin-off"),
+        pytest.param("ADMIN_PATH", " OFF ", "admin_path", "", id="admin-off-upper"),
+        pytest.param("ADMIN_PATH", "", "admin_path", "", id="admin-empty"),
+        pytest.param(
+            "ADMIN_ALLOW",
+            "10.0.0.0/8, 2001:db8::1",
+            "admin_allow",
+            (ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("2001:db8::1/128")),
+            id="admin-allow",
+        ),
+        pytest.param("ADMIN_ALLOW", "", "admin_allow", (), id="admin-allow-nobody"),
+    ],
+)
+def test_failover_settings_from_environment(
+    variable: str, value: str, attribute: str, expected: object
+) -> None:
+    """Policy, failure, health-check, retry and admin settings are read from PREFORK_LB_*."""
+    settings = load_config({"PREFORK_LB_BACKENDS": "http://h:1", f"PREFORK_LB_{variable}": value})
+    assert getattr(settings, attribute) == expected
+
+
+def test_failover_settings_from_file(tmp_path: Path) -> None:
+    """The file sets the same settings with TOML types; a bare integer status is a range of one."""
+    environ = _with_file(
+        tmp_path,
+        """\
+policy = "least_conn"
+max_fails = 0
+fail_timeout = 30
+health_check = true
+health_path = "/healthz"
+health_interval = 5
+health_timeout = 0.5
+health_status = 204
+health_rise = 3
+health_fall = 2
+retries = 1
+retry_timeout = 4.5
+fail_open = true
+slow_start = 60
+admin_path = "/_lb/"
+admin_allow = ["10.1.0.0/16"]
+backends = ["http://a:1"]
+""",
+    )
+    settings = load_config(environ)
+    assert settings.policy == "least_conn"
+    assert (settings.max_fails, settings.fail_timeout) == (0, 30.0)
+    assert settings.health_check is True
+    assert settings.health_path == "/healthz"
+    assert (settings.health_interval, settings.health_timeout) == (5.0, 0.5)
+    assert settings.health_status == (204, 204)
+    assert (settings.health_rise, settings.health_fall) == (3, 2)
+    assert (settings.retries, settings.retry_timeout) == (1, 4.5)
+    assert settings.fail_open is True
+    assert settings.slow_start == 60.0
+    assert settings.admin_path == "/_lb"
+    assert settings.admin_allow == (ipaddress.ip_network("10.1.0.0/16"),)
+    assert settings.backends[0].check == HealthCheck(
+        enabled=True, path="/healthz", interval=5.0, timeout=0.5, status=(204, 204), rise=3, fall=2
+    )
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "expected"),
+    [
+        pytest.param("POLICY", "random", "must be one of round_robin, least_conn", id="policy"),
+        pytest.param("POLICY", "LEAST_CONN", "got 'LEAST_CONN'", id="policy-upper"),
+        pytest.param("MAX_FAILS", "-1", "got '-1'", id="max-fails-negative"),
+        pytest.param("MAX_FAILS", "1.5", "got '1.5'", id="max-fails-fraction"),
+        pytest.param("MAX_FAILS", "x", "got 'x'", id="max-fails-word"),
+        pytest.param("FAIL_TIMEOUT", "0", "got '0'", id="fail-timeout-zero"),
+        pytest.param("HEALTH_CHECK", "maybe", "got 'maybe'", id="health-check-word"),
+        pytest.param("HEALTH_PATH", "healthz", "got 'healthz'", id="path-no-slash"),
+        pytest.param("HEALTH_PATH", "", "got ''", id="path-empty"),
+        pytest.param("HEALTH_PATH", "/a b", "got '/a b'", id="path-space"),
+        pytest.param("HEALTH_PATH", "/a#b", "got '/a#b'", id="path-fragment"),
+        pytest.param("HEALTH_PATH", "/caf\u00e9", "got '/caf\u00e9'", id="path-non-ascii"),
+        pytest.param("HEALTH_PATH", "/a\tb", "got '/a\\tb'", id="path-control"),
+        pytest.param("HEALTH_INTERVAL", "0", "got '0'", id="interval-zero"),
+        pytest.param("HEALTH_TIMEOUT", "-1", "got '-1'", id="health-timeout-negative"),
+        pytest.param("HEALTH_STATUS", "99", "got '99'", id="status-too-low"),
+        pytest.param("HEALTH_STATUS", "600", "got '600'", id="status-too-high"),
+        pytest.param("HEALTH_STATUS", "200-600", "got '200-600'", id="status-high-end-too-high"),
+        pytest.param("HEALTH_STATUS", "300-200", "got '300-200'", id="status-reversed"),
+        pytest.param("HEALTH_STATUS", "2xx", "got '2xx'", id="status-pattern"),
+        pytest.param("HEALTH_STATUS", "200-", "got '200-'", id="status-open-range"),
+        pytest.param("HEALTH_STATUS", "200,204", "got '200,204'", id="status-list"),
+        pytest.param(
+            "HEALTH_STATUS",
+            "\u0662\u0660\u0660",
+            "got '\u0662\u0660\u0660'",
+            id="status-arabic-digits",
+        ),
+        pytest.param("HEALTH_RISE", "0", "got '0'", id="rise-zero"),
+        pytest.param("HEALTH_FALL", "0", "got '0'", id="fall-zero"),
+        pytest.param("RETRIES", "-1", "got '-1'", id="retries-negative"),
+        pytest.param("RETRY_TIMEOUT", "0", "got '0'", id="retry-timeout-zero"),
+        pytest.param("FAIL_OPEN", "2", "got '2'", id="fail-open-number"),
+        pytest.param("SLOW_START", "-1", "got '-1'", id="slow-start-negative"),
+        pytest.param("SLOW_START", "inf", "got 'inf'", id="slow-start-inf"),
+        pytest.param("SLOW_START", "nan", "got 'nan'", id="slow-start-nan"),
+        pytest.param("ADMIN_PATH", "admin", "got 'admin'", id="admin-no-slash"),
+        pytest.param("ADMIN_PATH", "/", "got '/'", id="admin-root"),
+        pytest.param("ADMIN_PATH", "/a?b", "got '/a?b'", id="admin-query"),
+        pytest.param("ADMIN_PATH", "/a#b", "got '/a#b'", id="admin-fragment"),
+        pytest.param("ADMIN_PATH", "/a b", "got '/a b'", id="admin-space"),
+        pytest.param("ADMIN_ALLOW", "localhost", "got 'localhost'", id="admin-allow-name"),
+    ],
+)
+def test_failover_setting_errors(variable: str, value: str, expected: str) -> None:
+    """A bad policy, failure, health-check, retry or admin value is named with the setting."""
+    with pytest.raises(ConfigError) as caught:
+        load_config({"PREFORK_LB_DEMO": "1", f"PREFORK_LB_{variable}": value})
+    message = str(caught.value)
+    assert message.startswith(f"PREFORK_LB_{variable}: ")
+    assert expected in message
+
+
+# --- per-backend options -----------------------------------------------------------------------
+
+
+def _backend(url: str, host: str, port: int, **options: object) -> Backend:
+    return dataclasses.replace(
+        Backend(url=url, scheme="http", host=host, port=port),
+        **options,  # type: ignore[arg-type]
+    )
+
+
+def test_backend_options_from_environment() -> None:
+    """In PREFORK_LB_BACKENDS a URL may be followed by key=value options or the word backup."""
+    settings = load_config(
+        {
+            "PREFORK_LB_BACKENDS": "http://10.0.0.5:8080 weight=5, http://10.0.0.6:8080, "
+            "http://10.0.0.9:8080 backup"
+        }
+    )
+    assert settings.backends == (
+        _backend("http://10.0.0.5:8080", "10.0.0.5", 8080, weight=5),
+        _backend("http://10.0.0.6:8080", "10.0.0.6", 8080),
+        _backend("http://10.0.0.9:8080", "10.0.0.9", 8080, backup=True),
+    )
+
+
+def test_every_backend_option_from_environment() -> None:
+    """Every per-backend option is accepted in the environment and lands in the Backend."""
+    settings = load_config(
+        {
+            "PREFORK_LB_BACKENDS": "http://a:1 weight=1000 backup=no max_fails=0 "
+            "fail_timeout=2.5 health_check=on health_path=/up?deep=1 health_interval=0.5 "
+            "health_timeout=0.2 health_status=200-204 health_rise=4 health_fall=1"
+        }
+    )
+    assert settings.backends == (
+        _backend(
+            "http://a:1",
+            "a",
+            1,
+            weight=1000,
+            backup=False,
+            max_fails=0,
+            fail_timeout=2.5,
+            check=HealthCheck(
+                enabled=True,
+                path="/up?deep=1",
+                interval=0.5,
+                timeout=0.2,
+                status=(200, 204),
+                rise=4,
+                fall=1,
+            ),
+        ),
+    )
+
+
+def test_backend_options_from_file(tmp_path: Path) -> None:
+    """[[backends]] tables take the same options as keys, and may mix with plain URL strings."""
+    environ = _with_file(
+        tmp_path,
+        """\
+backends = [
+    { url = "http://a:1", weight = 3, health_check = true, health_path = "/healthz" },
+    "http://b:2",
+    { url = "http://c:3", backup = true, health_status = 204, max_fails = 0 },
+]
+""",
+    )
+    assert load_config(environ).backends == (
+        _backend(
+            "http://a:1",
+            "a",
+            1,
+            weight=3,
+            check=HealthCheck(enabled=True, path="/healthz"),
+        ),
+        _backend("http://b:2", "b", 2),
+        _backend(
+            "http://c:3", "c", 3, backup=True, max_fails=0, check=HealthCheck(status=(204, 204))
+        ),
+    )
+
+
+def test_backend_option_overrides_global(tmp_path: Path) -> None:
+    """A backend's own option wins; options it does not set come from the global settings."""
+    environ = _with_file(
+        tmp_path,
+        """\
+health_check = true
+health_path = "/global"
+max_fails = 4
+
+[[backends]]
+url = "http://a:1"
+health_path = "/own"
+max_fails = 0
+health_fall = 7
+
+[[backends]]
+url = "http://b:2"
+""",
+        # Globals from the environment apply to backends from the file, and win over the file.
+        PREFORK_LB_HEALTH_INTERVAL="9",
+        PREFORK_LB_HEALTH_PATH="/env",
+    )
+    a, b = load_config(environ).backends
+    assert (a.max_fails, a.fail_timeout) == (0, 10.0)
+    assert a.check == HealthCheck(enabled=True, path="/own", interval=9.0, fall=7)
+    assert (b.max_fails, b.fail_timeout) == (4, 10.0)
+    assert b.check == HealthCheck(enabled=True, path="/env", interval=9.0)
+
+
+def test_backend_options_see_globals_from_file(tmp_path: Path) -> None:
+    """Backends from the environment inherit global settings from the file."""
+    environ = _with_file(
+        tmp_path,
+        "fail_timeout = 3\nhealth_rise = 5\n",
+        PREFORK_LB_BACKENDS="http://a:1 health_rise=1, http://b:2",
+    )
+    a, b = load_config(environ).backends
+    assert (a.fail_timeout, a.check.rise) == (3.0, 1)
+    assert (b.fail_timeout, b.check.rise) == (3.0, 5)
+
+
+@pytest.mark.parametrize(
+    ("option", "raws", "field", "values"),
+    [
+        pytest.param("max_fails", ("3", "0"), "max_fails", (3, 0), id="max-fails"),
+        pytest.param("fail_timeout", ("3", "7"), "fail_timeout", (3.0, 7.0), id="fail-timeout"),
+        pytest.param("health_check", ("0", "1"), "check.enabled", (False, True), id="health-check"),
+        pytest.param("health_path", ("/g", "/x"), "check.path", ("/g", "/x"), id="health-path"),
+        pytest.param(
+            "health_interval", ("3", "7"), "check.interval", (3.0, 7.0), id="health-interval"
+        ),
+        pytest.param(
+            "health_timeout", ("3", "7"), "check.timeout", (3.0, 7.0), id="health-timeout"
+        ),
+        pytest.param(
+            "health_status",
+            ("200-299", "207"),
+            "check.status",
+            ((200, 299), (207, 207)),
+            id="health-status",
+        ),
+        pytest.param("health_rise", ("3", "7"), "check.rise", (3, 7), id="health-rise"),
+        pytest.param("health_fall", ("3", "7"), "check.fall", (3, 7), id="health-fall"),
+    ],
+)
+def test_each_override_wins_over_global(
+    option: str, raws: tuple[str, str], field: str, values: tuple[object, object]
+) -> None:
+    """For every overridable setting, a backend's own value beats the global one, for it alone."""
+    global_raw, own_raw = raws
+    global_value, own_value = values
+    settings = load_config(
+        {
+            "PREFORK_LB_BACKENDS": f"http://a:1 {option}={own_raw}, http://b:2",
+            f"PREFORK_LB_{option.upper()}": global_raw,
+        }
+    )
+    a, b = settings.backends
+
+    def get(backend: Backend) -> object:
+        value: object = backend
+        for part in field.split("."):
+            value = getattr(value, part)
+        return value
+
+    assert getattr(settings, option) == global_value
+    assert get(a) == own_value
+    assert get(b) == global_value
+
+
+def test_inherit_settings_for_later_backends() -> None:
+    """A backend made after loading (a demo one) takes the global failure and check settings."""
+    settings = load_config(
+        {"PREFORK_LB_DEMO": "1", "PREFORK_LB_MAX_FAILS": "0", "PREFORK_LB_HEALTH_CHECK": "1"}
+    )
+    backend = inherit_settings(parse_backend_url("demo", "http://127.0.0.1:9001"), settings)
+    assert (backend.weight, backend.backup, backend.max_fails) == (1, False, 0)
+    assert backend.check == HealthCheck(enabled=True)
+
+
+def test_per_backend_settings_are_documented() -> None:
+    """Exactly the settings a backend can override say "(per backend too)" in their docs."""
+    documented = {s.name for s in SETTINGS if s.doc.endswith("(per backend too).")}
+    assert documented == {
+        "max_fails",
+        "fail_timeout",
+        "health_check",
+        "health_path",
+        "health_interval",
+        "health_timeout",
+        "health_status",
+        "health_rise",
+        "health_fall",
+    }
+
+
+@pytest.mark.parametrize(
+    ("value", "where", "expected"),
+    [
+        pytest.param(
+            "http://a:1, http://b:2, http://c:3 weight=0",
+            "PREFORK_LB_BACKENDS[2]: weight: ",
+            "got '0'",
+            id="weight-zero",
+        ),
+        pytest.param(
+            "http://a:1 weight=1001",
+            "PREFORK_LB_BACKENDS[0]: weight: ",
+            "got '1001'",
+            id="weight-big",
+        ),
+        pytest.param(
+            "http://a:1 weight=x", "PREFORK_LB_BACKENDS[0]: weight: ", "got 'x'", id="weight-word"
+        ),
+        pytest.param(
+            "http://a:1 weight=", "PREFORK_LB_BACKENDS[0]: weight: ", "got ''", id="weight-empty"
+        ),
+        pytest.param(
+            "http://a:1 backup=maybe",
+            "PREFORK_LB_BACKENDS[0]: backup: ",
+            "got 'maybe'",
+            id="backup-word",
+        ),
+        pytest.param(
+            "http://a:1 max_fails=-1",
+            "PREFORK_LB_BACKENDS[0]: max_fails: ",
+            "got '-1'",
+            id="max-fails-negative",
+        ),
+        pytest.param(
+            "http://a:1 health_path=up",
+            "PREFORK_LB_BACKENDS[0]: health_path: ",
+            "got 'up'",
+            id="health-path-no-slash",
+        ),
+        pytest.param(
+            "http://a:1 health_status=200-700",
+            "PREFORK_LB_BACKENDS[0]: health_status: ",
+            "got '200-700'",
+            id="health-status-range",
+        ),
+        pytest.param(
+            "http://a:1 health_rise=0",
+            "PREFORK_LB_BACKENDS[0]: health_rise: ",
+            "got '0'",
+            id="health-rise-zero",
+        ),
+        pytest.param(
+            "http://a:1, http://b:2 wieght=2",
+            "PREFORK_LB_BACKENDS[1]: ",
+            "unknown option 'wieght' (known: backup, fail_timeout,",
+            id="unknown-option",
+        ),
+        pytest.param(
+            "http://a:1 policy=least_conn",
+            "PREFORK_LB_BACKENDS[0]: ",
+            "unknown option 'policy'",
+            id="global-only-setting",
+        ),
+        pytest.param(
+            "http://a:1 weight",
+            "PREFORK_LB_BACKENDS[0]: ",
+            "option 'weight' must be key=value or backup, got 'http://a:1 weight'",
+            id="bare-word",
+        ),
+        pytest.param(
+            "http://a:1 weight=2 weight=3",
+            "PREFORK_LB_BACKENDS[0]: ",
+            "option 'weight' is given twice, got 'http://a:1 weight=2 weight=3'",
+            id="option-twice",
+        ),
+        pytest.param(
+            "weight=2 http://a:1",
+            "PREFORK_LB_BACKENDS[0]: ",
+            "got 'weight=2'",
+            id="option-before-url",
+        ),
+    ],
+)
+def test_backend_option_errors(value: str, where: str, expected: str) -> None:
+    """A bad per-backend option is named with the item's index, the option and the value."""
+    with pytest.raises(ConfigError) as caught:
+        load_config({"PREFORK_LB_BACKENDS": value})
+    message = str(caught.value)
+    assert message.startswith(where)
+    assert expected in message
+
+
+def test_backend_option_error_is_exact() -> None:
+    """The message for a bad option has the shape 'SETTING[i]: option: expected, got VALUE'."""
+    with pytest.raises(ConfigError) as caught:
+        load_config({"PREFORK_LB_BACKENDS": "http://a:1, http://b:2, http://c:3 weight=0"})
+    assert str(caught.value) == (
+        "PREFORK_LB_BACKENDS[2]: weight: must be a whole number from 1 to 1000, got '0'"
+    )
+
+
+@pytest.mark.parametrize(
+    "environ",
+    [
+        pytest.param({"PREFORK_LB_BACKENDS": "http://a:1 backup"}, id="env-one"),
+        pytest.param(
+            {"PREFORK_LB_BACKENDS": "http://a:1 backup, http://b:2 backup=yes"}, id="env-two"
+        ),
+        pytest.param(
+            {"PREFORK_LB_BACKENDS": "http://a:1 backup", "PREFORK_LB_DEMO": "1"}, id="even-in-demo"
+        ),
+    ],
+)
+def test_every_backend_a_backup(environ: dict[str, str]) -> None:
+    """Backends that are all backups are refused: nothing would take traffic normally."""
+    with pytest.raises(ConfigError) as caught:
+        load_config(environ)
+    assert str(caught.value).startswith("PREFORK_LB_BACKENDS: every backend is a backup")
+
+
+def test_every_backend_a_backup_in_file(tmp_path: Path) -> None:
+    """Backup-only [[backends]] tables are refused, naming the file."""
+    environ = _with_file(tmp_path, '[[backends]]\nurl = "http://a:1"\nbackup = true\n')
+    with pytest.raises(ConfigError) as caught:
+        load_config(environ)
+    assert str(caught.value).startswith(
+        f"{environ['PREFORK_LB_CONFIG']}: backends: every backend is a backup"
+    )
+
+
+def test_backup_false_is_a_primary() -> None:
+    """backup=false makes a backend a primary, so a backup beside it is accepted."""
+    settings = load_config({"PREFORK_LB_BACKENDS": "http://a:1 backup=false, http://b:2 backup"})
+    assert [backend.backup for backend in settings.backends] == [False, True]
+
+
+@pytest.mark.parametrize(
+    ("value", "where", "url"),
+    [
+        pytest.param("http://a:1, http://a:1", "PREFORK_LB_BACKENDS[1]", "http://a:1", id="same"),
+        pytest.param(
+            "http://a, http://b:2, HTTP://A:80/ weight=3",
+            "PREFORK_LB_BACKENDS[2]",
+            "http://a:80",
+            id="same-after-normalising",
+        ),
+    ],
+)
+def test_duplicate_backend(value: str, where: str, url: str) -> None:
+    """A backend URL listed twice is refused, naming the repeat and where it was first listed."""
+    with pytest.raises(ConfigError) as caught:
+        load_config({"PREFORK_LB_BACKENDS": value})
+    message = str(caught.value)
+    assert message.startswith(f"{where}: backend already listed at [0]")
+    assert message.endswith(f"got {url!r}")
+
+
+def test_duplicate_backend_in_file(tmp_path: Path) -> None:
+    """A URL repeated across [[backends]] tables and strings in the file is refused."""
+    environ = _with_file(
+        tmp_path, 'backends = ["http://b:2", { url = "http://a:1" }, "http://a:1/"]\n'
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_config(environ)
+    assert str(caught.value) == (
+        f"{environ['PREFORK_LB_CONFIG']}: backends[2]: backend already listed at [1], "
+        "got 'http://a:1'"
+    )

@@ -32,7 +32,7 @@ def empty_slot() -> Iterator[None]:
     shared._installed = None
     yield
     if shared._installed is not None:
-        shared._installed.rotation.close()
+        shared._installed.close()
     shared._installed = None
 
 

@@ -1,0 +1,145 @@
+"""The admin endpoint: what the balancer knows about its backends, as JSON.
+
+Served under ``admin_path`` (default ``/_prefork_lb``) to clients whose own
+address (the TCP peer, never a forwarded header) is in ``admin_allow``
+(default: loopback only). For everybody else the path is ordinary traffic
+and goes to a backend like any other, so the endpoint cannot be found from
+outside. ``admin_path = ""`` turns it off.
+
+``GET <admin_path>/backends`` answers with every backend's health and
+in-flight count, read from the memory all workers share.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from prefork_lb.health import BackendHealth
+from prefork_lb.request import ProxyRequest
+from prefork_lb.selection import Selector
+from prefork_lb.shared import SharedState
+
+StartResponse = Callable[..., Any]
+
+
+class AdminEndpoint:
+    """Recognises admin requests from allowed clients and answers them."""
+
+    def __init__(self, state: SharedState, selector: Selector) -> None:
+        self._state = state
+        self._selector = selector
+        self._path = state.settings.admin_path
+        self._allowed: dict[str, bool] = {}
+
+    def serves(self, request: ProxyRequest) -> bool:
+        """Whether this request is for the admin endpoint (and may use it)."""
+        if not self._path:
+            return False
+        path = request.target.path.partition("?")[0]
+        if path != self._path and not path.startswith(self._path + "/"):
+            return False
+        return self._is_allowed(request.client_addr)
+
+    def respond(self, request: ProxyRequest, start_response: StartResponse) -> list[bytes]:
+        """Answer one admin request."""
+        path = request.target.path.partition("?")[0]
+        if path not in (f"{self._path}/backends", f"{self._path}/backends.json"):
+            return _json(
+                start_response,
+                "404 Not Found",
+                {"error": "not found", "see": [f"{self._path}/backends"]},
+            )
+        if request.method not in ("GET", "HEAD"):
+            return _json(
+                start_response,
+                "405 Method Not Allowed",
+                {"error": f"method {request.method} not allowed"},
+                [("Allow", "GET, HEAD")],
+            )
+        document = backends_document(
+            self._state,
+            self._selector.health(),
+            self._state.in_flight.totals(),
+            now=time.monotonic(),
+            wall_now=time.time(),
+        )
+        body = _json(start_response, "200 OK", document)
+        return [] if request.method == "HEAD" else body
+
+    def _is_allowed(self, client_addr: str) -> bool:
+        allowed = self._allowed.get(client_addr)
+        if allowed is None:
+            try:
+                address = ipaddress.ip_address(client_addr)
+            except ValueError:
+                allowed = False
+            else:
+                allowed = any(address in net for net in self._state.settings.admin_allow)
+            if len(self._allowed) < 10_000:
+                self._allowed[client_addr] = allowed
+        return allowed
+
+
+def backends_document(
+    state: SharedState,
+    rows: tuple[BackendHealth, ...],
+    in_flight: list[int],
+    *,
+    now: float,
+    wall_now: float,
+) -> dict[str, Any]:
+    """The JSON document for ``/backends``: settings and live state of every backend."""
+    settings = state.settings
+    backends = []
+    for backend, row, count in zip(settings.backends, rows, in_flight, strict=True):
+        since = state.started_at if row.since == 0.0 else wall_now - (now - row.since)
+        backends.append(
+            {
+                "url": backend.url,
+                "state": "up" if row.up else "down",
+                "usable": row.usable(now),
+                "since": _iso(since),
+                "seconds_in_state": round(wall_now - since, 3),
+                "reason": row.reason or "up since the balancer started",
+                "consecutive_failures": row.failures,
+                "consecutive_successes": row.successes,
+                "in_flight": count,
+                "weight": backend.weight,
+                "backup": backend.backup,
+                "health_check": backend.check.enabled,
+            }
+        )
+    return {
+        "policy": settings.policy,
+        "fail_open": settings.fail_open,
+        "pid": os.getpid(),
+        "time": _iso(wall_now),
+        "backends": backends,
+    }
+
+
+def _iso(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="milliseconds")
+
+
+def _json(
+    start_response: StartResponse,
+    status: str,
+    document: dict[str, Any],
+    extra: list[tuple[str, str]] | None = None,
+) -> list[bytes]:
+    body = (json.dumps(document, indent=2) + "\n").encode()
+    headers = [
+        ("Content-Type", "application/json"),
+        ("Content-Length", str(len(body))),
+        ("Cache-Control", "no-store"),
+        *(extra or []),
+    ]
+    start_response(status, headers)
+    return [body]

@@ -1,0 +1,94 @@
+"""Active health checks, run by exactly one worker at a time.
+
+Every worker starts a ``HealthProber``; each one waits for the prober lease
+(a record lock the kernel releases when its holder dies, see
+``shared.HealthTable.try_lease``). The worker that holds it probes every
+backend that has checks enabled, each at its own interval, and writes the
+results to the shared health table, so every worker sees them. If that
+worker dies, another takes the lease within half an interval and probing
+goes on.
+
+A probe is ``GET <health_path>`` on a fresh connection (as HAProxy does: a
+pooled connection would hide a backend that stopped accepting), passing when
+the status is in ``health_status`` within ``health_timeout``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import ssl
+
+import gevent
+from urllib3 import PoolManager
+from urllib3.exceptions import HTTPError
+from urllib3.util import Timeout
+
+from prefork_lb.config import Backend
+from prefork_lb.selection import Selector
+from prefork_lb.shared import HealthTable
+from prefork_lb.upstream import os_reason
+
+log = logging.getLogger("gunicorn.error").getChild("prefork_lb")
+USER_AGENT = "prefork_lb-health-check"
+
+
+class HealthProber:
+    """Waits for the prober lease, then checks every backend that asks for it."""
+
+    def __init__(self, selector: Selector, table: HealthTable) -> None:
+        self._selector = selector
+        self._table = table
+        self._checked = [
+            (index, backend)
+            for index, backend in enumerate(selector.backends)
+            if backend.check.enabled
+        ]
+        self._manager = PoolManager(num_pools=max(len(self._checked), 1), maxsize=1, retries=False)
+
+    def start(self) -> gevent.Greenlet[[], None] | None:
+        """Start waiting for the lease in the background (nothing to do without checks)."""
+        if not self._checked:
+            return None
+        return gevent.spawn(self._run)
+
+    def _run(self) -> None:
+        poll = min(backend.check.interval for _, backend in self._checked) / 2
+        while not self._table.try_lease():
+            gevent.sleep(poll * random.uniform(0.8, 1.0))  # noqa: S311 - jitter, not secrecy
+        log.info("worker %d now runs the health checks", os.getpid())
+        probes = [gevent.spawn(self._probe_forever, index, b) for index, b in self._checked]
+        gevent.joinall(probes)
+
+    def _probe_forever(self, index: int, backend: Backend) -> None:
+        while True:
+            passed, reason = self.probe(backend)
+            self._selector.check_done(index, passed=passed, reason=reason)
+            gevent.sleep(backend.check.interval)
+
+    def probe(self, backend: Backend) -> tuple[bool, str]:
+        """Check one backend once: whether it passed, and if not, why."""
+        check = backend.check
+        url = backend.url + check.path
+        try:
+            with gevent.Timeout(check.timeout):
+                response = self._manager.request(
+                    "GET",
+                    url,
+                    headers={"Host": backend.authority, "User-Agent": USER_AGENT},
+                    timeout=Timeout(connect=check.timeout, read=check.timeout),
+                    redirect=False,
+                    preload_content=False,
+                )
+                response.close()
+        except gevent.Timeout:
+            return False, f"no answer in {check.timeout:g} s"
+        except (HTTPError, OSError, ssl.SSLError) as err:
+            return False, os_reason(err) or type(err).__name__
+        finally:
+            self._manager.clear()
+        low, high = check.status
+        if low <= response.status <= high:
+            return True, f"status {response.status}"
+        return False, f"status {response.status}"

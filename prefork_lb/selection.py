@@ -1,0 +1,144 @@
+"""A worker's view of the backends: picks one per try, reports what happened.
+
+The shell around ``balancer`` (selection) and ``health`` (state machine):
+it reads the health rows and in-flight counts every worker shares, asks the
+pure core for a decision, and writes outcomes back. A change between up and
+down is made under the health table's lock, so exactly one process sees it
+happen, and that process logs it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+
+from prefork_lb.balancer import (
+    LEAST_CONN,
+    Candidate,
+    Eligible,
+    eligible,
+    pick_least_conn,
+    pick_round_robin,
+)
+from prefork_lb.config import Backend, Settings
+from prefork_lb.health import BackendHealth, Event, HealthPolicy, observe, ramp
+from prefork_lb.shared import SharedState
+
+log = logging.getLogger("gunicorn.error").getChild("prefork_lb")
+
+
+def health_policy(backend: Backend) -> HealthPolicy:
+    """The health thresholds a backend's settings give it."""
+    return HealthPolicy(
+        max_fails=backend.max_fails,
+        fail_timeout=backend.fail_timeout,
+        active=backend.check.enabled,
+        rise=backend.check.rise,
+        fall=backend.check.fall,
+    )
+
+
+class Selector:
+    """Chooses backends for one worker from the state all workers share."""
+
+    def __init__(self, settings: Settings, state: SharedState, slot: int | None) -> None:
+        self.backends = settings.backends
+        self._settings = settings
+        self._state = state
+        self._slot = slot
+        self._policies = tuple(health_policy(backend) for backend in self.backends)
+        self._generation = -1
+        self._rows: tuple[BackendHealth, ...] = ()
+        # The choice for a request with nothing excluded, valid until
+        # _stable_until (a trial or a slow start changes it with time alone).
+        self._cached: Eligible | None = None
+        self._stable_until = 0.0
+
+    def choose(self, exclude: frozenset[int] = frozenset()) -> int:
+        """The index of the backend for the next try (raises NoBackendAvailable)."""
+        now = time.monotonic()
+        choice = self._eligible(now, exclude)
+        position = self._state.rotation.next()
+        if self._settings.policy == LEAST_CONN:
+            return pick_least_conn(choice, self._state.in_flight.totals(), position)
+        return pick_round_robin(choice, position)
+
+    def started(self, index: int) -> None:
+        """A request is now in flight to this backend."""
+        if self._slot is not None:
+            self._state.in_flight.add(self._slot, index, 1)
+
+    def finished(self, index: int) -> None:
+        """A request to this backend is over, however it ended."""
+        if self._slot is not None:
+            self._state.in_flight.add(self._slot, index, -1)
+
+    def request_failed(self, index: int, reason: str) -> None:
+        """A request could not get a response from this backend."""
+        self._report(index, Event.REQUEST_FAILED, reason)
+
+    def request_succeeded(self, index: int) -> None:
+        """This backend answered; that only matters while it is down and on trial."""
+        self._refresh()
+        if not self._rows[index].up:
+            self._report(index, Event.REQUEST_SUCCEEDED, "")
+
+    def check_done(self, index: int, *, passed: bool, reason: str) -> None:
+        """An active health check of this backend passed or failed."""
+        self._report(index, Event.CHECK_PASSED if passed else Event.CHECK_FAILED, reason)
+
+    def health(self) -> tuple[BackendHealth, ...]:
+        """Every backend's health as last written."""
+        self._refresh()
+        return self._rows
+
+    def _report(self, index: int, event: Event, reason: str) -> None:
+        policy = self._policies[index]
+        now = time.monotonic()
+        transition = self._state.health.update(
+            index, lambda row: observe(row, event, policy, now, reason)
+        )
+        if transition is not None:
+            level = logging.INFO if transition.up else logging.WARNING
+            log.log(level, "backend %s %s", self.backends[index].url, transition.message)
+
+    def _refresh(self) -> None:
+        if self._state.health.generation() != self._generation:
+            self._generation, self._rows = self._state.health.snapshot()
+            self._cached = None
+
+    def _eligible(self, now: float, exclude: frozenset[int]) -> Eligible:
+        self._refresh()
+        if not exclude and self._cached is not None and now < self._stable_until:
+            return self._cached
+        slow_start = self._settings.slow_start
+        candidates = [
+            Candidate(
+                index=i,
+                weight=backend.weight,
+                backup=backend.backup,
+                usable=row.usable(now),
+                share=ramp(row, now, slow_start),
+            )
+            for i, (backend, row) in enumerate(zip(self.backends, self._rows, strict=True))
+        ]
+        choice = eligible(candidates, exclude=exclude, fail_open=self._settings.fail_open)
+        if not exclude:
+            self._cached = choice
+            self._stable_until = self._next_change(now, slow_start)
+        return choice
+
+    def _next_change(self, now: float, slow_start: float) -> float:
+        """When the passing of time alone next changes the choice."""
+        changes = [math.inf]
+        for row in self._rows:
+            if not row.up and row.retry_at > now:
+                changes.append(row.retry_at)
+            elif row.up and slow_start > 0 and row.since and row.since + slow_start > now:
+                # Re-weigh in steps while it ramps up.
+                changes.append(min(row.since + slow_start, now + slow_start / 10))
+            elif not row.up:
+                # On trial: re-read soon, the outcome of a trial changes the rows.
+                changes.append(now)
+        return min(changes)

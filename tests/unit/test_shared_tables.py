@@ -1,0 +1,183 @@
+"""The shared health table, in-flight rows and prober lease, across real forked processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+
+import pytest
+
+from prefork_lb.health import BackendHealth
+from prefork_lb.shared import HealthTable, InFlightTable
+
+CHILDREN = 4
+UPDATES = 300
+
+
+@pytest.fixture
+def table() -> Iterator[HealthTable]:
+    health = HealthTable(3)
+    yield health
+    health.close()
+
+
+@pytest.fixture
+def in_flight() -> Iterator[InFlightTable]:
+    counts = InFlightTable(2)
+    yield counts
+    counts.close()
+
+
+def _fork(body: Callable[[], None]) -> int:
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            body()
+            code = 0
+        finally:
+            os._exit(code)
+    return pid
+
+
+def _exit_code(pid: int) -> int:
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status)
+
+
+def _count_failure(row: BackendHealth) -> tuple[BackendHealth, None]:
+    return replace(row, failures=row.failures + 1), None
+
+
+def test_rows_start_up(table: HealthTable) -> None:
+    """Every backend starts up, with nothing counted against it."""
+    generation, rows = table.snapshot()
+    assert generation == 0
+    assert rows == (BackendHealth(),) * 3
+
+
+def test_update_round_trips_every_field(table: HealthTable) -> None:
+    """What an update writes is what a snapshot reads back, and the generation moves."""
+    written = BackendHealth(
+        up=False,
+        since=12.5,
+        reason="down: 3 failures in 10 s (connection refused)",
+        window_start=10.25,
+        window_fails=3,
+        retry_at=22.5,
+        failures=7,
+        successes=0,
+    )
+    result = table.update(1, lambda row: (written, "done"))
+    assert result == "done"
+    generation, rows = table.snapshot()
+    assert generation == 1
+    assert rows == (BackendHealth(), written, BackendHealth())
+
+
+def test_long_reasons_are_cut_not_refused(table: HealthTable) -> None:
+    """A reason longer than the row's room is stored cut short (UTF-8 kept readable)."""
+    table.update(0, lambda row: (replace(row, reason="é" * 100), None))
+    reason = table.snapshot()[1][0].reason
+    assert reason.startswith("é" * 31)
+    assert len(reason.encode()) <= 64
+
+
+def test_updates_from_many_processes_are_not_lost(table: HealthTable) -> None:
+    """Read-modify-writes from processes racing each other all land."""
+
+    def hammer() -> None:
+        for _ in range(UPDATES):
+            table.update(2, _count_failure)
+
+    pids = [_fork(hammer) for _ in range(CHILDREN)]
+    assert [_exit_code(pid) for pid in pids] == [0] * CHILDREN
+    generation, rows = table.snapshot()
+    assert rows[2].failures == CHILDREN * UPDATES
+    assert generation == CHILDREN * UPDATES
+
+
+@pytest.mark.timeout(30)
+def test_a_worker_killed_holding_the_lock_does_not_wedge_the_table(table: HealthTable) -> None:
+    """The kernel drops the lock of a process killed in the middle of an update."""
+    ready_read, ready_write = os.pipe()
+
+    def die_holding_the_lock() -> None:
+        def stall(row: BackendHealth) -> tuple[BackendHealth, None]:
+            os.write(ready_write, b"r")
+            time.sleep(60)
+            return row, None
+
+        table.update(0, stall)
+
+    pid = _fork(die_holding_the_lock)
+    assert os.read(ready_read, 1) == b"r"
+    os.kill(pid, signal.SIGKILL)
+    assert _exit_code(pid) == -signal.SIGKILL
+    started = time.monotonic()
+    table.update(0, _count_failure)
+    assert time.monotonic() - started < 5
+    assert table.snapshot()[1][0].failures == 1
+
+
+@pytest.mark.timeout(30)
+def test_one_prober_lease_until_its_holder_dies(table: HealthTable) -> None:
+    """Only one process holds the prober lease; when it is killed another can take it."""
+    ready_read, ready_write = os.pipe()
+
+    def hold_the_lease() -> None:
+        assert table.try_lease()
+        os.write(ready_write, b"r")
+        time.sleep(60)
+
+    holder = _fork(hold_the_lease)
+    assert os.read(ready_read, 1) == b"r"
+
+    def try_it() -> None:
+        os._exit(0 if table.try_lease() else 3)
+
+    assert _exit_code(_fork(try_it)) == 3
+    os.kill(holder, signal.SIGKILL)
+    assert _exit_code(holder) == -signal.SIGKILL
+    assert _exit_code(_fork(try_it)) == 0
+
+
+def test_in_flight_rows_sum_over_workers(in_flight: InFlightTable) -> None:
+    """Each worker counts in its own row; the totals add every row up."""
+    first, second = in_flight.claim(), in_flight.claim()
+    assert first is not None
+    assert second is not None
+    assert first != second
+
+    def busy() -> None:
+        in_flight.add(first, 0, 1)
+        in_flight.add(first, 0, 1)
+        in_flight.add(first, 1, 1)
+
+    assert _exit_code(_fork(busy)) == 0
+    in_flight.add(second, 0, 1)
+    in_flight.add(second, 0, 1)
+    in_flight.add(second, 0, -1)
+    assert in_flight.totals() == [3, 1]
+
+
+def test_releasing_a_dead_workers_slot_forgets_its_requests(in_flight: InFlightTable) -> None:
+    """When the master releases a killed worker's slot, its in-flight requests no longer count."""
+    dead, alive = in_flight.claim(), in_flight.claim()
+    assert dead is not None
+    assert alive is not None
+    in_flight.add(dead, 0, 5)
+    in_flight.add(alive, 0, 2)
+    in_flight.release(dead)
+    assert in_flight.totals() == [2, 0]
+    assert in_flight.claim() == dead
+
+
+def test_slots_run_out(in_flight: InFlightTable) -> None:
+    """There are SLOTS slots; after that claim() says so with None instead of sharing one."""
+    slots = [in_flight.claim() for _ in range(InFlightTable.SLOTS)]
+    assert sorted(slots) == list(range(InFlightTable.SLOTS))  # type: ignore[type-var]
+    assert in_flight.claim() is None
