@@ -2,7 +2,8 @@
 
 Settings come from a TOML file named by ``PREFORK_LB_CONFIG`` and from
 ``PREFORK_LB_*`` environment variables; a variable wins over the file. Every
-setting is declared once in ``SETTINGS`` below, with its default and its
+setting is declared once in ``SETTINGS`` below, with its parser (from
+``values.py``), its default and its
 documentation; the README's settings table is checked against it.
 
 A bad value raises ``ConfigError`` naming the setting and the value, before
@@ -13,7 +14,6 @@ the validated ``Settings`` from the master.
 from __future__ import annotations
 
 import ipaddress
-import math
 import re
 import tomllib
 from collections.abc import Callable, Mapping
@@ -21,14 +21,41 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import urlsplit
 
+from prefork_lb.values import (
+    ConfigError,
+    IPNetwork,
+    fail,
+    parse_admin_path,
+    parse_bool,
+    parse_count,
+    parse_health_path,
+    parse_networks,
+    parse_policy,
+    parse_positive_int,
+    parse_seconds,
+    parse_seconds_or_zero,
+    parse_status_range,
+    parse_weight,
+    split_list,
+)
+
+__all__ = [
+    "CONFIG_FILE_ENV",
+    "ENV_PREFIX",
+    "SETTINGS",
+    "Backend",
+    "ConfigError",
+    "HealthCheck",
+    "IPNetwork",
+    "Setting",
+    "Settings",
+    "inherit_settings",
+    "load_config",
+    "parse_backend_url",
+]
+
 ENV_PREFIX = "PREFORK_LB_"
 CONFIG_FILE_ENV = "PREFORK_LB_CONFIG"
-
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-
-class ConfigError(ValueError):
-    """A setting has a value the balancer cannot run with; the message names both."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,172 +149,30 @@ class Setting:
         return ENV_PREFIX + self.name.upper()
 
 
-def _fail(where: str, value: object, expected: str) -> ConfigError:
-    return ConfigError(f"{where}: {expected}, got {value!r}")
-
-
-def _to_seconds(value: object) -> float:
-    # float() also reads non-ASCII digits ("١٢"); a setting is plain ASCII.
-    plain = isinstance(value, int | float) or (isinstance(value, str) and value.isascii())
-    if isinstance(value, bool) or not plain:
-        return math.nan
-    try:
-        return float(value)  # type: ignore[arg-type]
-    except ValueError:
-        return math.nan
-
-
-def _parse_seconds(where: str, value: object) -> float:
-    seconds = _to_seconds(value)
-    if not math.isfinite(seconds) or seconds <= 0:
-        raise _fail(where, value, "must be a positive number of seconds")
-    return seconds
-
-
-def _parse_seconds_or_zero(where: str, value: object) -> float:
-    seconds = _to_seconds(value)
-    if not math.isfinite(seconds) or seconds < 0:
-        raise _fail(where, value, "must be a number of seconds, 0 or more")
-    return seconds
-
-
-def _to_whole(value: object) -> int | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
-        return int(value)
-    return None
-
-
-def _parse_positive_int(where: str, value: object) -> int:
-    number = _to_whole(value)
-    if number is None or number < 1:
-        raise _fail(where, value, "must be a positive whole number")
-    return number
-
-
-def _parse_count(where: str, value: object) -> int:
-    number = _to_whole(value)
-    if number is None or number < 0:
-        raise _fail(where, value, "must be a whole number, 0 or more")
-    return number
-
-
-def _parse_weight(where: str, value: object) -> int:
-    number = _to_whole(value)
-    if number is None or not 1 <= number <= 1000:
-        raise _fail(where, value, "must be a whole number from 1 to 1000")
-    return number
-
-
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off"}
-
-
-def _parse_bool(where: str, value: object) -> bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
-        return value.strip().lower() in _TRUE
-    raise _fail(where, value, "must be true or false (1/0, yes/no, on/off)")
-
-
-def _split_list(where: str, value: object) -> list[str]:
-    if isinstance(value, str):
-        return [item.strip() for item in value.split(",") if item.strip()]
-    if isinstance(value, list) and all(isinstance(item, str) for item in value):
-        return [item.strip() for item in value]
-    raise _fail(where, value, "must be a list of strings (comma-separated in the environment)")
-
-
-def _parse_networks(where: str, value: object) -> tuple[IPNetwork, ...]:
-    networks = []
-    for item in _split_list(where, value):
-        try:
-            networks.append(ipaddress.ip_network(item, strict=False))
-        except ValueError:
-            raise _fail(where, item, "must be IP addresses or CIDR networks") from None
-    return tuple(networks)
-
-
-POLICIES = ("round_robin", "least_conn")
-
-
-def _parse_policy(where: str, value: object) -> str:
-    if isinstance(value, str) and value.strip() in POLICIES:
-        return value.strip()
-    raise _fail(where, value, f"must be one of {', '.join(POLICIES)}")
-
-
-# A request-target in origin form: no spaces or controls, and no "#", which
-# HTTP does not allow in a target at all.
-_HEALTH_PATH = re.compile(r"/[!-~]*")
-
-
-def _parse_health_path(where: str, value: object) -> str:
-    path = value.strip() if isinstance(value, str) else ""
-    if not _HEALTH_PATH.fullmatch(path) or "#" in path:
-        raise _fail(
-            where, value, "must be a path starting with / (printable ASCII, no spaces or #)"
-        )
-    return path
-
-
-_STATUS_RANGE = re.compile(r"([0-9]{3})(?:\s*-\s*([0-9]{3}))?")
-
-
-def _parse_status_range(where: str, value: object) -> tuple[int, int]:
-    expected = "must be a status or an inclusive range such as 200-399, within 100-599"
-    if isinstance(value, int) and not isinstance(value, bool):
-        low = high = value
-    elif isinstance(value, str) and (match := _STATUS_RANGE.fullmatch(value.strip())):
-        low = int(match[1])
-        high = int(match[2] or match[1])
-    else:
-        raise _fail(where, value, expected)
-    if not 100 <= low <= high <= 599:
-        raise _fail(where, value, expected)
-    return low, high
-
-
-def _parse_admin_path(where: str, value: object) -> str:
-    if not isinstance(value, str):
-        raise _fail(where, value, 'must be a path such as /_prefork_lb, or "off"')
-    text = value.strip()
-    if text.lower() in ("", "off"):
-        return ""
-    path = text.rstrip("/")
-    if not _HEALTH_PATH.fullmatch(path) or "?" in path or "#" in path:
-        raise _fail(where, value, 'must be a path such as /_prefork_lb (no "?" or "#"), or "off"')
-    return path
-
-
 def parse_backend_url(where: str, value: object) -> Backend:
     """Validate one backend base URL such as ``http://10.0.0.5:8080``."""
     if not isinstance(value, str) or not value.strip():
-        raise _fail(where, value, "a backend must be a URL such as http://127.0.0.1:9001")
+        raise fail(where, value, "a backend must be a URL such as http://127.0.0.1:9001")
     text = value.strip()
     try:
         parts = urlsplit(text)
         port = parts.port
     except ValueError:
-        raise _fail(where, text, "is not a valid URL (bad port or brackets?)") from None
+        raise fail(where, text, "is not a valid URL (bad port or brackets?)") from None
     if parts.scheme not in ("http", "https"):
-        raise _fail(where, text, f"unsupported scheme {parts.scheme!r}: use http or https")
+        raise fail(where, text, f"unsupported scheme {parts.scheme!r}: use http or https")
     if not parts.hostname:
-        raise _fail(where, text, "has no host")
+        raise fail(where, text, "has no host")
     if not _HOSTNAME.fullmatch(parts.hostname) and not _is_ip(parts.hostname):
-        raise _fail(where, text, f"host {parts.hostname!r} is not a valid host name")
+        raise fail(where, text, f"host {parts.hostname!r} is not a valid host name")
     if parts.username is not None or parts.password is not None:
-        raise _fail(where, text, "must not carry user info")
+        raise fail(where, text, "must not carry user info")
     if parts.path not in ("", "/") or parts.query or parts.fragment:
-        raise _fail(where, text, "must be scheme://host[:port] with no path, query or fragment")
+        raise fail(where, text, "must be scheme://host[:port] with no path, query or fragment")
     if port is None:
         port = 443 if parts.scheme == "https" else 80
     elif port == 0:
-        raise _fail(where, text, "port must be between 1 and 65535")
+        raise fail(where, text, "port must be between 1 and 65535")
     url = f"{parts.scheme}://{_authority(parts.hostname, port)}"
     return Backend(url=url, scheme=parts.scheme, host=parts.hostname, port=port)
 
@@ -341,12 +226,12 @@ def _parse_backend_item(here: str, item: str) -> _BackendSpec:
         if not equals and key == "backup":
             raw = "true"
         elif not equals:
-            raise _fail(here, item, f"option {word!r} must be key=value or backup")
+            raise fail(here, item, f"option {word!r} must be key=value or backup")
         if key not in _BACKEND_OPTIONS:
             known = ", ".join(sorted(_BACKEND_OPTIONS))
             raise ConfigError(f"{here}: unknown option {key!r} (known: {known})")
         if key in options:
-            raise _fail(here, item, f"option {key!r} is given twice")
+            raise fail(here, item, f"option {key!r} is given twice")
         options[key] = raw
     return _parse_backend_options(here, backend, options, ": ")
 
@@ -356,7 +241,7 @@ def _parse_backend_table(here: str, table: object) -> _BackendSpec:
     if isinstance(table, str):
         return _BackendSpec(parse_backend_url(here, table))
     if not isinstance(table, dict):
-        raise _fail(here, table, "must be a table with a url key")
+        raise fail(here, table, "must be a table with a url key")
     unknown = sorted(set(table) - {"url"} - set(_BACKEND_OPTIONS))
     if unknown:
         known = ", ".join(["url", *sorted(_BACKEND_OPTIONS)])
@@ -372,17 +257,17 @@ def _parse_backends(where: str, value: object) -> tuple[_BackendSpec, ...]:
     if isinstance(value, str):
         specs = tuple(
             _parse_backend_item(f"{where}[{i}]", item)
-            for i, item in enumerate(_split_list(where, value))
+            for i, item in enumerate(split_list(where, value))
         )
     elif isinstance(value, list):
         specs = tuple(_parse_backend_table(f"{where}[{i}]", t) for i, t in enumerate(value))
     else:
-        raise _fail(where, value, "must be a list of [[backends]] tables")
+        raise fail(where, value, "must be a list of [[backends]] tables")
     first_at: dict[str, int] = {}
     for i, spec in enumerate(specs):
         url = spec.backend.url
         if url in first_at:
-            raise _fail(f"{where}[{i}]", url, f"backend already listed at [{first_at[url]}]")
+            raise fail(f"{where}[{i}]", url, f"backend already listed at [{first_at[url]}]")
         first_at[url] = i
     if specs and all(spec.backend.backup for spec in specs):
         raise ConfigError(
@@ -443,27 +328,27 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "connect_timeout",
-        _parse_seconds,
+        parse_seconds,
         "5",
         "Seconds to wait for a backend to accept a connection before answering 504.",
     ),
     Setting(
         "read_timeout",
-        _parse_seconds,
+        parse_seconds,
         "60",
         "Seconds a backend may stay silent (before its response, or between two reads "
         "of it) before the balancer answers 504 or aborts the response.",
     ),
     Setting(
         "client_timeout",
-        _parse_seconds,
+        parse_seconds,
         "60",
         "Seconds a client may stay silent (send nothing at all) while sending its "
         "request body before the balancer answers 408 and closes the backend connection.",
     ),
     Setting(
         "trusted_proxies",
-        _parse_networks,
+        parse_networks,
         "(none)",
         "Addresses or CIDR networks of proxies in front of the balancer whose "
         "forwarding headers are kept (``X-Forwarded-For`` is extended with their "
@@ -472,27 +357,27 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "preserve_host",
-        _parse_bool,
+        parse_bool,
         "true",
         "Forward the client's ``Host`` header. When false, send the backend's own "
         "``host:port`` instead (the client's host still goes in ``X-Forwarded-Host``).",
     ),
     Setting(
         "pool_size",
-        _parse_positive_int,
+        parse_positive_int,
         "64",
         "Idle keep-alive connections each worker keeps open to each backend.",
     ),
     Setting(
         "demo",
-        _parse_bool,
+        parse_bool,
         "false",
         "When no backends are configured, start three built-in demo backends that "
         "answer with their own name (``scripts/serve`` turns this on).",
     ),
     Setting(
         "policy",
-        _parse_policy,
+        parse_policy,
         "round_robin",
         "How a request's backend is picked among the usable ones: ``round_robin`` "
         "(smooth weighted round robin: every run of requests is spread over the "
@@ -501,7 +386,7 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "max_fails",
-        _parse_count,
+        parse_count,
         "1",
         "Failed requests (the backend could not be reached, timed out or answered "
         "with invalid HTTP) within ``fail_timeout`` seconds that mark a backend down, "
@@ -510,7 +395,7 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "fail_timeout",
-        _parse_seconds,
+        parse_seconds,
         "10",
         "Seconds over which ``max_fails`` failed requests are counted, and how long a "
         "backend they marked down rests before requests may try it again (without "
@@ -519,7 +404,7 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "health_check",
-        _parse_bool,
+        parse_bool,
         "false",
         "Check backends actively: a ``GET`` of ``health_path`` on a fresh connection "
         "every ``health_interval`` seconds, made by one worker for all of them; "
@@ -528,26 +413,26 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "health_path",
-        _parse_health_path,
+        parse_health_path,
         "``/``",
         "The path (and query) a health check requests: starts with ``/``, printable "
         "ASCII without spaces or ``#`` (per backend too).",
     ),
     Setting(
         "health_interval",
-        _parse_seconds,
+        parse_seconds,
         "2",
         "Seconds between two health checks of a backend (per backend too).",
     ),
     Setting(
         "health_timeout",
-        _parse_seconds,
+        parse_seconds,
         "1",
         "Seconds a health check may take before it counts as failed (per backend too).",
     ),
     Setting(
         "health_status",
-        _parse_status_range,
+        parse_status_range,
         "200-399",
         "The statuses that pass a health check: an inclusive range such as "
         "``200-399``, or one status such as ``204``, within 100 to 599 "
@@ -555,19 +440,19 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "health_rise",
-        _parse_positive_int,
+        parse_positive_int,
         "2",
         "Passed health checks in a row that bring a down backend back up (per backend too).",
     ),
     Setting(
         "health_fall",
-        _parse_positive_int,
+        parse_positive_int,
         "3",
         "Failed health checks in a row that mark an up backend down (per backend too).",
     ),
     Setting(
         "retries",
-        _parse_count,
+        parse_count,
         "2",
         "How many other backends a failed request may be tried on: always when the "
         "request never reached the backend, otherwise only for an idempotent method "
@@ -576,13 +461,13 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "retry_timeout",
-        _parse_seconds,
+        parse_seconds,
         "10",
         "Seconds since a request's first try after which no further try starts.",
     ),
     Setting(
         "fail_open",
-        _parse_bool,
+        parse_bool,
         "false",
         "When no backend is usable (every primary and every backup is down), send "
         "requests to all the primaries anyway, as Envoy's panic mode does, instead of "
@@ -590,14 +475,14 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "slow_start",
-        _parse_seconds_or_zero,
+        parse_seconds_or_zero,
         "0",
         "Seconds over which a backend that comes back up has its share of requests "
         "ramped up from little to its full weight; 0: at once.",
     ),
     Setting(
         "admin_path",
-        _parse_admin_path,
+        parse_admin_path,
         "``/_prefork_lb``",
         "Path prefix of the admin endpoint (backend states), answered by the balancer "
         "itself and never forwarded; must start with ``/``, printable ASCII without "
@@ -605,7 +490,7 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "admin_allow",
-        _parse_networks,
+        parse_networks,
         "127.0.0.1, ::1",
         "Client addresses or CIDR networks allowed to use the admin endpoint; "
         "requests for it from anyone else are refused.",
@@ -629,8 +514,8 @@ _OVERRIDABLE = (
 _BY_NAME = {setting.name: setting for setting in SETTINGS}
 _BY_ENV = {setting.env: setting for setting in SETTINGS}
 _BACKEND_OPTIONS: dict[str, Callable[[str, object], Any]] = {
-    "weight": _parse_weight,
-    "backup": _parse_bool,
+    "weight": parse_weight,
+    "backup": parse_bool,
     **{name: _BY_NAME[name].parse for name in _OVERRIDABLE},
 }
 

@@ -133,7 +133,7 @@ def _down_check_passed(h: BackendHealth, p: HealthPolicy, now: float, reason: st
 
 
 def _down_check_failed(h: BackendHealth, p: HealthPolicy, now: float, reason: str) -> Outcome:
-    return replace(h, failures=h.failures + 1, successes=0, reason=reason or h.reason), None
+    return replace(h, failures=h.failures + 1, successes=0), None
 
 
 def _down_request_failed(h: BackendHealth, p: HealthPolicy, now: float, reason: str) -> Outcome:

@@ -1,0 +1,158 @@
+"""Parsers for the values of settings: text (or TOML values) in, typed values out.
+
+Each parser takes ``where`` (the setting's name as the user wrote it, for
+the message) and the raw value, and returns the typed value or raises
+``ConfigError`` naming both. ``config.SETTINGS`` pairs each setting with one.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import re
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class ConfigError(ValueError):
+    """A setting has a value the balancer cannot run with; the message names both."""
+
+
+def fail(where: str, value: object, expected: str) -> ConfigError:
+    return ConfigError(f"{where}: {expected}, got {value!r}")
+
+
+def _to_seconds(value: object) -> float:
+    # float() also reads non-ASCII digits ("١٢"); a setting is plain ASCII.
+    plain = isinstance(value, int | float) or (isinstance(value, str) and value.isascii())
+    if isinstance(value, bool) or not plain:
+        return math.nan
+    try:
+        return float(value)  # type: ignore[arg-type]
+    except ValueError:
+        return math.nan
+
+
+def parse_seconds(where: str, value: object) -> float:
+    seconds = _to_seconds(value)
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise fail(where, value, "must be a positive number of seconds")
+    return seconds
+
+
+def parse_seconds_or_zero(where: str, value: object) -> float:
+    seconds = _to_seconds(value)
+    if not math.isfinite(seconds) or seconds < 0:
+        raise fail(where, value, "must be a number of seconds, 0 or more")
+    return seconds
+
+
+def _to_whole(value: object) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
+        return int(value)
+    return None
+
+
+def parse_positive_int(where: str, value: object) -> int:
+    number = _to_whole(value)
+    if number is None or number < 1:
+        raise fail(where, value, "must be a positive whole number")
+    return number
+
+
+def parse_count(where: str, value: object) -> int:
+    number = _to_whole(value)
+    if number is None or number < 0:
+        raise fail(where, value, "must be a whole number, 0 or more")
+    return number
+
+
+def parse_weight(where: str, value: object) -> int:
+    number = _to_whole(value)
+    if number is None or not 1 <= number <= 1000:
+        raise fail(where, value, "must be a whole number from 1 to 1000")
+    return number
+
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def parse_bool(where: str, value: object) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+        return value.strip().lower() in _TRUE
+    raise fail(where, value, "must be true or false (1/0, yes/no, on/off)")
+
+
+def split_list(where: str, value: object) -> list[str]:
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    if isinstance(value, list) and all(isinstance(item, str) for item in value):
+        return [item.strip() for item in value]
+    raise fail(where, value, "must be a list of strings (comma-separated in the environment)")
+
+
+def parse_networks(where: str, value: object) -> tuple[IPNetwork, ...]:
+    networks = []
+    for item in split_list(where, value):
+        try:
+            networks.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            raise fail(where, item, "must be IP addresses or CIDR networks") from None
+    return tuple(networks)
+
+
+POLICIES = ("round_robin", "least_conn")
+
+
+def parse_policy(where: str, value: object) -> str:
+    if isinstance(value, str) and value.strip() in POLICIES:
+        return value.strip()
+    raise fail(where, value, f"must be one of {', '.join(POLICIES)}")
+
+
+# A request-target in origin form: no spaces or controls, and no "#", which
+# HTTP does not allow in a target at all.
+_HEALTH_PATH = re.compile(r"/[!-~]*")
+
+
+def parse_health_path(where: str, value: object) -> str:
+    path = value.strip() if isinstance(value, str) else ""
+    if not _HEALTH_PATH.fullmatch(path) or "#" in path:
+        raise fail(where, value, "must be a path starting with / (printable ASCII, no spaces or #)")
+    return path
+
+
+_STATUS_RANGE = re.compile(r"([0-9]{3})(?:\s*-\s*([0-9]{3}))?")
+
+
+def parse_status_range(where: str, value: object) -> tuple[int, int]:
+    expected = "must be a status or an inclusive range such as 200-399, within 100-599"
+    if isinstance(value, int) and not isinstance(value, bool):
+        low = high = value
+    elif isinstance(value, str) and (match := _STATUS_RANGE.fullmatch(value.strip())):
+        low = int(match[1])
+        high = int(match[2] or match[1])
+    else:
+        raise fail(where, value, expected)
+    if not 100 <= low <= high <= 599:
+        raise fail(where, value, expected)
+    return low, high
+
+
+def parse_admin_path(where: str, value: object) -> str:
+    if not isinstance(value, str):
+        raise fail(where, value, 'must be a path such as /_prefork_lb, or "off"')
+    text = value.strip()
+    if text.lower() in ("", "off"):
+        return ""
+    path = text.rstrip("/")
+    if not _HEALTH_PATH.fullmatch(path) or "?" in path or "#" in path:
+        raise fail(where, value, 'must be a path such as /_prefork_lb (no "?" or "#"), or "off"')
+    return path
