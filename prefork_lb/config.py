@@ -3,8 +3,8 @@
 Settings come from a TOML file named by ``PREFORK_LB_CONFIG`` and from
 ``PREFORK_LB_*`` environment variables; a variable wins over the file. Every
 setting is declared once in ``SETTINGS`` below, with its parser (from
-``values.py``), its default and its
-documentation; the README's settings table is checked against it.
+``values.py``), its default and its documentation; the README's settings
+table is checked against it.
 
 A bad value raises ``ConfigError`` naming the setting and the value, before
 gunicorn binds its socket. Workers never read the environment: they inherit
