@@ -21,7 +21,7 @@ import random
 import ssl
 
 import gevent
-from urllib3 import PoolManager
+from urllib3 import connection_from_url
 from urllib3.exceptions import HTTPError
 from urllib3.util import Timeout
 
@@ -45,7 +45,6 @@ class HealthProber:
             for index, backend in enumerate(selector.backends)
             if backend.check.enabled
         ]
-        self._manager = PoolManager(num_pools=max(len(self._checked), 1), maxsize=1, retries=False)
 
     def start(self) -> gevent.Greenlet[[], None] | None:
         """Start waiting for the lease in the background (nothing to do without checks)."""
@@ -70,14 +69,19 @@ class HealthProber:
     def probe(self, backend: Backend) -> tuple[bool, str]:
         """Check one backend once: whether it passed, and if not, why."""
         check = backend.check
-        url = backend.url + check.path
+        # A pool of its own per probe: a fresh connection, closed afterwards.
+        pool = connection_from_url(
+            backend.url,
+            maxsize=1,
+            retries=False,
+            timeout=Timeout(connect=check.timeout, read=check.timeout),
+        )
         try:
             with gevent.Timeout(check.timeout):
-                response = self._manager.request(
+                response = pool.request(
                     "GET",
-                    url,
+                    check.path,
                     headers={"Host": backend.authority, "User-Agent": USER_AGENT},
-                    timeout=Timeout(connect=check.timeout, read=check.timeout),
                     redirect=False,
                     preload_content=False,
                 )
@@ -87,8 +91,6 @@ class HealthProber:
         except (HTTPError, OSError, ssl.SSLError) as err:
             return False, os_reason(err) or type(err).__name__
         finally:
-            self._manager.clear()
+            pool.close()
         low, high = check.status
-        if low <= response.status <= high:
-            return True, f"status {response.status}"
-        return False, f"status {response.status}"
+        return low <= response.status <= high, f"status {response.status}"
