@@ -484,16 +484,18 @@ SETTINGS: tuple[Setting, ...] = (
         "admin_path",
         parse_admin_path,
         "``/_prefork_lb``",
-        "Path prefix of the admin endpoint (backend states), answered by the balancer "
-        "itself and never forwarded; must start with ``/``, printable ASCII without "
-        "spaces, ``?`` or ``#``. Empty or ``off`` turns it off.",
+        "Path prefix of the admin endpoint (``<admin_path>/backends``: backend states as "
+        "JSON), answered by the balancer itself for clients in ``admin_allow``; must "
+        "start with ``/``, printable ASCII without spaces, ``?`` or ``#``. Empty or "
+        "``off`` turns it off.",
     ),
     Setting(
         "admin_allow",
         parse_networks,
         "127.0.0.1, ::1",
-        "Client addresses or CIDR networks allowed to use the admin endpoint; "
-        "requests for it from anyone else are refused.",
+        "Client addresses or CIDR networks (the TCP peer, never a forwarded header) "
+        "allowed to use the admin endpoint. For anyone else its path is ordinary "
+        "traffic, forwarded to a backend.",
     ),
 )
 
