@@ -1,0 +1,124 @@
+"""A worker's selector over real shared tables: choices, reports and what they log."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import replace
+
+import pytest
+
+from prefork_lb import shared
+from prefork_lb.config import Backend, HealthCheck, Settings, parse_backend_url
+from prefork_lb.errors import NoBackendAvailable
+from prefork_lb.selection import Selector
+
+
+def _backend(i: int, **options: object) -> Backend:
+    return replace(parse_backend_url("test", f"http://10.0.0.{i}:80"), **options)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def state() -> Iterator[shared.SharedState]:
+    settings = Settings(backends=(_backend(1), _backend(2), _backend(3)))
+    installed = shared.install(settings)
+    yield installed
+    installed.close()
+    shared._installed = None
+
+
+def _selector(state: shared.SharedState, **settings: object) -> Selector:
+    return Selector(replace(state.settings, **settings), state, slot=0)  # type: ignore[arg-type]
+
+
+def test_choices_follow_the_shared_rotation(state: shared.SharedState) -> None:
+    """Two selectors (two workers) drawing in turn still visit the backends in order."""
+    first, second = _selector(state), _selector(state)
+    picks = [(first if n % 2 else second).choose() for n in range(6)]
+    assert picks == [0, 1, 2, 0, 1, 2]
+
+
+def test_a_failure_seen_by_one_worker_steers_the_other(
+    state: shared.SharedState, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Once one worker marks a backend down, another worker stops choosing it."""
+    one, other = _selector(state), _selector(state)
+    with caplog.at_level(logging.WARNING, logger="gunicorn.error.prefork_lb"):
+        one.request_failed(1, "connection refused")
+    assert Counter(other.choose() for _ in range(10)) == {0: 5, 2: 5}
+    assert [r.getMessage() for r in caplog.records] == [
+        "backend http://10.0.0.2:80 down: 1 failure in 10 s (connection refused)"
+    ]
+
+
+def test_the_transition_is_logged_by_one_process_only(
+    state: shared.SharedState, caplog: pytest.LogCaptureFixture
+) -> None:
+    """When two workers see the same failure, only the one that changed the state logs it."""
+    one, other = _selector(state), _selector(state)
+    with caplog.at_level(logging.INFO, logger="gunicorn.error.prefork_lb"):
+        one.request_failed(0, "connection refused")
+        other.request_failed(0, "connection refused")
+    assert len([r for r in caplog.records if "down:" in r.getMessage()]) == 1
+
+
+def test_everything_down_raises_503(state: shared.SharedState) -> None:
+    """With every backend down, choose() raises NoBackendAvailable (503)."""
+    selector = _selector(state)
+    for index in range(3):
+        selector.request_failed(index, "connection refused")
+    with pytest.raises(NoBackendAvailable):
+        selector.choose()
+    assert _selector(state, fail_open=True).choose() in (0, 1, 2)
+
+
+def test_checks_bring_a_backend_back(state: shared.SharedState) -> None:
+    """With active checks a down backend returns after `rise` passed checks."""
+    checked = HealthCheck(enabled=True, rise=2, fall=1)
+    settings = replace(
+        state.settings,
+        backends=tuple(replace(b, check=checked) for b in state.settings.backends),
+    )
+    selector = Selector(settings, state, slot=0)
+    selector.check_done(2, passed=False, reason="status 500")
+    assert 2 not in {selector.choose() for _ in range(6)}
+    selector.check_done(2, passed=True, reason="status 200")
+    assert 2 not in {selector.choose() for _ in range(6)}
+    selector.check_done(2, passed=True, reason="status 200")
+    assert 2 in {selector.choose() for _ in range(6)}
+    assert selector.health()[2].up
+
+
+def test_in_flight_counts_follow_started_and_finished(state: shared.SharedState) -> None:
+    """started() and finished() move this worker's in-flight count, seen by least_conn."""
+    selector = _selector(state, policy="least_conn")
+    selector.started(0)
+    selector.started(0)
+    selector.started(1)
+    assert state.in_flight.totals() == [2, 1, 0]
+    assert selector.choose() == 2
+    selector.finished(0)
+    selector.finished(0)
+    selector.finished(1)
+    assert state.in_flight.totals() == [0, 0, 0]
+
+
+def test_a_worker_without_a_slot_counts_nothing(state: shared.SharedState) -> None:
+    """A worker the master had no slot for still serves, but its requests are not counted."""
+    selector = Selector(state.settings, state, slot=None)
+    selector.started(0)
+    assert state.in_flight.totals() == [0, 0, 0]
+    assert selector.choose() in (0, 1, 2)
+
+
+def test_the_worker_slot_survives_fork(state: shared.SharedState) -> None:
+    """The slot the master assigns just before a fork is the one the child sees."""
+    slot = shared.assign_worker_slot()
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0 if shared.worker_slot() == slot else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    shared.release_worker_slot(slot)
