@@ -75,6 +75,11 @@ def child_exit(server: Any, worker: Any) -> None:
     shared.release_worker_slot(getattr(worker, "prefork_lb_slot", None))
 
 
+def post_worker_init(worker: Any) -> None:
+    """Say when a worker has loaded the app and handles signals: it is serving from now on."""
+    worker.log.info("prefork_lb: worker %d ready", worker.pid)
+
+
 def pre_request(worker: Any, req: Any) -> None:
     """Hand the parsed header lines to the app (same greenlet, before it runs)."""
     received_headers.set(req.headers)

@@ -23,7 +23,7 @@ as a timeout (504 instead of 502).
 from __future__ import annotations
 
 import http.client
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING
 
 from urllib3 import HTTPConnectionPool, HTTPSConnectionPool, PoolManager
@@ -266,21 +266,32 @@ def _check_header_parsing(response: BaseHTTPResponse) -> None:
             raise http.client.HTTPException(f"unparseable header lines: {err}") from err
 
 
-def stream_body(response: BaseHTTPResponse, backend: Backend) -> Iterator[bytes]:
+def stream_body(
+    response: BaseHTTPResponse, backend: Backend, on_complete: Callable[[], None]
+) -> Iterator[bytes]:
     """Yield the response body as the backend sends it; raise LBError if it breaks off.
 
     However it ends, the connection goes back to the pool: reusable after a
     complete body, closed after anything else (including the client leaving).
+    ``on_complete`` runs once the whole body is in: when Content-Length says
+    so, before the last piece is yielded, so the backend's connection and its
+    in-flight count are given back before the client has the end of the body.
     """
     complete = False
     try:
-        while chunk := response.read1(RESPONSE_CHUNK):
-            yield chunk
-        complete = True
+        while not complete:
+            chunk = response.read1(RESPONSE_CHUNK)
+            complete = not chunk or getattr(response, "length_remaining", None) == 0
+            if complete:
+                discard_unless(response, keep=True)
+                on_complete()
+            if chunk:
+                yield chunk
     except (HTTPError, OSError, http.client.HTTPException) as err:
         raise map_upstream_error(err, backend) from err
     finally:
-        discard_unless(response, keep=complete)
+        if not complete:
+            discard_unless(response, keep=False)
 
 
 def release_without_body(response: BaseHTTPResponse, *, head: bool) -> None:

@@ -166,14 +166,16 @@ class Balancer:
         index: int,
         body: _RequestBody | None,
     ) -> Iterable[bytes]:
-        """One try on one backend; its in-flight count lasts until the body is closed."""
-        self._selector.started(index)
+        """One try on one backend; it counts as in flight until the backend is done with it."""
+        in_flight = _InFlight(self._selector, index)
         try:
-            answer = self._exchange(environ, start_response, request, index, body)
+            answer = self._exchange(
+                environ, start_response, request, index, body, backend_done=in_flight.end
+            )
         except BaseException:
-            self._selector.finished(index)
+            in_flight.end()
             raise
-        return _ClosingBody(answer, lambda: self._selector.finished(index))
+        return _ClosingBody(answer, in_flight.end)
 
     def _exchange(
         self,
@@ -182,6 +184,8 @@ class Balancer:
         request: ProxyRequest,
         index: int,
         body: _RequestBody | None,
+        *,
+        backend_done: Callable[[], None],
     ) -> Iterable[bytes]:
         backend = self._selector.backends[index]
         headers = upstream_request_headers(
@@ -216,8 +220,9 @@ class Balancer:
         start_response(status, response_headers)
         if request.method == "HEAD" or response.status in (204, 304):
             release_without_body(response, head=request.method == "HEAD")
+            backend_done()
             return []
-        return _relay_body(stream_body(response, backend), environ)
+        return _relay_body(stream_body(response, backend, backend_done), environ)
 
     def _body(self, environ: Environ, request: ProxyRequest) -> _RequestBody | None:
         """The request body to send: held whole when small enough to replay, else streamed."""
@@ -257,6 +262,22 @@ class _RequestBody:
         # connect has not consumed any of it.
         self.started = True
         return iter(self._pieces)
+
+
+class _InFlight:
+    """One try's place in its backend's in-flight count, given back exactly once."""
+
+    def __init__(self, selector: Selector, index: int) -> None:
+        self._selector = selector
+        self._index = index
+        self._ended = False
+        selector.started(index)
+
+    def end(self) -> None:
+        """The backend is done with this try (or it failed, or the client left)."""
+        if not self._ended:
+            self._ended = True
+            self._selector.finished(self._index)
 
 
 class _ClosingBody:

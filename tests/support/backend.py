@@ -897,3 +897,33 @@ def sleep_then_respond(seconds: float, then: Handler = default_response) -> Hand
         then(request, responder)
 
     return handle
+
+
+def drop_without_answer(*, reset: bool = True) -> Handler:
+    """Return a handler that takes the whole request, then resets (or closes) unanswered."""
+
+    def handle(request: RecordedRequest, responder: Responder) -> None:
+        """Drop the connection: RST with ``reset``, else FIN."""
+        if reset:
+            responder.reset()
+        else:
+            responder.close()
+
+    return handle
+
+
+def hold_until(gate: threading.Event, then: Handler = default_response) -> Handler:
+    """Return a handler that waits for ``gate``, then runs ``then``.
+
+    It gives up without answering if the backend stops or the peer goes away first, so a
+    held request never outlives the test or the balancer worker that sent it.
+    """
+
+    def handle(request: RecordedRequest, responder: Responder) -> None:
+        """Wait for the gate (or the end), then answer."""
+        while not gate.wait(0.05):
+            if responder.stopped.is_set() or responder.peer_closed():
+                return
+        then(request, responder)
+
+    return handle

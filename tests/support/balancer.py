@@ -92,7 +92,7 @@ class BalancerProcess:
             time.sleep(0.02)
 
     def wait_ready(self, timeout: float = 20.0) -> BalancerProcess:
-        """Wait until every worker has booted; fail with the log if the master died."""
+        """Wait until every worker is serving; fail with the log if the master died."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -103,7 +103,9 @@ class BalancerProcess:
         raise AssertionError(f"balancer not ready after {timeout}s:\n{self.log()}")
 
     def _booted(self) -> int:
-        return self.log().count("Booting worker with pid")
+        # Logged once the worker has loaded the app and set up its signal handlers: a
+        # TERM sent before then is lost, and the master waits out its graceful timeout.
+        return len(re.findall(r"prefork_lb: worker \d+ ready", self.log()))
 
     def worker_pids(self) -> list[int]:
         """Process ids of the master's current workers (its live children)."""
