@@ -2,7 +2,9 @@
 
 Served under ``admin_path`` (default ``/_prefork_lb``) to clients whose own
 address (the TCP peer, never a forwarded header) is in ``admin_allow``
-(default: loopback only). For everybody else the path is ordinary traffic
+(default: loopback only), and whose request carries no forwarding header: a
+proxy on the same host (a TLS terminator on 127.0.0.1) would otherwise make
+every client look local. For everybody else the path is ordinary traffic
 and goes to a backend like any other, so the endpoint cannot be found from
 outside. ``admin_path = ""`` turns it off.
 
@@ -26,6 +28,8 @@ from prefork_lb.selection import Selector
 from prefork_lb.shared import SharedState
 
 StartResponse = Callable[..., Any]
+# Headers a proxy adds: a request that passed through one is not the peer's own.
+_FORWARDING = frozenset({"x-forwarded-for", "forwarded", "x-real-ip"})
 
 
 class AdminEndpoint:
@@ -43,6 +47,8 @@ class AdminEndpoint:
             return False
         path = request.target.path.partition("?")[0]
         if path != self._path and not path.startswith(self._path + "/"):
+            return False
+        if any(name.lower() in _FORWARDING for name, _ in request.headers):
             return False
         return self._is_allowed(request.client_addr)
 
@@ -80,6 +86,9 @@ class AdminEndpoint:
             except ValueError:
                 allowed = False
             else:
+                # A server bound to [::] sees IPv4 clients as ::ffff:a.b.c.d.
+                if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+                    address = address.ipv4_mapped
                 allowed = any(address in net for net in self._state.settings.admin_allow)
             if len(self._allowed) < 10_000:
                 self._allowed[client_addr] = allowed
@@ -107,6 +116,9 @@ def backends_document(
                 "since": _iso(since),
                 "seconds_in_state": round(wall_now - since, 3),
                 "reason": row.reason or "up since the balancer started",
+                "failed_requests": (
+                    row.window_fails if now - row.window_start < backend.fail_timeout else 0
+                ),
                 "consecutive_failures": row.failures,
                 "consecutive_successes": row.successes,
                 "in_flight": count,

@@ -52,6 +52,7 @@ __all__ = [
     "inherit_settings",
     "load_config",
     "parse_backend_url",
+    "warnings",
 ]
 
 ENV_PREFIX = "PREFORK_LB_"
@@ -122,7 +123,7 @@ class Settings:
     health_rise: int = 2
     health_fall: int = 3
     retries: int = 2
-    retry_timeout: float = 10.0
+    retry_timeout: float = 90.0
     fail_open: bool = False
     slow_start: float = 0.0
     admin_path: str = "/_prefork_lb"
@@ -388,8 +389,9 @@ SETTINGS: tuple[Setting, ...] = (
         "max_fails",
         parse_count,
         "1",
-        "Failed requests (the backend could not be reached, timed out or answered "
-        "with invalid HTTP) within ``fail_timeout`` seconds that mark a backend down, "
+        "Failed requests (the backend refused or reset the connection, or timed out; "
+        "an invalid answer does not count) within ``fail_timeout`` seconds that mark a "
+        "backend down, "
         "as nginx's passive checks do; 0: failed requests never mark it down "
         "(per backend too).",
     ),
@@ -462,8 +464,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "retry_timeout",
         parse_seconds,
-        "10",
-        "Seconds since a request's first try after which no further try starts.",
+        "90",
+        "Seconds since a request's first try after which no further try starts. Keep "
+        "it above ``connect_timeout`` + ``read_timeout``, or a timed-out try is never "
+        "retried (the balancer warns at start when it is not).",
     ),
     Setting(
         "fail_open",
@@ -530,6 +534,19 @@ def _read_file(path: str) -> dict[str, Any]:
         raise ConfigError(f"{CONFIG_FILE_ENV}: cannot read {path!r}: {err.strerror}") from None
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"{CONFIG_FILE_ENV}: {path!r} is not valid TOML: {err}") from None
+
+
+def warnings(settings: Settings) -> list[str]:
+    """Settings that are valid but probably not what the operator meant."""
+    found = []
+    longest_try = settings.connect_timeout + settings.read_timeout
+    if settings.retries and settings.retry_timeout <= longest_try:
+        found.append(
+            f"retry_timeout ({settings.retry_timeout:g} s) is not above connect_timeout + "
+            f"read_timeout ({longest_try:g} s): a request whose try timed out is not "
+            "retried on another backend"
+        )
+    return found
 
 
 def load_config(environ: Mapping[str, str]) -> Settings:

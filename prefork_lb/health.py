@@ -1,6 +1,6 @@
 """The health state machine of one backend: every rule in this one file, no I/O.
 
-A backend is up or down. Four events move it:
+A backend is up or down. Five events move it:
 
 =====  ================  ==========================================================
 state  event             rule
@@ -8,17 +8,20 @@ state  event             rule
 up     request failed    counted in a window of ``fail_timeout`` seconds;
                          ``max_fails`` in one window: down (nginx's passive checks)
 up     check failed      ``fall`` failed checks in a row: down
-up     check passed      clears the run of failures
+up     check passed      clears the run of failed checks
 up     request ok        nothing (successes are not reported while up)
 down   check passed      ``rise`` passed checks in a row: up
-down   check failed      clears the run of successes
-down   request failed    a request on trial failed: down for ``fail_timeout`` more
-down   request ok        a request on trial succeeded: up (only without active checks)
+down   check failed      clears the run of passed checks
+down   trial taken       once ``fail_timeout`` has passed, one request may try it;
+                         no other until the trial is decided or times out
+down   request failed    the trial failed: down for ``fail_timeout`` more
+down   request ok        the trial succeeded: up
 =====  ================  ==========================================================
 
-Without active checks, a down backend is put on trial once ``fail_timeout``
-has passed: requests may go to it again, and the first outcome decides
-(nginx's behaviour). With active checks, only the checks bring it back.
+Trials are for backends without active checks (nginx's behaviour: one
+request per ``fail_timeout``); with active checks only the checks bring a
+backend back. Failed requests and failed checks are counted apart:
+``max_fails`` counts requests within a window, ``fall`` counts checks in a row.
 
 Times are ``time.monotonic()`` values passed in as ``now``; ``since == 0``
 means "in this state since the balancer started".
@@ -39,6 +42,7 @@ class Event(enum.Enum):
     REQUEST_SUCCEEDED = "request succeeded"
     CHECK_FAILED = "check failed"
     CHECK_PASSED = "check passed"
+    TRIAL_TAKEN = "trial taken"
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,14 +66,16 @@ class BackendHealth:
     # Passive checks: failed requests in the window that began at window_start.
     window_start: float = 0.0
     window_fails: int = 0
-    # Down without active checks: when requests may try it again.
+    # Down without active checks: when a request may try it again, and when
+    # the request now trying it (if any) was sent.
     retry_at: float = 0.0
-    # Runs of the same outcome, from checks and from failed requests.
+    trial_at: float = 0.0
+    # Runs of the same active-check outcome.
     failures: int = 0
     successes: int = 0
 
     def usable(self, now: float) -> bool:
-        """Whether requests may go to this backend now (up, or down and on trial)."""
+        """Whether a request may go to this backend now (up, or down and due a trial)."""
         return self.up or now >= self.retry_at
 
 
@@ -94,11 +100,11 @@ def observe(
 
 def _up_request_failed(h: BackendHealth, p: HealthPolicy, now: float, reason: str) -> Outcome:
     if p.max_fails == 0:
-        return replace(h, failures=h.failures + 1, successes=0, reason=reason), None
+        return h, None
     in_window = h.window_fails > 0 and now - h.window_start < p.fail_timeout
     start = h.window_start if in_window else now
     fails = h.window_fails + 1 if in_window else 1
-    h = replace(h, window_start=start, window_fails=fails, failures=h.failures + 1, successes=0)
+    h = replace(h, window_start=start, window_fails=fails)
     if fails < p.max_fails:
         return h, None
     noun = "failure" if fails == 1 else "failures"
@@ -136,16 +142,22 @@ def _down_check_failed(h: BackendHealth, p: HealthPolicy, now: float, reason: st
     return replace(h, failures=h.failures + 1, successes=0), None
 
 
-def _down_request_failed(h: BackendHealth, p: HealthPolicy, now: float, reason: str) -> Outcome:
+def _down_trial_taken(h: BackendHealth, p: HealthPolicy, now: float, reason: str) -> Outcome:
     if p.active or now < h.retry_at:
-        # A request that was already under way when the backend went down.
-        return replace(h, failures=h.failures + 1, successes=0), None
+        return h, None  # another request took the trial first
+    # Nobody else tries it until this trial is decided, or fail_timeout passes.
+    return replace(h, trial_at=now, retry_at=now + p.fail_timeout), None
+
+
+def _down_request_failed(h: BackendHealth, p: HealthPolicy, now: float, reason: str) -> Outcome:
+    if p.active or not h.trial_at:
+        return h, None  # sent before it went down: nothing new
     why = f"failed again on trial ({reason})"
-    return _down(replace(h, failures=h.failures + 1, successes=0), p, now, why), None
+    return replace(h, reason=why, trial_at=0.0, retry_at=now + p.fail_timeout), None
 
 
 def _down_request_succeeded(h: BackendHealth, p: HealthPolicy, now: float, reason: str) -> Outcome:
-    if p.active or now < h.retry_at:
+    if p.active or not h.trial_at:
         return h, None
     why = f"a request succeeded on trial after {now - h.since:.0f} s down"
     return _up(h, now, why), Transition(up=True, message=f"up: {why}")
@@ -156,12 +168,21 @@ def _down(h: BackendHealth, p: HealthPolicy, now: float, why: str) -> BackendHea
     retry_at = math.inf if p.active else now + p.fail_timeout
     since = h.since if not h.up else now
     return replace(
-        h, up=False, since=since, reason=why, retry_at=retry_at, window_fails=0, successes=0
+        h,
+        up=False,
+        since=since,
+        reason=why,
+        retry_at=retry_at,
+        trial_at=0.0,
+        window_fails=0,
+        successes=0,
     )
 
 
 def _up(h: BackendHealth, now: float, why: str) -> BackendHealth:
-    return replace(h, up=True, since=now, reason=why, retry_at=0.0, window_fails=0, failures=0)
+    return replace(
+        h, up=True, since=now, reason=why, retry_at=0.0, trial_at=0.0, window_fails=0, failures=0
+    )
 
 
 _RULES: dict[tuple[bool, Event], _Rule] = {
@@ -169,8 +190,10 @@ _RULES: dict[tuple[bool, Event], _Rule] = {
     (True, Event.CHECK_FAILED): _up_check_failed,
     (True, Event.CHECK_PASSED): _up_check_passed,
     (True, Event.REQUEST_SUCCEEDED): _unchanged,
+    (True, Event.TRIAL_TAKEN): _unchanged,
     (False, Event.CHECK_PASSED): _down_check_passed,
     (False, Event.CHECK_FAILED): _down_check_failed,
+    (False, Event.TRIAL_TAKEN): _down_trial_taken,
     (False, Event.REQUEST_FAILED): _down_request_failed,
     (False, Event.REQUEST_SUCCEEDED): _down_request_succeeded,
 }

@@ -17,7 +17,7 @@ from dataclasses import replace
 from typing import Any
 
 from prefork_lb import shared
-from prefork_lb.config import ConfigError, inherit_settings, load_config
+from prefork_lb.config import ConfigError, inherit_settings, load_config, warnings
 from prefork_lb.demo import DemoBackends, start_demo_backends
 
 # The request's header lines as gunicorn parsed them (order and repeats kept),
@@ -44,6 +44,8 @@ def on_starting(server: Any) -> None:
         server.log.info(
             "prefork_lb: no backends configured, started %d demo backends", len(_demo.backends)
         )
+    for warning in warnings(settings):
+        server.log.warning("prefork_lb configuration: %s", warning)
     shared.install(settings)
     for backend in settings.backends:
         server.log.info("prefork_lb: backend %s", backend.url)

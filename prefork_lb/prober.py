@@ -62,8 +62,13 @@ class HealthProber:
 
     def _probe_forever(self, index: int, backend: Backend) -> None:
         while True:
-            passed, reason = self.probe(backend)
-            self._selector.check_done(index, passed=passed, reason=reason)
+            try:
+                passed, reason = self.probe(backend)
+                self._selector.check_done(index, passed=passed, reason=reason)
+            except Exception:
+                # A bug here must not end this backend's checks for good while
+                # this worker keeps the lease.
+                log.exception("health check of %s failed unexpectedly", backend.url)
             gevent.sleep(backend.check.interval)
 
     def probe(self, backend: Backend) -> tuple[bool, str]:

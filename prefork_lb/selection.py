@@ -56,13 +56,35 @@ class Selector:
         self._stable_until = 0.0
 
     def choose(self, exclude: frozenset[int] = frozenset()) -> int:
-        """The index of the backend for the next try (raises NoBackendAvailable)."""
+        """The index of the backend for the next try (raises NoBackendAvailable).
+
+        A down backend that is due a trial is chosen only by the one request
+        that takes the trial; any other is sent elsewhere.
+        """
         now = time.monotonic()
+        while True:
+            index = self._pick(now, exclude)
+            row = self._rows[index]
+            if row.up or not row.usable(now) or self._take_trial(index, now):
+                # Up; or down and chosen anyway (fail-open, a lone backend); or on trial.
+                return index
+            exclude |= {index}
+
+    def _pick(self, now: float, exclude: frozenset[int]) -> int:
         choice = self._eligible(now, exclude)
         position = self._state.rotation.next()
         if self._settings.policy == LEAST_CONN:
             return pick_least_conn(choice, self._state.in_flight.totals(), position)
         return pick_round_robin(choice, position)
+
+    def _take_trial(self, index: int, now: float) -> bool:
+        policy = self._policies[index]
+
+        def take(row: BackendHealth) -> tuple[BackendHealth, bool]:
+            taken, _ = observe(row, Event.TRIAL_TAKEN, policy, now)
+            return taken, taken is not row
+
+        return self._state.health.update(index, take)
 
     def started(self, index: int) -> None:
         """A request is now in flight to this backend."""

@@ -83,7 +83,7 @@ class HealthTable:
     """
 
     _HEADER = struct.Struct("<Q")
-    _ROW = struct.Struct("<?dddIII64s")
+    _ROW = struct.Struct("<?ddddIII64s")
     _REASON_BYTES = 64
 
     def __init__(self, count: int) -> None:
@@ -113,8 +113,10 @@ class HealthTable:
         """
         with self._locked(_HEALTH_LOCK, shared=False):
             new_row, result = change(self._read(index))
-            self._write(index, new_row)
+            # Generation first: a writer killed between the two leaves readers
+            # re-reading too early, never holding on to a stale row.
             self._HEADER.pack_into(self._memory, 0, self.generation() + 1)
+            self._write(index, new_row)
             return result
 
     def try_lease(self) -> bool:
@@ -134,7 +136,7 @@ class HealthTable:
             fcntl.lockf(self._lock_fd, fcntl.LOCK_UN, 1, offset)
 
     def _read(self, index: int) -> BackendHealth:
-        up, since, window_start, retry_at, window_fails, failures, successes, reason = (
+        up, since, window_start, retry_at, trial_at, window_fails, failures, successes, reason = (
             self._ROW.unpack_from(self._memory, self._HEADER.size + index * self._ROW.size)
         )
         return BackendHealth(
@@ -144,6 +146,7 @@ class HealthTable:
             window_start=window_start,
             window_fails=window_fails,
             retry_at=retry_at,
+            trial_at=trial_at,
             failures=failures,
             successes=successes,
         )
@@ -157,6 +160,7 @@ class HealthTable:
             row.since,
             row.window_start,
             row.retry_at,
+            row.trial_at,
             min(row.window_fails, _U32),
             min(row.failures, _U32),
             min(row.successes, _U32),

@@ -204,7 +204,6 @@ class Balancer:
                 self._selector.request_failed(index, err.reason)
             raise
         environ["prefork_lb.upstream_time"] = f"{time.monotonic() - started:.3f}"
-        self._selector.request_succeeded(index)
         try:
             status, response_headers = response_head(
                 response.status,
@@ -217,6 +216,7 @@ class Balancer:
             discard_unless(response, keep=False)
             err.detail = f"backend {backend.url}: {err.detail}"
             raise
+        self._selector.request_succeeded(index)
         start_response(status, response_headers)
         if request.method == "HEAD" or response.status in (204, 304):
             release_without_body(response, head=request.method == "HEAD")

@@ -252,13 +252,13 @@ def test_malformed_answer_is_502_and_neither_retried_nor_counted(
 ) -> None:
     """A malformed answer is a 502 from the backend that sent it: not retried, not a failure."""
     (first, *others), lb = flaky
-    failures = _admin_rows(lb)[first.url]["consecutive_failures"]
+    failures = _admin_rows(lb)[first.url]["failed_requests"]
     reply = fetch(lb.port, "/garbage")
     assert reply.status == 502, reply
     assert [r.target for r in first.requests] == ["/garbage"]
     assert _traffic(others) == []
     assert _access_line(lb, "GET", "/garbage", 502)[1] == "-"
-    assert _admin_rows(lb)[first.url]["consecutive_failures"] == failures
+    assert _admin_rows(lb)[first.url]["failed_requests"] == failures
 
 
 # --- how many tries --------------------------------------------------------------------------

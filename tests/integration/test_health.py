@@ -25,6 +25,7 @@ from tests.support.backend import (
     ScriptedBackend,
     default_response,
     fixed,
+    sleep_then_respond,
 )
 from tests.support.balancer import BalancerProcess
 from tests.support.client import fetch
@@ -213,7 +214,9 @@ def test_fewer_than_max_fails_keep_a_backend_up(
             break
     assert lb.log().count(FAILOVER) == 2
     state = _state(lb, b2)
-    assert (state["state"], state["usable"], state["consecutive_failures"]) == ("up", True, 2)
+    assert (state["state"], state["usable"], state["failed_requests"]) == ("up", True, 2)
+    # Failed requests are not failed health checks: they do not count towards fall.
+    assert state["consecutive_failures"] == 0
     assert _down_lines(lb, b2) == []
 
     down = rf"backend {re.escape(b2.url)} down: 3 failures in 30 s \(connection refused\)"
@@ -244,6 +247,35 @@ def test_down_backend_goes_on_trial_after_fail_timeout(
     state = _state(lb, b2)
     assert (state["state"], state["usable"]) == ("up", True)
     assert _names(lb.port, 30) == {"backend-1": 10, "backend-2": 10, "backend-3": 10}
+
+
+def test_only_one_request_at_a_time_tries_a_down_backend(
+    three_backends: list[ScriptedBackend], start_balancer: StartBalancer
+) -> None:
+    """A trial is one request across every worker: a backend that hangs holds up no one else."""
+    b3 = three_backends[2]
+    env = {
+        "PREFORK_LB_MAX_FAILS": "1",
+        "PREFORK_LB_FAIL_TIMEOUT": "1",
+        "PREFORK_LB_READ_TIMEOUT": "2",
+    }
+    lb = _start(start_balancer, [b.url for b in three_backends], workers=2, env=env)
+    b3.stop()
+    _request_until_logged(lb, rf"backend {re.escape(b3.url)} down: ", limit=3)
+    # Back, but hanging: it accepts and never answers within the read timeout.
+    b3.route("/", sleep_then_respond(10))
+    b3.start()
+    time.sleep(1.2)  # fail_timeout has passed: one trial is due
+    started = time.monotonic()
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        names = list(pool.map(lambda _: _get_name(lb.port), range(80)))
+    # Every request was answered (the trial timed out and went on to another backend) ...
+    assert set(names) <= {"backend-1", "backend-2"}
+    assert len(names) == 80
+    # ... and only the one that took the trial waited for the hanging backend.
+    assert len(_traffic(b3)) == 1
+    assert time.monotonic() - started < 8
+    assert _state(lb, b3)["reason"].startswith("failed again on trial")
 
 
 # Active checks -------------------------------------------------------------------------
@@ -470,6 +502,7 @@ ENTRY_KEYS = {
     "since",
     "seconds_in_state",
     "reason",
+    "failed_requests",
     "consecutive_failures",
     "consecutive_successes",
     "in_flight",
@@ -546,6 +579,19 @@ def test_admin_path_is_ordinary_traffic_unless_served(
     reply = fetch(lb.port, proxied_target)
     assert (reply.status, reply.body) == (200, b"backend-1\n")
     assert [r.target for r in backend.requests] == [proxied_target]
+
+
+def test_admin_path_is_ordinary_traffic_when_forwarded(
+    three_backends: list[ScriptedBackend], start_balancer: StartBalancer
+) -> None:
+    """A request that came through a proxy is not local, even from 127.0.0.1: it is proxied."""
+    backend = three_backends[0]
+    lb = start_balancer([backend.url], workers=1)
+    for name in ("X-Forwarded-For", "Forwarded", "X-Real-IP"):
+        backend.clear()
+        reply = fetch(lb.port, "/_prefork_lb/backends", headers={name: "for=203.0.113.9"})
+        assert (reply.status, reply.body) == (200, b"backend-1\n"), name
+        assert [r.target for r in backend.requests] == ["/_prefork_lb/backends"]
 
 
 def test_admin_counts_requests_in_flight_across_workers(

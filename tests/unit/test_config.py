@@ -17,6 +17,7 @@ from prefork_lb.config import (
     inherit_settings,
     load_config,
     parse_backend_url,
+    warnings,
 )
 
 
@@ -126,7 +127,7 @@ def test_defaults() -> None:
         health_rise=2,
         health_fall=3,
         retries=2,
-        retry_timeout=10.0,
+        retry_timeout=90.0,
         fail_open=False,
         slow_start=0.0,
         admin_path="/_prefork_lb",
@@ -1149,3 +1150,21 @@ def test_duplicate_backend_in_file(tmp_path: Path) -> None:
         f"{environ['PREFORK_LB_CONFIG']}: backends[2]: backend already listed at [1], "
         "got 'http://a:1'"
     )
+
+
+@pytest.mark.parametrize(
+    ("environ", "expected"),
+    [
+        pytest.param({}, [], id="defaults"),
+        pytest.param(
+            {"PREFORK_LB_RETRY_TIMEOUT": "10"},
+            ["retry_timeout (10 s) is not above connect_timeout + read_timeout (65 s)"],
+            id="budget-below-one-try",
+        ),
+        pytest.param({"PREFORK_LB_RETRY_TIMEOUT": "10", "PREFORK_LB_RETRIES": "0"}, [], id="off"),
+    ],
+)
+def test_warnings(environ: dict[str, str], expected: list[str]) -> None:
+    """A retry budget shorter than one try is allowed but warned about."""
+    found = warnings(load_config({"PREFORK_LB_BACKENDS": "http://a:1", **environ}))
+    assert [w.split(":")[0] for w in found] == expected

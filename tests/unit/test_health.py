@@ -51,8 +51,17 @@ def test_max_fails_zero_never_marks_down() -> None:
     """With max_fails 0 failed requests never take a backend down."""
     policy = replace(PASSIVE, max_fails=0)
     health, transitions = _run([(Event.REQUEST_FAILED, float(t)) for t in range(50)], policy)
+    assert health == BackendHealth()
+    assert transitions == []
+
+
+def test_failed_requests_do_not_count_towards_fall() -> None:
+    """Failed requests and failed checks are counted apart: one failed check is not three."""
+    policy = replace(ACTIVE, max_fails=0)
+    events = [(Event.REQUEST_FAILED, 1.0), (Event.REQUEST_FAILED, 2.0), (Event.CHECK_FAILED, 3.0)]
+    health, transitions = _run(events, policy)
     assert health.up
-    assert health.failures == 50
+    assert health.failures == 1
     assert transitions == []
 
 
@@ -71,12 +80,29 @@ def test_down_backend_goes_on_trial_after_fail_timeout() -> None:
     assert health.usable(110.0)
 
 
+def test_one_request_takes_the_trial() -> None:
+    """Once fail_timeout has passed one request takes the trial; the next finds none due."""
+    down, _ = _run([(Event.REQUEST_FAILED, 100.0)] * 3, PASSIVE)
+    early, _ = observe(down, Event.TRIAL_TAKEN, PASSIVE, 109.0)
+    assert early is down
+    taken, _ = observe(down, Event.TRIAL_TAKEN, PASSIVE, 111.0)
+    assert taken.trial_at == 111.0
+    assert not taken.usable(111.0)
+    assert not taken.usable(120.9)
+    second, _ = observe(taken, Event.TRIAL_TAKEN, PASSIVE, 112.0)
+    assert second is taken
+    # A trial that never reports back (the client left) expires: another may be taken.
+    assert taken.usable(121.0)
+
+
 def test_trial_success_brings_it_up() -> None:
     """A request that succeeds on trial brings the backend up."""
     down, _ = _run([(Event.REQUEST_FAILED, 100.0)] * 3, PASSIVE)
-    health, transitions = _run([(Event.REQUEST_SUCCEEDED, 111.0)], PASSIVE, down)
+    events = [(Event.TRIAL_TAKEN, 110.5), (Event.REQUEST_SUCCEEDED, 111.0)]
+    health, transitions = _run(events, PASSIVE, down)
     assert health.up
     assert health.since == 111.0
+    assert health.trial_at == 0.0
     assert transitions == [
         Transition(up=True, message="up: a request succeeded on trial after 11 s down")
     ]
@@ -85,20 +111,23 @@ def test_trial_success_brings_it_up() -> None:
 def test_trial_failure_keeps_it_down_for_another_fail_timeout() -> None:
     """A request that fails on trial takes the backend out for another fail_timeout."""
     down, _ = _run([(Event.REQUEST_FAILED, 100.0)] * 3, PASSIVE)
-    health, transitions = _run([(Event.REQUEST_FAILED, 112.0)], PASSIVE, down)
+    events = [(Event.TRIAL_TAKEN, 110.0), (Event.REQUEST_FAILED, 112.0)]
+    health, transitions = _run(events, PASSIVE, down)
     assert not health.up
     assert health.since == 100.0
+    assert health.reason == "failed again on trial (connection refused)"
     assert not health.usable(121.9)
     assert health.usable(122.0)
     assert transitions == []
 
 
-def test_success_before_the_trial_changes_nothing() -> None:
-    """A late answer from a request sent before the backend went down does not bring it up."""
+def test_outcomes_of_requests_sent_before_the_fall_change_nothing() -> None:
+    """Late answers from requests sent before the backend went down do not decide anything."""
     down, _ = _run([(Event.REQUEST_FAILED, 100.0)] * 3, PASSIVE)
-    health, transitions = _run([(Event.REQUEST_SUCCEEDED, 101.0)], PASSIVE, down)
-    assert health == down
-    assert transitions == []
+    for event in (Event.REQUEST_SUCCEEDED, Event.REQUEST_FAILED):
+        health, transitions = _run([(event, 101.0)], PASSIVE, down)
+        assert health == down
+        assert transitions == []
 
 
 def test_fall_failed_checks_mark_down() -> None:
@@ -137,7 +166,8 @@ def test_with_active_checks_only_checks_bring_it_back() -> None:
     assert not down.up
     assert down.retry_at == math.inf
     assert not down.usable(10_000.0)
-    still, transitions = _run([(Event.REQUEST_SUCCEEDED, 10_000.0)], ACTIVE, down)
+    events = [(Event.TRIAL_TAKEN, 10_000.0), (Event.REQUEST_SUCCEEDED, 10_000.0)]
+    still, transitions = _run(events, ACTIVE, down)
     assert not still.up
     assert transitions == []
 
@@ -168,6 +198,7 @@ def test_transitions_alternate(events: list[Event], active: bool) -> None:
             assert health.up is transition.up
             expected_up = not expected_up
         assert health.failures == 0 or health.successes == 0
+        assert health.up or health.trial_at == 0.0 or not active
 
 
 @pytest.mark.parametrize(
