@@ -1,0 +1,640 @@
+#!/usr/bin/env bash
+# Load test on this machine: prefork_lb side by side with the backends themselves,
+# nginx and HAProxy as balancers, and the seven-line Flask snippet it grew from.
+#
+#   scripts/loadtest.sh                      # 2 workers, 10 s per target, 50 connections
+#   scripts/loadtest.sh --workers 4 --connections 200 --duration 30
+#   scripts/loadtest.sh --quick              # 2 s per target: a smoke check
+#
+# Every process it starts runs in its own process group on ephemeral loopback
+# ports, and is stopped on exit, error or Ctrl-C. Results: a table on stdout,
+# the same figures as JSON (.loadtest/last.json), raw wrk output and server
+# logs of the last run in .loadtest/last-run/.
+set -euo pipefail
+
+usage() {
+    cat <<'EOF'
+usage: scripts/loadtest.sh [--workers N] [--duration S] [--connections C] [--json FILE]
+                           [--quick] [--python-backends]
+
+  --workers N        prefork_lb workers, nginx worker processes, HAProxy threads (default 2)
+  --duration S       seconds of load per target (default 10; 2 with --quick)
+  --connections C    concurrent connections wrk keeps open (default 50)
+  --json FILE        where to write the figures as JSON (default .loadtest/last.json)
+  --quick            2 s per target, shorter bulk runs, no warm-up: a smoke check
+  --python-backends  use the slower Python backends even when nginx is installed
+
+Needs wrk. Uses nginx and HAProxy when installed (as backends and as balancers to
+compare with); without nginx the backends are small Python servers.
+EOF
+}
+
+# ---- settings ------------------------------------------------------------------------
+
+WORKERS=2
+DURATION=""
+CONNECTIONS=50
+JSON_FILE=""
+QUICK=0
+PYTHON_BACKENDS=0
+ORIGINAL_ARGS=("$@")
+
+readonly CACHE_DIR=.loadtest
+readonly SNIPPET_VENV="$CACHE_DIR/snippet-venv"
+readonly BULK_BYTES=50000000     # the bulk row's body: 50 MB
+readonly READY_TIMEOUT=30        # seconds a server may take to answer its first request
+
+parse_args() {
+    while [ $# -gt 0 ]; do
+        case "$1" in
+            --workers) WORKERS=$(positive_int "$1" "${2-}"); shift 2 ;;
+            --duration) DURATION=$(positive_int "$1" "${2-}"); shift 2 ;;
+            --connections) CONNECTIONS=$(positive_int "$1" "${2-}"); shift 2 ;;
+            --json) JSON_FILE=$(file_name "$1" "${2-}"); shift 2 ;;
+            --quick) QUICK=1; shift ;;
+            --python-backends) PYTHON_BACKENDS=1; shift ;;
+            -h | --help) usage; exit 0 ;;
+            *) echo "unknown argument: $1" >&2; usage >&2; exit 2 ;;
+        esac
+    done
+    if [ "$QUICK" = 1 ]; then
+        DURATION=${DURATION:-2}
+        BULK_DURATION=2
+        WARMUP=0
+    else
+        DURATION=${DURATION:-10}
+        BULK_DURATION=5
+        WARMUP=1
+    fi
+    # wrk needs at least one connection per thread.
+    THREADS=$((CONNECTIONS < 2 ? CONNECTIONS : 2))
+}
+
+positive_int() {  # positive_int OPTION VALUE: VALUE, or exit 2 saying what is wrong
+    if [[ "${2-}" =~ ^[1-9][0-9]*$ ]]; then
+        echo "$2"
+    else
+        echo "$1 needs a positive whole number (got '${2-}')" >&2
+        exit 2
+    fi
+}
+
+file_name() {  # file_name OPTION VALUE: VALUE, or exit 2 if there is none
+    if [ -n "${2-}" ] && [[ "$2" != -* ]]; then
+        echo "$2"
+    else
+        echo "$1 needs a file name" >&2
+        exit 2
+    fi
+}
+
+# ---- output ---------------------------------------------------------------------------
+
+progress() { printf '%s\n' "$*" >&2; }
+
+# The apt-get line for a missing tool; root needs no sudo.
+install_hint() {
+    local sudo="sudo "
+    [ "$(id -u)" = 0 ] && sudo=""
+    if command -v apt-get >/dev/null; then
+        echo "${sudo}apt-get install -y $1"
+    else
+        echo "install '$1' with your package manager (Debian/Ubuntu: ${sudo}apt-get install -y $1)"
+    fi
+}
+
+# ---- tools ----------------------------------------------------------------------------
+
+# The tool's path, or nothing. nginx and haproxy live in /usr/sbin, which is not
+# on a normal user's PATH on Debian. (bash's command -v also names a file it
+# cannot execute, when it finds no better one: check.)
+find_tool() {
+    local path
+    path=$(PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin" command -v "$1") || return 0
+    if [ -x "$path" ]; then
+        echo "$path"
+    fi
+}
+
+check_tools() {
+    WRK=$(find_tool wrk)
+    if [ -z "$WRK" ]; then
+        progress "wrk is required and not installed. Install it with:"
+        progress "    $(install_hint wrk)"
+        exit 2
+    fi
+    NGINX=$(find_tool nginx)
+    HAPROXY=$(find_tool haproxy)
+    if [ -z "$NGINX" ]; then
+        progress "nginx is not installed: no nginx row, and the backends will be Python servers."
+        progress "    install it with: $(install_hint nginx)"
+    fi
+    if [ -z "$HAPROXY" ]; then
+        progress "haproxy is not installed: no haproxy row."
+        progress "    install it with: $(install_hint haproxy)"
+    fi
+    if ! command -v setsid >/dev/null; then
+        progress "setsid (util-linux) is required to stop the servers cleanly"
+        exit 2
+    fi
+}
+
+# ---- processes ------------------------------------------------------------------------
+#
+# Each server runs under setsid: its own session and process group, whose id is
+# its pid. A terminal's Ctrl-C then reaches only this script (and wrk), and the
+# trap stops each server, workers included, in reverse start order.
+
+SERVICE_PIDS=()
+LAST_PID=""
+WRK_PID=""
+
+# start_service LOG COMMAND...: start in the background, pid in LAST_PID.
+start_service() {
+    local log=$1
+    shift
+    setsid "$@" </dev/null >"$log" 2>&1 &
+    LAST_PID=$!
+    SERVICE_PIDS+=("$LAST_PID")
+}
+
+# stop_service PID: SIGTERM to the leader, which stops its own workers as it does
+# in production (signalling gunicorn's workers directly makes them print
+# tracebacks); 5 s later SIGKILL whatever is left of the group.
+stop_service() {
+    local pid=$1 i
+    kill -TERM "$pid" 2>/dev/null || true
+    for ((i = 0; i < 50; i++)); do
+        kill -0 -- "-$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -KILL -- "-$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    local kept=() other
+    for other in "${SERVICE_PIDS[@]}"; do
+        [ "$other" = "$pid" ] || kept+=("$other")
+    done
+    SERVICE_PIDS=("${kept[@]}")
+}
+
+# wait_ready NAME URL PID LOG: 0 once URL answers 200; else say why, show the log, 1.
+wait_ready() {
+    local name=$1 url=$2 pid=$3 log=$4 problem
+    if problem=$(helper wait-ready "$url" "$pid" "$READY_TIMEOUT" 2>&1); then
+        return 0
+    fi
+    progress "    $name did not start: $problem; the end of its log (${log/#"$OUT"/$CACHE_DIR/last-run}):"
+    tail -n 15 "$log" | sed 's/^/      /' >&2 || true
+    return 1
+}
+
+helper() { .venv/bin/python scripts/loadtest.py "$@"; }
+
+cleanup() {
+    local status=$?
+    trap '' INT TERM    # a second Ctrl-C must not leave servers behind
+    if [ -n "$WRK_PID" ]; then
+        kill -TERM "$WRK_PID" 2>/dev/null || true
+        wait "$WRK_PID" 2>/dev/null || true
+    fi
+    # Newest first: balancers before the backends they talk to.
+    while [ ${#SERVICE_PIDS[@]} -gt 0 ]; do
+        stop_service "${SERVICE_PIDS[-1]}"
+    done
+    if [ -n "${WORK_DIR:-}" ] && [ -d "$WORK_DIR" ]; then
+        # Keep the raw wrk output and the server logs of the last run for a closer look.
+        rm -rf "$CACHE_DIR/last-run"
+        mv "$WORK_DIR/out" "$CACHE_DIR/last-run" 2>/dev/null || true
+        rm -rf "$WORK_DIR"
+    fi
+    exit "$status"
+}
+
+make_work_dir() {
+    mkdir -p "$CACHE_DIR"
+    WORK_DIR=$(mktemp -d "${TMPDIR:-/tmp}/prefork_lb-loadtest.XXXXXX")
+    # nginx's workers drop to nobody when started as root: they must read the bulk file.
+    chmod 755 "$WORK_DIR"
+    OUT="$WORK_DIR/out"
+    mkdir -p "$OUT" "$WORK_DIR/www" "$WORK_DIR/nginx-temp"
+    head -c "$BULK_BYTES" /dev/urandom >"$WORK_DIR/www/bulk"
+    chmod 644 "$WORK_DIR/www/bulk"
+    write_wrk_script
+}
+
+# ---- wrk ------------------------------------------------------------------------------
+
+# wrk's done() hands Lua the exact counts and latencies (in µs); print them as one
+# JSON line, rather than parse the rounded, unit-suffixed human output.
+write_wrk_script() {
+    WRK_LUA="$WORK_DIR/report.lua"
+    cat >"$WRK_LUA" <<'EOF'
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    'LOADTEST_RESULT {"requests": %d, "duration_us": %d, "bytes": %d, ' ..
+    '"p50_us": %d, "p99_us": %d, "max_us": %d, "errors": {"connect": %d, ' ..
+    '"read": %d, "write": %d, "timeout": %d, "status": %d}}\n',
+    summary.requests, summary.duration, summary.bytes,
+    latency:percentile(50), latency:percentile(99), latency.max,
+    e.connect, e.read, e.write, e.timeout, e.status))
+end
+EOF
+}
+
+# run_wrk OUTPUT THREADS CONNECTIONS SECONDS TIMEOUT URL: in the background, so a
+# signal to this script interrupts the wait at once instead of after the run.
+run_wrk() {
+    local output=$1 threads=$2 connections=$3 seconds=$4 timeout=$5 url=$6 status=0
+    "$WRK" "-t$threads" "-c$connections" "-d${seconds}s" --timeout "${timeout}s" --latency \
+        -s "$WRK_LUA" "$url" >"$output" 2>&1 &
+    WRK_PID=$!
+    wait "$WRK_PID" || status=$?
+    WRK_PID=""
+    return "$status"
+}
+
+# measure KEY URL [BULK_URL]: the small-response run, then (if given) the bulk run.
+measure() {
+    local key=$1 url=$2 bulk_url=${3-}
+    if [ "$WARMUP" -gt 0 ]; then
+        run_wrk "$OUT/$key.warmup.wrk" "$THREADS" "$CONNECTIONS" "$WARMUP" 2 "$url" || true
+    fi
+    run_wrk "$OUT/$key.wrk" "$THREADS" "$CONNECTIONS" "$DURATION" 2 "$url" || true
+    show_result "$key" "$OUT/$key.wrk"
+    if [ -n "$bulk_url" ]; then
+        measure_bulk "$key" "$bulk_url"
+    fi
+}
+
+measure_bulk() {
+    local key=$1 url=$2
+    progress "      bulk: $((BULK_BYTES / 1000000)) MB bodies over 1 connection for $BULK_DURATION s..."
+    # A slow 50 MB body is a result, not a timeout: give each one 30 s.
+    run_wrk "$OUT/$key.bulk.wrk" 1 1 "$BULK_DURATION" 30 "$url" || true
+    show_result "$key" "$OUT/$key.bulk.wrk" --bulk
+}
+
+# show_result KEY WRK_OUTPUT [--bulk]: print the run's figures; a run that has
+# none (wrk itself failed) makes the whole load test fail.
+show_result() {
+    local key=$1 output=$2 summary
+    shift 2
+    if summary=$(helper summary "$@" "$output" 2>&1); then
+        progress "      $summary"
+    else
+        progress "      $summary"
+        if [ "${1-}" != --bulk ]; then
+            echo "failed: $summary" >"$OUT/$key.status"
+        fi
+        FAILED=1
+    fi
+}
+
+STEP=0
+step() {
+    STEP=$((STEP + 1))
+    progress "[$STEP/$STEPS] $*"
+}
+
+skip_target() {  # skip_target KEY REASON
+    echo "$2" >"$OUT/$1.status"
+    progress "      $2"
+}
+
+fail_target() {  # fail_target KEY LOG_NAME
+    echo "failed: did not start (log: $CACHE_DIR/last-run/$2)" >"$OUT/$1.status"
+    FAILED=1
+}
+
+# ---- backends -------------------------------------------------------------------------
+
+BACKEND_URLS=()
+
+start_backends() {
+    local attempt
+    for attempt in 1 2 3; do
+        if [ -n "$NGINX" ] && [ "$PYTHON_BACKENDS" = 0 ]; then
+            start_nginx_backends && return 0
+        else
+            start_python_backends && return 0
+        fi
+        progress "    retrying with other ports (attempt $attempt of 3 failed)"
+    done
+    progress "the backends did not start; giving up"
+    exit 1
+}
+
+# One nginx, one worker process, three servers: a small answer each, and the bulk file.
+start_nginx_backends() {
+    local ports port n=0 servers=""
+    read -r -a ports <<<"$(helper ports 3)"
+    for port in "${ports[@]}"; do
+        n=$((n + 1))
+        servers+="
+    server {
+        listen 127.0.0.1:$port;
+        location / { return 200 \"backend-$n\\n\"; }
+        location = /bulk { root $WORK_DIR/www; }
+    }"
+    done
+    cat >"$WORK_DIR/backends.conf" <<EOF
+# Three backends that should not be the bottleneck: one nginx, one worker process.
+$(nginx_user)
+worker_processes 1;
+daemon off;
+pid $WORK_DIR/backends.pid;
+error_log $OUT/backends-nginx.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    default_type text/plain;
+    sendfile on;
+$(nginx_temp_paths backends)
+$servers
+}
+EOF
+    start_service "$OUT/backends-nginx.log" "$NGINX" -p "$WORK_DIR" -c "$WORK_DIR/backends.conf"
+    local pid=$LAST_PID
+    BACKEND_URLS=()
+    for port in "${ports[@]}"; do
+        BACKEND_URLS+=("http://127.0.0.1:$port")
+        if ! wait_ready "the nginx backends" "http://127.0.0.1:$port/" "$pid" "$OUT/backends-nginx.log"; then
+            stop_service "$pid"
+            return 1
+        fi
+    done
+    BACKENDS_KIND=nginx
+    BACKENDS_LABEL="3 nginx servers (one nginx, 1 worker process)"
+}
+
+# Started as root, nginx runs its workers as 'nobody' of a group whose name
+# differs between distributions: name it. (Not as root, 'user' is ignored.)
+nginx_user() {
+    if [ "$(id -u)" = 0 ]; then
+        echo "user nobody $(id -gn nobody);"
+    fi
+}
+
+# nginx writes temporary files under these (it makes the last directory level);
+# the defaults are root-only.
+nginx_temp_paths() {
+    local kind
+    for kind in client_body proxy fastcgi uwsgi scgi; do
+        echo "    ${kind}_temp_path $WORK_DIR/nginx-temp/$1-$kind;"
+    done
+}
+
+start_python_backends() {
+    local ports port n=0 pids=() pid
+    read -r -a ports <<<"$(helper ports 3)"
+    progress "!!! Python backends (ThreadingHTTPServer): much slower than nginx; they may be the"
+    progress "!!! bottleneck, so every row below measures them as much as the balancer."
+    BACKEND_URLS=()
+    for port in "${ports[@]}"; do
+        n=$((n + 1))
+        start_service "$OUT/backend-$n.log" \
+            .venv/bin/python scripts/loadtest.py backend "$port" "backend-$n" "$WORK_DIR/www/bulk"
+        pids+=("$LAST_PID")
+        BACKEND_URLS+=("http://127.0.0.1:$port")
+    done
+    n=0
+    for port in "${ports[@]}"; do
+        n=$((n + 1))
+        if ! wait_ready "backend-$n" "http://127.0.0.1:$port/" "${pids[$((n - 1))]}" "$OUT/backend-$n.log"; then
+            for pid in "${pids[@]}"; do stop_service "$pid"; done
+            return 1
+        fi
+    done
+    BACKENDS_KIND=python
+    BACKENDS_LABEL="3 Python ThreadingHTTPServers (SLOW: may be the bottleneck)"
+}
+
+# ---- targets --------------------------------------------------------------------------
+
+measure_direct() {
+    step "backend direct (${BACKEND_URLS[0]}): $DURATION s at $CONNECTIONS connections..."
+    measure direct "${BACKEND_URLS[0]}/" "${BACKEND_URLS[0]}/bulk"
+}
+
+measure_prefork_lb() {
+    step "prefork_lb ($WORKERS gevent workers): $DURATION s at $CONNECTIONS connections..."
+    local port pid backends log="$OUT/prefork_lb.log"
+    port=$(helper ports 1)
+    backends=$(IFS=,; echo "${BACKEND_URLS[*]}")
+    # Other PREFORK_LB_* settings in the environment apply (and go into the JSON).
+    start_service "$log" env PREFORK_LB_BACKENDS="$backends" \
+        .venv/bin/gunicorn -c gunicorn.conf.py --bind "127.0.0.1:$port" --workers "$WORKERS" \
+        --access-logfile /dev/null --pid "$WORK_DIR/gunicorn.pid"
+    pid=$LAST_PID
+    if ! wait_ready prefork_lb "http://127.0.0.1:$port/" "$pid" "$log"; then
+        fail_target prefork_lb prefork_lb.log
+        stop_service "$pid"
+        return 0
+    fi
+    measure prefork_lb "http://127.0.0.1:$port/"
+    progress "      workers' memory before bulk: $(helper rss "$pid" "$OUT/rss-before.json")"
+    measure_bulk prefork_lb "http://127.0.0.1:$port/bulk"
+    progress "      workers' memory after bulk: $(helper rss "$pid" "$OUT/rss-after.json")"
+    stop_service "$pid"
+}
+
+measure_nginx() {
+    step "nginx as balancer ($WORKERS worker processes): $DURATION s at $CONNECTIONS connections..."
+    if [ -z "$NGINX" ]; then
+        skip_target nginx "skipped: nginx is not installed ($(install_hint nginx))"
+        return 0
+    fi
+    local port pid servers="" url log="$OUT/balancer-nginx.log"
+    port=$(helper ports 1)
+    for url in "${BACKEND_URLS[@]}"; do
+        servers+="        server ${url#http://};
+"
+    done
+    cat >"$WORK_DIR/balancer.conf" <<EOF
+# nginx as a keep-alive balancer, as many workers as prefork_lb has.
+$(nginx_user)
+worker_processes $WORKERS;
+daemon off;
+pid $WORK_DIR/balancer.pid;
+error_log $log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+$(nginx_temp_paths balancer)
+    upstream backends {
+$servers        keepalive 64;
+    }
+    server {
+        listen 127.0.0.1:$port;
+        location / {
+            proxy_pass http://backends;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }
+    }
+}
+EOF
+    start_service "$log" "$NGINX" -p "$WORK_DIR" -c "$WORK_DIR/balancer.conf"
+    pid=$LAST_PID
+    if ! wait_ready "nginx (balancer)" "http://127.0.0.1:$port/" "$pid" "$log"; then
+        fail_target nginx balancer-nginx.log
+        stop_service "$pid"
+        return 0
+    fi
+    measure nginx "http://127.0.0.1:$port/" "http://127.0.0.1:$port/bulk"
+    stop_service "$pid"
+}
+
+measure_haproxy() {
+    step "haproxy as balancer ($WORKERS threads): $DURATION s at $CONNECTIONS connections..."
+    if [ -z "$HAPROXY" ]; then
+        skip_target haproxy "skipped: haproxy is not installed ($(install_hint haproxy))"
+        return 0
+    fi
+    local port pid servers="" url n=0 log="$OUT/balancer-haproxy.log"
+    port=$(helper ports 1)
+    for url in "${BACKEND_URLS[@]}"; do
+        n=$((n + 1))
+        servers+="    server backend-$n ${url#http://}
+"
+    done
+    cat >"$WORK_DIR/haproxy.cfg" <<EOF
+# HAProxy as a keep-alive balancer, as many threads as prefork_lb has workers.
+# No global maxconn: HAProxy derives it from the descriptor limit, and refuses to
+# start when a fixed one needs more descriptors than the limit allows.
+global
+    nbthread $WORKERS
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 60s
+    timeout server 60s
+    http-reuse always
+frontend balancer
+    bind 127.0.0.1:$port
+    default_backend backends
+backend backends
+    balance roundrobin
+$servers
+EOF
+    start_service "$log" "$HAPROXY" -db -f "$WORK_DIR/haproxy.cfg"
+    pid=$LAST_PID
+    if ! wait_ready haproxy "http://127.0.0.1:$port/" "$pid" "$log"; then
+        fail_target haproxy balancer-haproxy.log
+        stop_service "$pid"
+        return 0
+    fi
+    measure haproxy "http://127.0.0.1:$port/" "http://127.0.0.1:$port/bulk"
+    stop_service "$pid"
+}
+
+# The seven-line snippet this project grew from, in its own virtualenv, made once
+# and kept in .loadtest/ for later runs.
+prepare_snippet_venv() {
+    [ -f "$SNIPPET_VENV/.ready" ] && return 0
+    progress "creating the snippet's virtualenv in $SNIPPET_VENV (first run only: pip install flask requests)..."
+    rm -rf "$SNIPPET_VENV"
+    if python3 -m venv "$SNIPPET_VENV" >"$CACHE_DIR/snippet-venv.log" 2>&1 &&
+        "$SNIPPET_VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
+            flask requests >>"$CACHE_DIR/snippet-venv.log" 2>&1; then
+        touch "$SNIPPET_VENV/.ready"
+    else
+        progress "    could not install flask and requests (see $CACHE_DIR/snippet-venv.log): no snippet row"
+    fi
+}
+
+measure_snippet() {
+    step "the seven-line Flask snippet (dev server, threaded=True): $DURATION s at $CONNECTIONS connections..."
+    if [ ! -f "$SNIPPET_VENV/.ready" ]; then
+        skip_target snippet "skipped: no virtualenv with flask and requests (see $CACHE_DIR/snippet-venv.log)"
+        return 0
+    fi
+    local port pid servers log="$OUT/snippet.log"
+    port=$(helper ports 1)
+    servers=$(printf "'%s', " "${BACKEND_URLS[@]}")
+    # Exactly as it is passed around, but for the addresses and the port.
+    cat >"$WORK_DIR/snippet.py" <<EOF
+from flask import Flask, request
+import requests, itertools
+
+app = Flask(__name__)
+servers = itertools.cycle([${servers%, }])
+
+@app.route('/', defaults={'path': ''})
+@app.route('/<path:path>', methods=['GET', 'POST'])
+def proxy(path):
+    return requests.request(request.method, next(servers) + '/' + path).text
+
+app.run(host='127.0.0.1', port=$port, threaded=True)
+EOF
+    start_service "$log" "$SNIPPET_VENV/bin/python" "$WORK_DIR/snippet.py"
+    pid=$LAST_PID
+    if ! wait_ready "the snippet" "http://127.0.0.1:$port/" "$pid" "$log"; then
+        fail_target snippet snippet.log
+        stop_service "$pid"
+        return 0
+    fi
+    measure snippet "http://127.0.0.1:$port/"
+    stop_service "$pid"
+}
+
+# ---- report ---------------------------------------------------------------------------
+
+report() {
+    local snippet_python=""
+    [ -f "$SNIPPET_VENV/.ready" ] && snippet_python="$SNIPPET_VENV/bin/python"
+    local quick=()
+    [ "$QUICK" = 1 ] && quick=(--quick)
+    progress ""
+    helper report "$OUT" --json "$JSON_FILE" --workers "$WORKERS" --duration "$DURATION" \
+        --connections "$CONNECTIONS" --threads "$THREADS" --warmup "$WARMUP" \
+        --bulk-bytes "$BULK_BYTES" --bulk-duration "$BULK_DURATION" \
+        --backends "$BACKENDS_KIND" \
+        --backends-label "$BACKENDS_LABEL" "${quick[@]}" \
+        --nginx "$NGINX" --haproxy "$HAPROXY" --wrk "$WRK" --snippet-python "$snippet_python" \
+        --command "$(printf '%s ' scripts/loadtest.sh "${ORIGINAL_ARGS[@]}")" --started "$STARTED"
+    progress ""
+    progress "figures as JSON: $JSON_FILE; raw wrk output and logs: $CACHE_DIR/last-run/"
+    progress "done in $(($(date +%s) - ${STARTED%.*})) s"
+}
+
+main() {
+    parse_args "$@"
+    # --json is relative to where the user ran the script, not the project root.
+    if [ -n "$JSON_FILE" ] && [[ "$JSON_FILE" != /* ]]; then
+        JSON_FILE="$PWD/$JSON_FILE"
+    fi
+    cd "$(dirname "$0")/.."
+    JSON_FILE=${JSON_FILE:-$CACHE_DIR/last.json}
+    STARTED=$(date +%s.%N)
+
+    # shellcheck source=scripts/venv.sh
+    source scripts/venv.sh
+    ensure_venv ""
+    check_tools
+    # Many connections need many descriptors (wrk, nginx, the snippet's threads).
+    ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+
+    trap cleanup EXIT
+    trap 'progress ""; progress "interrupted: stopping everything the load test started"; exit 130' INT
+    trap 'exit 143' TERM
+    # A closed terminal too: the servers run in sessions of their own and would outlive it.
+    trap 'exit 129' HUP
+    make_work_dir
+    prepare_snippet_venv
+
+    STEPS=5
+    FAILED=0
+    progress "starting the backends..."
+    start_backends
+    measure_direct
+    measure_prefork_lb
+    measure_nginx
+    measure_haproxy
+    measure_snippet
+    report
+    return "$FAILED"
+}
+
+main "$@"
