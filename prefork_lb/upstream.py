@@ -23,12 +23,9 @@ as a timeout (504 instead of 502).
 from __future__ import annotations
 
 import http.client
-import select
-import socket
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING
 
-from gevent.monkey import get_original
 from urllib3 import HTTPConnectionPool, HTTPSConnectionPool, PoolManager
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.exceptions import (
@@ -131,34 +128,9 @@ class _FinalResponse(http.client.HTTPResponse):
 class _HTTPConnection(HTTPConnection):
     response_class = _FinalResponse
 
-    @property
-    def is_connected(self) -> bool:
-        return _still_open(self.sock)
-
 
 class _HTTPSConnection(HTTPSConnection):
     response_class = _FinalResponse
-
-    @property
-    def is_connected(self) -> bool:
-        return _still_open(self.sock)
-
-
-# The unpatched poll(2): a zero-timeout check needs no trip through the gevent hub.
-_real_poll = get_original("select", "poll")
-
-
-def _still_open(sock: socket.socket | None) -> bool:
-    """Whether an idle pooled connection may be reused: nothing to read, no hang-up.
-
-    urllib3 asks this of every connection it takes from the pool; its own
-    check goes through gevent's select, which costs about 6% of a request.
-    """
-    if sock is None:
-        return False
-    poller = _real_poll()
-    poller.register(sock.fileno(), select.POLLIN)
-    return not poller.poll(0)
 
 
 class _HTTPConnectionPool(HTTPConnectionPool):
