@@ -29,10 +29,13 @@ forwarded_allow_ips = ""
 control_socket_disable = True
 
 accesslog = "-"
+# Total time (M, ms), the backend's time to its response head, how many
+# other backends were tried first, and the X-Request-ID the backend got.
 access_log_format = (
     '%(h)s "%(r)s" %(s)s %(B)s %(M)sms pid=%(p)s '
     "backend=%({prefork_lb.backend}e)s upstream=%({prefork_lb.upstream_time}e)ss "
-    "retries=%({prefork_lb.retries}e)s error=%({prefork_lb.error}e)s"
+    "retries=%({prefork_lb.retries}e)s error=%({prefork_lb.error}e)s "
+    "id=%({prefork_lb.request_id}e)s"
 )
 
 on_starting = hooks.on_starting

@@ -48,6 +48,9 @@ FORWARDED_FIELDS = frozenset(
     }
 )
 VIA_PSEUDONYM = "prefork_lb"
+REQUEST_ID = "X-Request-ID"
+# A request id worth passing on: visible ASCII, short enough for a log line.
+_REQUEST_ID = re.compile(r"[!-~]{1,200}")
 
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 # Field values: visible ASCII, obs-text, space and tab; no CR, LF, NUL or other controls.
@@ -96,13 +99,27 @@ def _values(headers: Headers, field: str) -> list[str]:
     return [value for name, value in headers if name.lower() == field]
 
 
+def client_request_id(headers: Iterable[tuple[str, str]]) -> str | None:
+    """The client's X-Request-ID, if it sent exactly one that is fit to pass on."""
+    ids = [value for name, value in headers if name.lower() == "x-request-id"]
+    if len(ids) == 1 and _REQUEST_ID.fullmatch(ids[0]):
+        return ids[0]
+    return None
+
+
 def upstream_request_headers(
-    request: ProxyRequest, *, trusted: bool, preserve_host: bool, backend_authority: str
+    request: ProxyRequest,
+    *,
+    trusted: bool,
+    preserve_host: bool,
+    backend_authority: str,
+    request_id: str,
 ) -> Headers:
     """The header lines to send a backend for this request.
 
     From an untrusted client, forwarding fields are replaced; from a trusted
-    proxy, X-Forwarded-For is extended and the others are kept.
+    proxy, X-Forwarded-For is extended and the others are kept. The backend
+    gets exactly one X-Request-ID: ``request_id``.
     """
     received = strip_hop_by_hop(request.headers)
     client_host = request.target.authority
@@ -121,16 +138,22 @@ def upstream_request_headers(
     host = client_host if preserve_host and client_host else backend_authority
     out.append(("Host", host))
     for name, value in kept:
-        if name.lower() not in ("x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "via"):
+        if name.lower() not in _SET_BELOW:
             out.append((name, value))
     out.append(("X-Forwarded-For", ", ".join(forwarded_for if trusted else forwarded_for[-1:])))
     out.append(("X-Forwarded-Proto", proto[0] if proto else request.scheme))
     if forwarded_host or client_host:
         out.append(("X-Forwarded-Host", forwarded_host[0] if forwarded_host else str(client_host)))
     out.append(("Via", ", ".join(via)))
+    out.append((REQUEST_ID, request_id))
     if request.content_length is not None and not request.chunked:
         out.append(("Content-Length", str(request.content_length)))
     return out
+
+
+_SET_BELOW = frozenset(
+    {"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "via", "x-request-id"}
+)
 
 
 def response_head(

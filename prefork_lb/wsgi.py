@@ -22,6 +22,7 @@ import logging
 import socket
 import struct
 import time
+import uuid
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -40,7 +41,9 @@ from prefork_lb.errors import (
     NoBackendAvailable,
 )
 from prefork_lb.headers import (
+    REQUEST_ID,
     canonical_name,
+    client_request_id,
     is_trusted_proxy,
     response_head,
     upstream_request_headers,
@@ -100,6 +103,9 @@ class Balancer:
             request = read_request(environ)
             if self._admin.serves(request):
                 return self._admin.respond(request, start_response)
+            environ["prefork_lb.request_id"] = (
+                client_request_id(request.headers) or uuid.uuid4().hex
+            )
             return self._forward(environ, start_response, request)
         except LBError as err:
             environ["prefork_lb.error"] = type(err).__name__
@@ -111,6 +117,8 @@ class Balancer:
                 err.detail,
             )
             status, headers, body = err.response()
+            if "prefork_lb.request_id" in environ:
+                headers.append((REQUEST_ID, environ["prefork_lb.request_id"]))
             start_response(status, headers)
             return [body]
 
@@ -193,6 +201,7 @@ class Balancer:
             trusted=self._is_trusted(request.client_addr),
             preserve_host=self._settings.preserve_host,
             backend_authority=backend.authority,
+            request_id=environ["prefork_lb.request_id"],
         )
         started = time.monotonic()
         try:

@@ -6,6 +6,7 @@ import gzip
 import hashlib
 import http.client
 import os
+import re
 import socket
 import threading
 import time
@@ -262,6 +263,44 @@ def test_forwarded_headers_from_a_trusted_proxy_are_extended(
 
 
 # -- request bodies -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("sent", "kept"),
+    [
+        pytest.param([("X-Request-ID", "req-42")], True, id="passed-on"),
+        pytest.param([], False, id="generated"),
+        pytest.param([("X-Request-ID", "bad id")], False, id="invalid-replaced"),
+        pytest.param([("X-Request-ID", "a"), ("X-Request-ID", "b")], False, id="two-replaced"),
+    ],
+)
+def test_backend_gets_one_request_id_that_the_log_shows(
+    sent: list[tuple[str, str]],
+    kept: bool,
+    backend: ScriptedBackend,
+    echo_balancer: BalancerProcess,
+) -> None:
+    """The backend gets one X-Request-ID, the client's if fit, else a new one; the log has it."""
+    target = f"/rid-{len(sent)}-{kept}"
+    reply = send(echo_balancer.port, "GET", target, HOST + sent)
+    assert reply.status == 200
+    ids = backend.wait_for_requests(1)[0].header("X-Request-ID")
+    assert len(ids) == 1
+    if kept:
+        assert ids == [sent[0][1]]
+    else:
+        assert re.fullmatch(r"[0-9a-f]{32}", ids[0])
+    echo_balancer.wait_for_log(rf'"GET {target} HTTP/1.1" 200 .* id={re.escape(ids[0])}')
+
+
+def test_balancer_errors_carry_the_request_id(
+    backend: ScriptedBackend, echo_balancer: BalancerProcess
+) -> None:
+    """A 502 the balancer writes itself names the request id, to quote to whoever runs it."""
+    backend.route("/rid-broken", raw(b"garbage\r\n\r\n"))
+    reply = send(echo_balancer.port, "GET", "/rid-broken", [*HOST, ("X-Request-ID", "rid-502")])
+    assert reply.status == 502
+    assert reply.header("X-Request-ID") == ["rid-502"]
 
 
 def test_content_length_body_arrives_exactly(

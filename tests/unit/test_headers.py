@@ -12,12 +12,15 @@ from hypothesis import strategies as st
 from prefork_lb.errors import BadBackendResponse
 from prefork_lb.headers import (
     canonical_name,
+    client_request_id,
     is_trusted_proxy,
     response_head,
     strip_hop_by_hop,
     upstream_request_headers,
 )
 from prefork_lb.request import ProxyRequest, Target
+
+RID = "0af7651916cd43dd8448eb211c80319c"
 
 # Spelled out here rather than imported, so that a change to the package's list fails a test.
 HOP_BY_HOP = (
@@ -217,7 +220,11 @@ _FORGED = [
 def test_untrusted_client_forwarding_fields_are_replaced() -> None:
     """From an untrusted client every forwarding field is dropped and rebuilt from the peer."""
     out = upstream_request_headers(
-        _request(_FORGED), trusted=False, preserve_host=True, backend_authority="10.0.0.5:8080"
+        _request(_FORGED),
+        trusted=False,
+        preserve_host=True,
+        backend_authority="10.0.0.5:8080",
+        request_id=RID,
     )
     assert out == [
         ("Host", "example.com"),
@@ -227,6 +234,7 @@ def test_untrusted_client_forwarding_fields_are_replaced() -> None:
         ("X-Forwarded-Proto", "http"),
         ("X-Forwarded-Host", "example.com"),
         ("Via", "1.1 prefork_lb"),
+        ("X-Request-ID", RID),
     ]
 
 
@@ -245,6 +253,7 @@ def test_trusted_proxy_forwarding_fields_are_extended() -> None:
         trusted=True,
         preserve_host=True,
         backend_authority="10.0.0.5:8080",
+        request_id=RID,
     )
     assert out == [
         ("Host", "example.com"),
@@ -254,6 +263,7 @@ def test_trusted_proxy_forwarding_fields_are_extended() -> None:
         ("X-Forwarded-Proto", "https"),
         ("X-Forwarded-Host", "public.example"),
         ("Via", "1.1 prefork_lb"),
+        ("X-Request-ID", RID),
     ]
 
 
@@ -269,6 +279,7 @@ def test_trusted_proxy_several_forwarded_for_lines() -> None:
         trusted=True,
         preserve_host=True,
         backend_authority="b:1",
+        request_id=RID,
     )
     assert ("X-Forwarded-For", "1.1.1.1, 2.2.2.2, 3.3.3.3, 10.0.0.1") in out
 
@@ -280,6 +291,7 @@ def test_trusted_proxy_without_forwarding_fields() -> None:
         trusted=True,
         preserve_host=True,
         backend_authority="b:1",
+        request_id=RID,
     )
     assert out == [
         ("Host", "h"),
@@ -287,6 +299,7 @@ def test_trusted_proxy_without_forwarding_fields() -> None:
         ("X-Forwarded-Proto", "https"),
         ("X-Forwarded-Host", "h"),
         ("Via", "1.1 prefork_lb"),
+        ("X-Request-ID", RID),
     ]
 
 
@@ -297,6 +310,7 @@ def test_backend_authority_when_host_not_preserved() -> None:
         trusted=False,
         preserve_host=False,
         backend_authority="10.0.0.5:8080",
+        request_id=RID,
     )
     assert out == [
         ("Host", "10.0.0.5:8080"),
@@ -304,6 +318,7 @@ def test_backend_authority_when_host_not_preserved() -> None:
         ("X-Forwarded-Proto", "http"),
         ("X-Forwarded-Host", "example.com"),
         ("Via", "1.1 prefork_lb"),
+        ("X-Request-ID", RID),
     ]
 
 
@@ -311,7 +326,11 @@ def test_connection_naming_host_keeps_host() -> None:
     """A Connection header that names Host does not make the client's Host disappear."""
     lines = [("Host", "app.example"), ("Connection", "Host, X-Drop"), ("X-Drop", "1")]
     out = upstream_request_headers(
-        _request(lines), trusted=False, preserve_host=True, backend_authority="10.0.0.1:80"
+        _request(lines),
+        trusted=False,
+        preserve_host=True,
+        backend_authority="10.0.0.1:80",
+        request_id=RID,
     )
     assert [v for n, v in out if n == "Host"] == ["app.example"]
     assert not [n for n, _ in out if n == "X-Drop"]
@@ -324,6 +343,7 @@ def test_absolute_form_authority_becomes_host() -> None:
         trusted=False,
         preserve_host=True,
         backend_authority="10.0.0.5:8080",
+        request_id=RID,
     )
     assert out == [
         ("Host", "elsewhere:8080"),
@@ -331,19 +351,25 @@ def test_absolute_form_authority_becomes_host() -> None:
         ("X-Forwarded-Proto", "http"),
         ("X-Forwarded-Host", "elsewhere:8080"),
         ("Via", "1.1 prefork_lb"),
+        ("X-Request-ID", RID),
     ]
 
 
 def test_no_client_host_falls_back_to_backend() -> None:
     """A request without Host (HTTP/1.0) gets the backend's authority and no X-Forwarded-Host."""
     out = upstream_request_headers(
-        _request([], version="1.0"), trusted=False, preserve_host=True, backend_authority="b:1"
+        _request([], version="1.0"),
+        trusted=False,
+        preserve_host=True,
+        backend_authority="b:1",
+        request_id=RID,
     )
     assert out == [
         ("Host", "b:1"),
         ("X-Forwarded-For", "203.0.113.7"),
         ("X-Forwarded-Proto", "http"),
         ("Via", "1.0 prefork_lb"),
+        ("X-Request-ID", RID),
     ]
 
 
@@ -368,9 +394,10 @@ def test_via_appended(received: list[tuple[str, str]], version: str, expected: s
         trusted=False,
         preserve_host=True,
         backend_authority="b:1",
+        request_id=RID,
     )
     assert [line for line in out if line[0].lower() == "via"] == [("Via", expected)]
-    assert out[-1] == ("Via", expected)
+    assert out[-2] == ("Via", expected)
 
 
 @pytest.mark.parametrize(
@@ -399,6 +426,7 @@ def test_framing_fields_decided_by_balancer(
         trusted=True,
         preserve_host=True,
         backend_authority="b:1",
+        request_id=RID,
     )
     assert out == [
         ("Host", "h"),
@@ -407,6 +435,7 @@ def test_framing_fields_decided_by_balancer(
         ("X-Forwarded-Proto", "http"),
         ("X-Forwarded-Host", "h"),
         ("Via", "1.1 prefork_lb"),
+        ("X-Request-ID", RID),
         *expected_length,
     ]
 
@@ -421,7 +450,11 @@ def test_repeated_fields_stay_separate() -> None:
         ("X-Custom", "two"),
     ]
     out = upstream_request_headers(
-        _request(headers), trusted=False, preserve_host=True, backend_authority="b:1"
+        _request(headers),
+        trusted=False,
+        preserve_host=True,
+        backend_authority="b:1",
+        request_id=RID,
     )
     assert out[:5] == [
         ("Host", "h"),
@@ -445,7 +478,11 @@ def test_host_exactly_once(preserve_host: bool, expected: str) -> None:
         ("HOST", "third"),
     ]
     out = upstream_request_headers(
-        _request(headers), trusted=False, preserve_host=preserve_host, backend_authority="b:1"
+        _request(headers),
+        trusted=False,
+        preserve_host=preserve_host,
+        backend_authority="b:1",
+        request_id=RID,
     )
     assert [line for line in out if line[0].lower() == "host"] == [("Host", expected)]
     assert out[0] == ("Host", expected)
@@ -463,7 +500,11 @@ def test_hop_by_hop_request_fields_dropped() -> None:
         ("X-Keep", "1"),
     ]
     out = upstream_request_headers(
-        _request(headers), trusted=False, preserve_host=True, backend_authority="b:1"
+        _request(headers),
+        trusted=False,
+        preserve_host=True,
+        backend_authority="b:1",
+        request_id=RID,
     )
     assert [name for name, _ in out] == [
         "Host",
@@ -472,7 +513,35 @@ def test_hop_by_hop_request_fields_dropped() -> None:
         "X-Forwarded-Proto",
         "X-Forwarded-Host",
         "Via",
+        "X-Request-ID",
     ]
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        pytest.param([("X-Request-ID", "abc-123")], "abc-123", id="passed-on"),
+        pytest.param([("x-request-id", "A" * 200)], "A" * 200, id="longest"),
+        pytest.param([], None, id="absent"),
+        pytest.param([("X-Request-ID", "")], None, id="empty"),
+        pytest.param([("X-Request-ID", "A" * 201)], None, id="too-long"),
+        pytest.param([("X-Request-ID", "a b")], None, id="space"),
+        pytest.param([("X-Request-ID", "caf\xe9")], None, id="not-ascii"),
+        pytest.param([("X-Request-ID", "a"), ("X-Request-ID", "b")], None, id="two-lines"),
+    ],
+)
+def test_client_request_id(headers: list[tuple[str, str]], expected: str | None) -> None:
+    """A client's X-Request-ID is passed on only if it is one short line of visible ASCII."""
+    assert client_request_id(headers) == expected
+
+
+def test_backend_gets_exactly_one_request_id() -> None:
+    """Whatever X-Request-ID lines the client sent, the backend gets the one decided on."""
+    headers = [("Host", "h"), ("X-Request-ID", "a"), ("X-Request-Id", "b")]
+    out = upstream_request_headers(
+        _request(headers), trusted=True, preserve_host=True, backend_authority="b:1", request_id=RID
+    )
+    assert [line for line in out if line[0].lower() == "x-request-id"] == [("X-Request-ID", RID)]
 
 
 # --- response_head -----------------------------------------------------------------------------
