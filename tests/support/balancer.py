@@ -16,6 +16,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -27,6 +28,42 @@ def clean_environ(extra: dict[str, str]) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFORK_LB_")}
     env.update(extra)
     return env
+
+
+@dataclass(frozen=True)
+class ProcessEntry:
+    """One line of the process table, as /proc/PID/stat gives it."""
+
+    pid: int
+    state: str
+    parent: int
+    group: int
+
+    @property
+    def alive(self) -> bool:
+        """Running or sleeping: neither a zombie nor dead."""
+        return self.state not in ("Z", "X")
+
+
+def process_table() -> list[ProcessEntry]:
+    """Every process on the machine (that has not vanished while being read)."""
+    entries = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # Fields after the command name, which is in parentheses and may hold spaces.
+        fields = stat.rsplit(")", 1)[1].split()
+        entries.append(ProcessEntry(int(entry.name), fields[0], int(fields[1]), int(fields[2])))
+    return entries
+
+
+def child_pids(parent: int) -> list[int]:
+    """Process ids of the live children of ``parent``."""
+    return sorted(p.pid for p in process_table() if p.parent == parent and p.alive)
 
 
 def gunicorn_command(*args: str) -> list[str]:
@@ -109,19 +146,7 @@ class BalancerProcess:
 
     def worker_pids(self) -> list[int]:
         """Process ids of the master's current workers (its live children)."""
-        pids = []
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            # Fields after the command name, which is in parentheses and may hold spaces.
-            fields = stat.rsplit(")", 1)[1].split()
-            if int(fields[1]) == self.pid and fields[0] not in ("Z", "X"):
-                pids.append(int(entry.name))
-        return sorted(pids)
+        return child_pids(self.pid)
 
     def stop(self) -> int:
         """Stop the master (TERM, then KILL if it lingers) and return its exit status."""
