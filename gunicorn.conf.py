@@ -8,7 +8,7 @@ named by PREFORK_LB_CONFIG (see README.rst).
 
 import os
 
-from prefork_lb import hooks
+from prefork_lb import hooks, tls
 
 # The app factory runs in each worker, after gevent has patched it.
 wsgi_app = "prefork_lb.wsgi:create_app()"
@@ -28,6 +28,11 @@ forwarded_allow_ips = ""
 # of the same user; two balancers on one host would fight over it.
 control_socket_disable = True
 
+# TLS on the front is gunicorn's: --certfile and --keyfile (and --ca-certs,
+# --cert-reqs, --ciphers). This hook only moves the handshake into gunicorn's
+# connection handler, so that a failed one is logged as a line, not a traceback.
+ssl_context = tls.ssl_context
+
 accesslog = "-"
 # Total time (M, ms), the backend's time to its response head, how many
 # other backends were tried first, and the X-Request-ID the backend got.
@@ -39,6 +44,7 @@ access_log_format = (
 )
 
 on_starting = hooks.on_starting
+on_reload = hooks.on_reload
 when_ready = hooks.when_ready
 pre_fork = hooks.pre_fork
 child_exit = hooks.child_exit

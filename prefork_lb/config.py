@@ -27,6 +27,7 @@ from prefork_lb.values import (
     fail,
     parse_admin_path,
     parse_bool,
+    parse_ca_bundle,
     parse_count,
     parse_health_path,
     parse_networks,
@@ -111,6 +112,8 @@ class Settings:
     trusted_proxies: tuple[IPNetwork, ...] = ()
     preserve_host: bool = True
     pool_size: int = 64
+    backend_tls_verify: bool = True
+    backend_ca_bundle: str = ""  # absolute path; empty: the system's trust store
     demo: bool = False
     policy: str = "round_robin"
     max_fails: int = 1
@@ -370,6 +373,25 @@ SETTINGS: tuple[Setting, ...] = (
         "Idle keep-alive connections each worker keeps open to each backend.",
     ),
     Setting(
+        "backend_tls_verify",
+        parse_bool,
+        "true",
+        "Check the certificate of every ``https://`` backend, for requests and health "
+        "checks alike: it must chain to a CA in ``backend_ca_bundle`` and name the host "
+        "of the backend's URL. A backend that fails the check gets no request (502, "
+        "``TLS failed`` in the log). False turns the check off (the balancer warns at "
+        "start): traffic is still encrypted, but anyone on the path can pose as the "
+        "backend.",
+    ),
+    Setting(
+        "backend_ca_bundle",
+        parse_ca_bundle,
+        "(the system's)",
+        "A PEM file of the CA certificates that ``https://`` backends' certificates must "
+        "chain to, such as an internal CA's, instead of the system's trust store. Read "
+        "at start: a missing or unreadable file stops the balancer.",
+    ),
+    Setting(
         "demo",
         parse_bool,
         "false",
@@ -546,6 +568,13 @@ def warnings(settings: Settings) -> list[str]:
             f"read_timeout ({longest_try:g} s): a request whose try timed out is not "
             "retried on another backend"
         )
+    if not settings.backend_tls_verify:
+        found.append(
+            "backend_tls_verify is off: the certificates of https:// backends are not "
+            "checked, anyone on the path can pose as them"
+        )
+        if settings.backend_ca_bundle:
+            found.append("backend_ca_bundle is not used while backend_tls_verify is off")
     return found
 
 

@@ -4,6 +4,10 @@
 master before it binds or forks: it reads and validates the settings (a bad
 value stops the master with one readable line), starts the demo backends when
 asked to, and installs the shared state that the workers inherit.
+``on_reload`` runs in the master on HUP, before gunicorn forks the new
+workers: it reads the settings again (the file named by PREFORK_LB_CONFIG; the
+environment is the one the master started with) and installs them for the
+new workers, or keeps the running ones if the new ones are not valid.
 
 This module is imported by the master, so it must not import urllib3 (it
 would be imported before gevent patches the workers).
@@ -13,11 +17,18 @@ from __future__ import annotations
 
 import os
 from contextvars import ContextVar
-from dataclasses import replace
+from dataclasses import fields, replace
 from typing import Any
 
 from prefork_lb import shared
-from prefork_lb.config import ConfigError, inherit_settings, load_config, warnings
+from prefork_lb.config import (
+    CONFIG_FILE_ENV,
+    ConfigError,
+    Settings,
+    inherit_settings,
+    load_config,
+    warnings,
+)
 from prefork_lb.demo import DemoBackends, start_demo_backends
 
 # The request's header lines as gunicorn parsed them (order and repeats kept),
@@ -31,24 +42,101 @@ _demo: DemoBackends | None = None
 
 def on_starting(server: Any) -> None:
     """Validate the settings and create the shared state, before binding and forking."""
-    global _demo  # noqa: PLW0603 - the master's handle on the demo process
     try:
         settings = load_config(os.environ)
     except ConfigError as err:
         # gunicorn prints a RuntimeError from here as one "Error: ..." line and exits 1.
         raise RuntimeError(f"prefork_lb configuration: {err}") from None
-    if not settings.backends:
-        _demo = start_demo_backends()
-        demo = tuple(inherit_settings(backend, settings) for backend in _demo.backends)
-        settings = replace(settings, backends=demo)
-        server.log.info(
-            "prefork_lb: no backends configured, started %d demo backends", len(_demo.backends)
-        )
+    settings = _with_demo_backends(server, settings)
     for warning in warnings(settings):
         server.log.warning("prefork_lb configuration: %s", warning)
     shared.install(settings)
     for backend in settings.backends:
         server.log.info("prefork_lb: backend %s", backend.url)
+
+
+def on_reload(server: Any) -> None:
+    """On HUP, before the new workers are forked: give them the settings as they are now.
+
+    Settings from the file are read again; environment variables are those
+    the master started with. If the new settings are not valid, the running
+    ones stay (a bad edit must not take the balancer down).
+    """
+    source = os.environ.get(CONFIG_FILE_ENV) or "the environment"
+    old = shared.installed().settings
+    try:
+        settings = load_config(os.environ)
+    except ConfigError as err:
+        server.log.error(_RELOAD_FAILED, err)
+        return
+    try:
+        settings = _with_demo_backends(server, settings)
+        shared.reinstall(settings)
+    except OSError as err:
+        server.log.error(_RELOAD_FAILED, f"cannot set up the new shared state: {err}")
+        return
+    for warning in warnings(settings):
+        server.log.warning("prefork_lb configuration: %s", warning)
+    server.log.info(
+        "prefork_lb: reloaded settings from %s: %s", source, describe_changes(old, settings)
+    )
+
+
+_RELOAD_FAILED = "prefork_lb: reload failed, keeping the running settings: %s"
+
+
+def _with_demo_backends(server: Any, settings: Settings) -> Settings:
+    """The settings, with the demo backends (started once, on first need) if none are listed."""
+    global _demo  # noqa: PLW0603 - the master's handle on the demo process
+    if settings.backends:
+        return settings
+    if _demo is None:
+        _demo = start_demo_backends()
+        server.log.info(
+            "prefork_lb: no backends configured, started %d demo backends", len(_demo.backends)
+        )
+    demo = tuple(inherit_settings(backend, settings) for backend in _demo.backends)
+    return replace(settings, backends=demo)
+
+
+def describe_changes(old: Settings, new: Settings) -> str:
+    """What a reload changed, in one line: backends added, removed, re-weighted; settings."""
+    before = {backend.url: backend for backend in old.backends}
+    after = {backend.url: backend for backend in new.backends}
+    kept = [url for url in after if url in before]
+    changes = [
+        ("added", [url for url in after if url not in before]),
+        ("removed", [url for url in before if url not in after]),
+        (
+            "re-weighted",
+            [
+                f"{url} {before[url].weight}->{after[url].weight}"
+                for url in kept
+                if before[url].weight != after[url].weight
+            ],
+        ),
+        (
+            "with other options changed",
+            [
+                url
+                for url in kept
+                if replace(before[url], weight=1) != replace(after[url], weight=1)
+            ],
+        ),
+    ]
+    backends = [f"{label} [{', '.join(urls)}]" for label, urls in changes if urls]
+    if [url for url in before if url in after] != kept:
+        backends.append("reordered")
+    parts = [f"backends {', '.join(backends)}"] if backends else []
+    settings = [
+        field.name
+        for field in fields(Settings)
+        if field.name not in ("backends", "sources")
+        and getattr(old, field.name) != getattr(new, field.name)
+    ]
+    if settings:
+        parts.append(f"settings changed [{', '.join(settings)}]")
+    return "; ".join(parts) or "no change"
 
 
 def when_ready(server: Any) -> None:

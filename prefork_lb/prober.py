@@ -10,7 +10,8 @@ goes on.
 
 A probe is ``GET <health_path>`` on a fresh connection (as HAProxy does: a
 pooled connection would hide a backend that stopped accepting), passing when
-the status is in ``health_status`` within ``health_timeout``.
+the status is in ``health_status`` within ``health_timeout``. An ``https://``
+backend's certificate is checked as for requests (``backend_tls_options``).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import logging
 import os
 import random
 import ssl
+from typing import Any
 
 import gevent
 from urllib3 import connection_from_url
@@ -37,9 +39,10 @@ USER_AGENT = "prefork_lb-health-check"
 class HealthProber:
     """Waits for the prober lease, then checks every backend that asks for it."""
 
-    def __init__(self, selector: Selector, table: HealthTable) -> None:
+    def __init__(self, selector: Selector, table: HealthTable, tls_options: dict[str, Any]) -> None:
         self._selector = selector
         self._table = table
+        self._tls_options = tls_options  # for https backends, from backend_tls_options()
         self._checked = [
             (index, backend)
             for index, backend in enumerate(selector.backends)
@@ -80,6 +83,7 @@ class HealthProber:
             maxsize=1,
             retries=False,
             timeout=Timeout(connect=check.timeout, read=check.timeout),
+            **(self._tls_options if backend.scheme == "https" else {}),
         )
         try:
             with gevent.Timeout(check.timeout):

@@ -23,8 +23,17 @@ none (tests/unit/test_shared.py keeps checking this). The file lives on
 Health rows (``HealthTable``) change under a POSIX record lock, which the
 kernel releases when its holder dies; in-flight counts (``InFlightTable``)
 need no lock at all: each worker writes only its own row, and the master
-clears a dead worker's row. The same lock file carries the prober lease: the
-one worker that holds it runs the active health checks, until it exits.
+clears a dead worker's row. The prober lease (``ProberLease``) is a record
+lock on a file of its own: the one worker that holds it runs the active
+health checks, until it exits.
+
+On HUP the master calls ``reinstall()``: workers forked from then on get new
+tables sized for the new backend list, while the old workers, draining, keep
+the tables they inherited. What must stay one across the change does: the
+rotation counter (the same object), the prober lease (the same file, so old
+and new workers contend for one lease), each in-flight slot (a slot an old
+worker holds stays taken until that worker exits), and the health of every
+backend whose URL is in both lists (copied row by row).
 """
 
 from __future__ import annotations
@@ -36,7 +45,7 @@ import os
 import struct
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -72,6 +81,33 @@ def _shm_dir() -> str | None:
     return shm if os.path.isdir(shm) and os.access(shm, os.W_OK | os.X_OK) else None
 
 
+class ProberLease:
+    """The right to run the active health checks: one process at a time, until it exits.
+
+    A record lock on a file of its own, which the kernel drops when its holder
+    dies. It outlives a reload (``reinstall`` hands the same lease to the new
+    tables), so draining old workers and new ones contend for one lease.
+    """
+
+    def __init__(self) -> None:
+        # A process loses every record lock on a file when it closes any of its
+        # descriptors of that file: nothing else may ever open this one.
+        self._file = tempfile.TemporaryFile(prefix="prefork_lb-lease-", dir=_shm_dir())  # noqa: SIM115
+        self._fd = self._file.fileno()
+
+    def try_take(self) -> bool:
+        """Take the lease if no other process holds it (it is kept until exit)."""
+        try:
+            fcntl.lockf(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, 0)
+        except OSError:
+            return False
+        return True
+
+    def close(self) -> None:
+        """Release the file (in this process only)."""
+        self._file.close()
+
+
 class HealthTable:
     """Every backend's ``BackendHealth``, in memory shared by every worker.
 
@@ -86,15 +122,26 @@ class HealthTable:
     _ROW = struct.Struct("<?ddddIII64s")
     _REASON_BYTES = 64
 
-    def __init__(self, count: int) -> None:
+    def __init__(
+        self,
+        count: int,
+        *,
+        rows: Sequence[BackendHealth] = (),
+        lease: ProberLease | None = None,
+    ) -> None:
+        """``count`` rows, up unless ``rows`` gives their start; the given lease, else a new one."""
         self.count = count
+        self._own_lease = lease is None
+        self.lease = lease if lease is not None else ProberLease()
         size = self._HEADER.size + self._ROW.size * max(count, 1)
         self._memory = mmap.mmap(-1, size, flags=mmap.MAP_SHARED)
         # Its own file: record locks belong to a process and a file.
         self._lock_file = tempfile.TemporaryFile(prefix="prefork_lb-lock-", dir=_shm_dir())  # noqa: SIM115
         self._lock_fd = self._lock_file.fileno()
-        for index in range(count):
-            self._write(index, BackendHealth())
+        start = list(rows)[:count]
+        start += [BackendHealth()] * (count - len(start))
+        for index, row in enumerate(start):
+            self._write(index, row)
 
     def generation(self) -> int:
         """A number that changes whenever any row changes."""
@@ -121,11 +168,7 @@ class HealthTable:
 
     def try_lease(self) -> bool:
         """Take the prober lease if no other process holds it (it is kept until exit)."""
-        try:
-            fcntl.lockf(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, _PROBER_LEASE)
-        except OSError:
-            return False
-        return True
+        return self.lease.try_take()
 
     @contextlib.contextmanager
     def _locked(self, offset: int, *, shared: bool) -> Iterator[None]:
@@ -167,14 +210,15 @@ class HealthTable:
             reason,
         )
 
-    def close(self) -> None:
-        """Release the memory and the lock file (in this process only)."""
+    def close(self, *, keep_lease: bool = False) -> None:
+        """Release the memory, the lock file and the lease it made (in this process only)."""
         self._memory.close()
         self._lock_file.close()
+        if self._own_lease and not keep_lease:
+            self.lease.close()
 
 
 _HEALTH_LOCK = 0
-_PROBER_LEASE = 1
 _U32 = 2**32 - 1
 
 
@@ -194,6 +238,20 @@ class InFlightTable:
         # Laid out backend by backend, so one backend's rows are contiguous.
         self._cells = memoryview(self._memory).cast("q")
         self._free = list(range(self.SLOTS - 1, -1, -1))
+
+    def successor(self, count: int) -> InFlightTable:
+        """A table for ``count`` backends whose free slots are this one's.
+
+        For a reload: the slots that old workers hold stay taken until they exit.
+        """
+        table = InFlightTable(count)
+        table._free = list(self._free)
+        return table
+
+    def taken(self) -> list[int]:
+        """The slots handed out and not yet released."""
+        free = set(self._free)
+        return [slot for slot in range(self.SLOTS) if slot not in free]
 
     def claim(self) -> int | None:
         """In the master, before a fork: a free slot for the next worker, if any is left."""
@@ -235,12 +293,16 @@ class SharedState:
         """Release everything (in this process only)."""
         self.rotation.close()
         self.health.close()
+        self.health.lease.close()
         self.in_flight.close()
 
 
 _installed: SharedState | None = None
 # The in-flight slot of this process: set by the master just before it forks a worker.
 _worker_slot: int | None = None
+# In the master: the slots that workers forked before a reload still hold, each
+# with the (older) in-flight table it belongs to.
+_retired_slots: dict[int, InFlightTable] = {}
 
 
 def install(settings: Settings) -> SharedState:
@@ -248,6 +310,7 @@ def install(settings: Settings) -> SharedState:
     global _installed  # noqa: PLW0603 - the one slot the master fills for its workers
     if _installed is not None:
         _installed.close()
+    _retired_slots.clear()
     count = len(settings.backends)
     _installed = SharedState(
         settings=settings,
@@ -256,6 +319,40 @@ def install(settings: Settings) -> SharedState:
         in_flight=InFlightTable(count),
         started_at=time.time(),
     )
+    return _installed
+
+
+def reinstall(settings: Settings, *, now: float | None = None) -> SharedState:
+    """On reload, in the master: new shared state for ``settings``, for the workers forked next.
+
+    The workers already running keep the state they inherited until they
+    exit. The rotation counter and the prober lease are carried over as they
+    are; the health of a backend whose URL is in both lists is copied, and a
+    backend new to the list starts up, "since" now (``now`` is a
+    ``time.monotonic()`` value).
+    """
+    global _installed  # noqa: PLW0603 - the one slot the master fills for its workers
+    old = installed()
+    now = time.monotonic() if now is None else now
+    _, old_rows = old.health.snapshot()
+    known = {b.url: row for b, row in zip(old.settings.backends, old_rows, strict=True)}
+    added = BackendHealth(since=now, reason="added by a reload")
+    rows = [known.get(backend.url, added) for backend in settings.backends]
+    count = len(settings.backends)
+    for slot in old.in_flight.taken():
+        _retired_slots.setdefault(slot, old.in_flight)
+    _installed = SharedState(
+        settings=settings,
+        rotation=old.rotation,
+        health=HealthTable(count, rows=rows, lease=old.health.lease),
+        in_flight=old.in_flight.successor(count),
+        started_at=old.started_at,
+    )
+    # Only this process's handles: the old workers keep theirs. The old
+    # in-flight table stays open while a slot in it is taken.
+    old.health.close(keep_lease=True)
+    if old.in_flight not in _retired_slots.values():
+        old.in_flight.close()
     return _installed
 
 
@@ -278,9 +375,16 @@ def assign_worker_slot() -> int | None:
 
 
 def release_worker_slot(slot: int | None) -> None:
-    """In the master, after a worker exited: clear what it had in flight."""
-    if slot is not None and _installed is not None:
-        _installed.in_flight.release(slot)
+    """In the master, after a worker exited: clear what it had in flight, free its slot."""
+    if slot is None or _installed is None:
+        return
+    retired = _retired_slots.pop(slot, None)
+    if retired is not None:
+        # A worker from before a reload: its counts are in the table it inherited.
+        retired.release(slot)
+        if retired not in _retired_slots.values():
+            retired.close()
+    _installed.in_flight.release(slot)
 
 
 def worker_slot() -> int | None:

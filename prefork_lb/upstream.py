@@ -18,19 +18,28 @@ Every urllib3 or socket exception is turned into an ``LBError`` here, by one
 ordered table, most specific first: ``NewConnectionError`` subclasses
 ``ConnectTimeoutError``, so the other order would report "connection refused"
 as a timeout (504 instead of 502).
+
+``https://`` backends are verified (``backend_tls_verify``) against
+``backend_ca_bundle`` or the system's trust store, with one TLS context per
+worker that requests and health checks share. A failed handshake happens
+while connecting: nothing was sent, so any request may go on to another
+backend, which is verified the same way.
 """
 
 from __future__ import annotations
 
 import http.client
+import ssl
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from urllib3 import HTTPConnectionPool, HTTPSConnectionPool, PoolManager
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.exceptions import (
     ConnectTimeoutError,
     HTTPError,
+    InsecureRequestWarning,
     NewConnectionError,
     ProtocolError,
     ReadTimeoutError,
@@ -39,6 +48,7 @@ from urllib3.exceptions import (
 from urllib3.response import BaseHTTPResponse, HTTPResponse
 from urllib3.util import SKIP_HEADER, Timeout
 from urllib3.util.response import assert_header_parsing
+from urllib3.util.ssl_ import create_urllib3_context
 
 from prefork_lb.balancer import IDEMPOTENT
 from prefork_lb.config import Backend, Settings
@@ -75,7 +85,30 @@ _ERROR_TABLE: tuple[tuple[type[BaseException], type[BackendError], str], ...] = 
     (HTTPError, BadBackendResponse, "sent an invalid response"),
 )
 # Raised while connecting: the request cannot have reached the backend.
-_NOT_SENT = (NewConnectionError, ConnectTimeoutError)
+# urllib3 raises its SSLError only from the handshake of a new connection;
+# TLS errors later on are plain ssl.SSLError (an OSError).
+_NOT_SENT = (NewConnectionError, ConnectTimeoutError, SSLError)
+
+
+def backend_tls_options(settings: Settings) -> dict[str, Any]:
+    """Keyword arguments for urllib3 HTTPS pools: certificate checks as the settings say.
+
+    One context (and one load of the CA certificates) serves every
+    connection; urllib3 would otherwise build and load one per connection.
+    """
+    verify = settings.backend_tls_verify
+    cert_reqs = ssl.CERT_REQUIRED if verify else ssl.CERT_NONE
+    # check_hostname follows cert_reqs: the name in the backend's URL is checked.
+    context = create_urllib3_context(cert_reqs=cert_reqs)
+    if verify and settings.backend_ca_bundle:
+        context.load_verify_locations(cafile=settings.backend_ca_bundle)
+    elif verify:
+        context.load_default_certs()
+    else:
+        # The operator turned checks off and was warned once at start; urllib3
+        # would warn again on every request.
+        warnings.filterwarnings("ignore", category=InsecureRequestWarning)
+    return {"ssl_context": context, "cert_reqs": cert_reqs}
 
 
 def map_upstream_error(err: BaseException, backend: Backend) -> BackendError:
@@ -96,9 +129,13 @@ def map_upstream_error(err: BaseException, backend: Backend) -> BackendError:
 
 
 def os_reason(err: BaseException) -> str:
-    """The operating system's words for a failure ("connection refused"), if it has any."""
+    """The operating system's (or TLS's) words for a failure ("connection refused")."""
     cause: BaseException | None = err
     while cause is not None:
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return f"certificate verify failed: {cause.verify_message or cause.reason}"
+        if isinstance(cause, ssl.SSLError):
+            return f"TLS failed: {(cause.reason or str(cause)).lower()}"
         if isinstance(cause, OSError) and not isinstance(cause, TimeoutError) and cause.strerror:
             return cause.strerror.lower()
         cause = cause.__cause__ or cause.__context__
@@ -152,6 +189,7 @@ class Upstream:
             block=False,
             retries=False,
             timeout=self._timeout,
+            **backend_tls_options(settings),
         )
         self._manager.pool_classes_by_scheme = {
             "http": _HTTPConnectionPool,

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import ipaddress
 import math
+import os
 import re
+import ssl
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -156,3 +158,24 @@ def parse_admin_path(where: str, value: object) -> str:
     if not _HEALTH_PATH.fullmatch(path) or "?" in path or "#" in path:
         raise fail(where, value, 'must be a path such as /_prefork_lb (no "?" or "#"), or "off"')
     return path
+
+
+def parse_ca_bundle(where: str, value: object) -> str:
+    """A readable PEM file of CA certificates, as an absolute path; empty: the system's."""
+    if not isinstance(value, str):
+        raise fail(where, value, "must be the path of a PEM file of CA certificates")
+    path = value.strip()
+    if not path:
+        return ""
+    path = os.path.abspath(path)
+    try:
+        # Loaded once here so that a missing, unreadable or malformed bundle
+        # stops the master, not every TLS connection of every worker.
+        ssl.create_default_context(cafile=path)
+    except ssl.SSLError as err:
+        reason = f"not a PEM file of CA certificates ({err.reason or err})"
+    except OSError as err:
+        reason = (err.strerror or str(err)).lower()
+    else:
+        return path
+    raise ConfigError(f"{where}: cannot load the CA bundle {path!r}: {reason}")

@@ -56,7 +56,13 @@ from prefork_lb.request import (
     upstream_target,
 )
 from prefork_lb.selection import Selector
-from prefork_lb.upstream import Upstream, discard_unless, release_without_body, stream_body
+from prefork_lb.upstream import (
+    Upstream,
+    backend_tls_options,
+    discard_unless,
+    release_without_body,
+    stream_body,
+)
 
 StartResponse = Callable[..., Any]
 Environ = dict[str, Any]
@@ -73,7 +79,7 @@ def create_app() -> Balancer:
     state = shared.installed()
     _log_urllib3_warnings()
     selector = Selector(state.settings, state, shared.worker_slot())
-    HealthProber(selector, state.health).start()
+    HealthProber(selector, state.health, backend_tls_options(state.settings)).start()
     return Balancer(state.settings, selector, AdminEndpoint(state, selector))
 
 

@@ -16,6 +16,7 @@ import hashlib
 import itertools
 import json
 import socket
+import ssl
 import struct
 import threading
 import time
@@ -403,9 +404,16 @@ class ScriptedBackend:
     restart()) serves the same address again, so a test can kill and revive a backend.
     """
 
-    def __init__(self, name: str) -> None:
-        """Create a stopped backend called ``name`` (its default response body)."""
+    def __init__(self, name: str, *, tls: ssl.SSLContext | None = None) -> None:
+        """Create a stopped backend called ``name`` (its default response body).
+
+        With ``tls`` (a server-side context) every connection is TLS: the handshake runs
+        in the connection's thread, and a failed one is noted in ``tls_failures``.
+        (``Responder.peer_closed`` peeks at the raw socket, which TLS does not allow.)
+        """
         self.name = name
+        self.tls = tls
+        self.tls_failures: list[str] = []
         self.port = 0
         # Servers answer ``Expect: 100-continue`` before reading a body; handlers on
         # read_body=False routes decide for themselves.
@@ -421,10 +429,10 @@ class ScriptedBackend:
 
     @property
     def url(self) -> str:
-        """Return ``http://127.0.0.1:PORT``."""
+        """Return ``http://127.0.0.1:PORT`` (``https://`` with TLS)."""
         if not self.port:
             raise RuntimeError(f"backend {self.name!r} has not been started")
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
     @property
     def running(self) -> bool:
@@ -610,6 +618,11 @@ class ScriptedBackend:
     ) -> None:
         """Serve requests on one connection until either side ends it."""
         try:
+            if self.tls is not None:
+                tls_sock = self._handshake(generation, sock, connection_id)
+                if tls_sock is None:
+                    return
+                sock = tls_sock
             reader = _SocketReader(sock)
             while not generation.stopped.is_set():
                 if not self._serve_one(generation, sock, reader, connection_id):
@@ -620,6 +633,28 @@ class ScriptedBackend:
             self._linger_close(sock)
             with self._lock:
                 generation.connections.pop(sock, None)
+
+    def _handshake(
+        self, generation: _Generation, sock: socket.socket, connection_id: int
+    ) -> ssl.SSLSocket | None:
+        """Wrap ``sock`` in TLS and shake hands; None (socket closed) if that fails."""
+        assert self.tls is not None
+        tls_sock = self.tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+        with self._lock:
+            # The wrapper now owns the descriptor: stop() must shut down this one.
+            thread = generation.connections.pop(sock, None)
+            if thread is not None:
+                generation.connections[tls_sock] = thread
+        try:
+            tls_sock.do_handshake()
+        except (ssl.SSLError, OSError) as error:
+            with self._changed:
+                self.tls_failures.append(f"connection {connection_id}: {error}")
+            with self._lock:
+                generation.connections.pop(tls_sock, None)
+            tls_sock.close()
+            return None
+        return tls_sock
 
     def _serve_one(
         self,

@@ -7,6 +7,7 @@ import ipaddress
 from pathlib import Path
 
 import pytest
+import trustme
 
 from prefork_lb.config import (
     SETTINGS,
@@ -115,6 +116,8 @@ def test_defaults() -> None:
         trusted_proxies=(),
         preserve_host=True,
         pool_size=64,
+        backend_tls_verify=True,
+        backend_ca_bundle="",
         demo=False,
         policy="round_robin",
         max_fails=1,
@@ -1168,3 +1171,80 @@ def test_warnings(environ: dict[str, str], expected: list[str]) -> None:
     """A retry budget shorter than one try is allowed but warned about."""
     found = warnings(load_config({"PREFORK_LB_BACKENDS": "http://a:1", **environ}))
     assert [w.split(":")[0] for w in found] == expected
+
+
+def _ca_bundle(path: Path) -> Path:
+    trustme.CA().cert_pem.write_to_path(str(path))
+    return path
+
+
+def test_backend_tls_settings_from_environment(tmp_path: Path) -> None:
+    """Certificate checks and the CA bundle are read from their PREFORK_LB_* variables."""
+    bundle = _ca_bundle(tmp_path / "ca.pem")
+    settings = load_config(
+        {
+            "PREFORK_LB_BACKENDS": "https://a:1",
+            "PREFORK_LB_BACKEND_TLS_VERIFY": "off",
+            "PREFORK_LB_BACKEND_CA_BUNDLE": f" {bundle} ",
+        }
+    )
+    assert settings.backend_tls_verify is False
+    assert settings.backend_ca_bundle == str(bundle)
+
+
+def test_backend_ca_bundle_from_file_is_made_absolute(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A relative CA bundle path is resolved once, against the directory the master starts in."""
+    _ca_bundle(tmp_path / "ca.pem")
+    monkeypatch.chdir(tmp_path)
+    environ = _with_file(tmp_path, 'backend_ca_bundle = "ca.pem"\nbackends = ["https://a:1"]\n')
+    settings = load_config(environ)
+    assert settings.backend_ca_bundle == str(tmp_path / "ca.pem")
+    assert settings.backend_tls_verify is True
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "expected"),
+    [
+        pytest.param("missing.pem", None, "no such file or directory", id="missing"),
+        pytest.param("dir", "directory", "is a directory", id="directory"),
+        pytest.param("empty.pem", "", "not a PEM file of CA certificates (", id="no-certificates"),
+        pytest.param("junk.pem", "hello\n", "not a PEM file of CA certificates (", id="not-pem"),
+    ],
+)
+def test_bad_ca_bundle_is_named(
+    tmp_path: Path, name: str, content: str | None, expected: str
+) -> None:
+    """A CA bundle that cannot be loaded stops the load, naming the setting and the path."""
+    path = tmp_path / name
+    if content == "directory":
+        path.mkdir()
+    elif content is not None:
+        path.write_text(content)
+    with pytest.raises(ConfigError) as caught:
+        load_config(
+            {"PREFORK_LB_BACKENDS": "https://a:1", "PREFORK_LB_BACKEND_CA_BUNDLE": str(path)}
+        )
+    message = str(caught.value)
+    assert message.startswith(f"PREFORK_LB_BACKEND_CA_BUNDLE: cannot load the CA bundle '{path}': ")
+    assert expected in message
+
+
+def test_bad_tls_verify_is_named() -> None:
+    """PREFORK_LB_BACKEND_TLS_VERIFY takes the usual boolean spellings only."""
+    with pytest.raises(ConfigError, match="PREFORK_LB_BACKEND_TLS_VERIFY: must be true or false"):
+        load_config(
+            {"PREFORK_LB_BACKENDS": "https://a:1", "PREFORK_LB_BACKEND_TLS_VERIFY": "maybe"}
+        )
+
+
+def test_tls_verify_off_is_warned_about(tmp_path: Path) -> None:
+    """Turning certificate checks off is allowed but warned about, and so is an unused bundle."""
+    environ = {"PREFORK_LB_BACKENDS": "https://a:1", "PREFORK_LB_BACKEND_TLS_VERIFY": "0"}
+    assert [w.split(":")[0] for w in warnings(load_config(environ))] == [
+        "backend_tls_verify is off"
+    ]
+    bundle = str(_ca_bundle(tmp_path / "ca.pem"))
+    found = warnings(load_config({**environ, "PREFORK_LB_BACKEND_CA_BUNDLE": bundle}))
+    assert found[1] == "backend_ca_bundle is not used while backend_tls_verify is off"
