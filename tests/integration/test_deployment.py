@@ -32,6 +32,7 @@ from gunicorn.config import Config
 from tests.integration.conftest import StartBalancer
 from tests.support.backend import ScriptedBackend
 from tests.support.balancer import GUNICORN, ROOT, child_pids, clean_environ, process_table
+from tests.support.client import get_name
 
 DEPLOY = ROOT / "scripts" / "deploy"
 INSTALL_DIR = "/opt/prefork_lb"
@@ -302,19 +303,6 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def _get_name(port: int) -> str:
-    """One request on a fresh connection (so the kernel may hand it to any worker)."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    try:
-        conn.request("GET", "/")
-        response = conn.getresponse()
-        body = response.read().decode().strip()
-        assert response.status == 200, body
-        return body
-    finally:
-        conn.close()
-
-
 def test_supervisor_starts_reloads_and_stops_the_balancer(
     three_backends: list[ScriptedBackend],
 ) -> None:
@@ -327,7 +315,7 @@ def test_supervisor_starts_reloads_and_stops_the_balancer(
         old_workers = child_pids(master)
         assert len(old_workers) == 2
 
-        names = [_get_name(port) for _ in range(6)]
+        names = [get_name(port) for _ in range(6)]
         start = names.index("backend-1")
         assert names[start : start + 3] == ["backend-1", "backend-2", "backend-3"]
         assert Counter(names) == {"backend-1": 2, "backend-2": 2, "backend-3": 2}
@@ -339,7 +327,7 @@ def test_supervisor_starts_reloads_and_stops_the_balancer(
         def client() -> None:
             while not stop.is_set():
                 try:
-                    _get_name(port)
+                    get_name(port)
                     served["ok"] += 1
                 except (OSError, http.client.HTTPException, AssertionError) as err:
                     served[f"failed: {err!r}"] += 1
@@ -370,7 +358,7 @@ def test_supervisor_starts_reloads_and_stops_the_balancer(
         assert [k for k in served if k != "ok"] == [], served
         assert sv.master_pid() == master
         new_workers = child_pids(master)
-        names = [_get_name(port) for _ in range(6)]
+        names = [get_name(port) for _ in range(6)]
         assert Counter(names) == {"backend-1": 2, "backend-2": 2, "backend-3": 2}
 
         started = time.monotonic()
@@ -384,7 +372,7 @@ def test_supervisor_starts_reloads_and_stops_the_balancer(
         alive = {p.pid for p in process_table() if p.alive}
         assert not alive & {master, *old_workers, *new_workers}
         with pytest.raises(ConnectionRefusedError):
-            _get_name(port)
+            get_name(port)
         # stdout is the access log, stderr the error log, each in its own file.
         assert '"GET / HTTP/1.1" 200' in sv.access_log.read_text()
         assert "Shutting down: Master" in sv.error_log.read_text()

@@ -16,7 +16,7 @@ import signal
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import pytest
@@ -34,6 +34,7 @@ from tests.support.backend import (
 )
 from tests.support.balancer import BalancerProcess
 from tests.support.client import Reply, fetch, send
+from tests.support.polling import wait_for
 
 HEALTH_CHECK_AGENT = "prefork_lb-health-check"
 ADMIN = "/_prefork_lb/backends"
@@ -67,15 +68,6 @@ def _admin_rows(lb: BalancerProcess) -> dict[str, dict[str, object]]:
 def _in_flight(lb: BalancerProcess) -> dict[str, object]:
     """Requests in flight to each backend, summed over every worker, by URL."""
     return {url: row["in_flight"] for url, row in _admin_rows(lb).items()}
-
-
-def _wait_for(condition: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
-    """Poll ``condition`` until it holds; fail naming ``what`` after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout} s: {what}")
-        time.sleep(0.02)
 
 
 def _access_line(lb: BalancerProcess, method: str, target: str, status: int) -> re.Match[str]:
@@ -431,13 +423,15 @@ def _hold_two_on_one_backend(
         if backend is not busy:
             gates[backend.name].set()
     expected = {b.url: 2 if b is busy else 0 for b in backends}
-    _wait_for(lambda: _in_flight(lb) == expected, f"in flight {expected}")
+    wait_for(lambda: _in_flight(lb) == expected, f"in flight {expected}", timeout=10)
     return busy, held
 
 
 def _wait_for_held(backends: list[ScriptedBackend], count: int) -> None:
     """Wait until the backends hold ``count`` requests for /hold."""
-    _wait_for(lambda: len(_traffic(backends, "/hold")) >= count, f"{count} held requests")
+    wait_for(
+        lambda: len(_traffic(backends, "/hold")) >= count, f"{count} held requests", timeout=10
+    )
 
 
 def _holding_backends(backends: list[ScriptedBackend]) -> dict[str, threading.Event]:
@@ -506,7 +500,7 @@ def test_least_conn_forgets_the_requests_of_killed_workers(
         booted = lb.log().count("Booting worker with pid")
         return len(pids) == workers and not pids & old and booted >= 2 * workers
 
-    _wait_for(respawned, "new workers", timeout=30)
+    wait_for(respawned, "new workers", timeout=30)
     assert set(_in_flight(lb).values()) == {0}
     k = 10
     names = [_get_name(lb.port) for _ in range(3 * k)]

@@ -11,7 +11,6 @@ import signal
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -28,7 +27,8 @@ from tests.support.backend import (
     sleep_then_respond,
 )
 from tests.support.balancer import BalancerProcess
-from tests.support.client import fetch
+from tests.support.client import fetch, get_name
+from tests.support.polling import wait_for
 
 PROBE_AGENT = "prefork_lb-health-check"
 FAILOVER = "; trying another backend"
@@ -40,22 +40,9 @@ ACTIVE = {
 }
 
 
-def _get_name(port: int) -> str:
-    """One request on a fresh connection (so the kernel may hand it to any worker)."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=20)
-    try:
-        conn.request("GET", "/")
-        response = conn.getresponse()
-        body = response.read().decode().strip()
-        assert response.status == 200, body
-        return body
-    finally:
-        conn.close()
-
-
 def _names(port: int, count: int) -> Counter[str]:
     """Which backend answered each of ``count`` sequential requests."""
-    return Counter(_get_name(port) for _ in range(count))
+    return Counter(get_name(port) for _ in range(count))
 
 
 def _is_probe(request: RecordedRequest) -> bool:
@@ -101,7 +88,7 @@ def _wait_until_every_worker_answers(lb: BalancerProcess) -> None:
         seen.add(_admin(lb)["pid"])
         return seen >= pids
 
-    _wait_for(every_worker_answered, f"workers {sorted(pids)} answering", timeout=10)
+    wait_for(every_worker_answered, f"workers {sorted(pids)} answering", timeout=10)
 
 
 def _state(lb: BalancerProcess, backend: ScriptedBackend) -> dict[str, Any]:
@@ -110,19 +97,11 @@ def _state(lb: BalancerProcess, backend: ScriptedBackend) -> dict[str, Any]:
     return entry
 
 
-def _wait_for(condition: Callable[[], bool], what: str, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout} s: {what}")
-        time.sleep(0.05)
-
-
 def _wait_for_state(
     lb: BalancerProcess, backends: list[ScriptedBackend], state: str, timeout: float = 5.0
 ) -> None:
     urls = [b.url for b in backends]
-    _wait_for(
+    wait_for(
         lambda: all(_state(lb, b)["state"] == state for b in backends),
         f"{urls} {state} in the admin view",
         timeout,
@@ -136,7 +115,7 @@ def _down_lines(lb: BalancerProcess, backend: ScriptedBackend) -> list[str]:
 def _request_until_logged(lb: BalancerProcess, pattern: str, limit: int = 10) -> None:
     """Send sequential requests (each answered 200) until the log matches ``pattern``."""
     for _ in range(limit):
-        _get_name(lb.port)
+        get_name(lb.port)
         if re.search(pattern, lb.log()):
             return
     raise AssertionError(f"no log line matching {pattern!r} after {limit} requests:\n{lb.log()}")
@@ -193,7 +172,7 @@ def test_down_transition_is_logged_once_under_concurrency(
     lb = _start(start_balancer, [b.url for b in three_backends], workers=4)
     b2.stop()
     with ThreadPoolExecutor(max_workers=20) as pool:
-        names = Counter(pool.map(lambda _: _get_name(lb.port), range(80)))
+        names = Counter(pool.map(lambda _: get_name(lb.port), range(80)))
     assert set(names) == {"backend-1", "backend-3"}
     assert sum(names.values()) == 80
     assert len(_down_lines(lb, b2)) == 1
@@ -209,7 +188,7 @@ def test_fewer_than_max_fails_keep_a_backend_up(
     lb = _start(start_balancer, [b.url for b in three_backends], workers=2, env=env)
     b2.stop()
     for _ in range(20):
-        _get_name(lb.port)
+        get_name(lb.port)
         if lb.log().count(FAILOVER) == 2:
             break
     assert lb.log().count(FAILOVER) == 2
@@ -237,10 +216,10 @@ def test_down_backend_goes_on_trial_after_fail_timeout(
     b2.start()
 
     def reached() -> bool:
-        _get_name(lb.port)
+        get_name(lb.port)
         return bool(b2.requests)
 
-    _wait_for(reached, "a request reaching the restarted backend")
+    wait_for(reached, "a request reaching the restarted backend")
     lb.wait_for_log(
         rf"backend {re.escape(b2.url)} up: a request succeeded on trial after \d+ s down"
     )
@@ -268,7 +247,7 @@ def test_only_one_request_at_a_time_tries_a_down_backend(
     time.sleep(1.2)  # fail_timeout has passed: one trial is due
     started = time.monotonic()
     with ThreadPoolExecutor(max_workers=8) as pool:
-        names = list(pool.map(lambda _: _get_name(lb.port), range(80)))
+        names = list(pool.map(lambda _: get_name(lb.port), range(80)))
     # Every request was answered (the trial timed out and went on to another backend) ...
     assert set(names) <= {"backend-1", "backend-2"}
     assert len(names) == 80
@@ -352,7 +331,7 @@ def test_health_status_range_decides_what_passes(
         checks: int = state["consecutive_failures"] + state["consecutive_successes"]
         return checks >= 3
 
-    _wait_for(checked_three_times, "three health checks of backend-2")
+    wait_for(checked_three_times, "three health checks of backend-2")
     state = _state(lb, b2)
     if passes:
         assert (state["state"], state["consecutive_failures"]) == ("up", 0)
@@ -615,7 +594,7 @@ def test_admin_counts_requests_in_flight_across_workers(
             finally:
                 release.set()
             assert [r.result().status for r in replies] == [200] * 3
-        _wait_for(lambda: _in_flight(lb) == [0], "in_flight back to 0")
+        wait_for(lambda: _in_flight(lb) == [0], "in_flight back to 0")
         lb.wait_for_log(rf"(?s)(GET {target} .*){{3}}")
         serving = set(re.findall(rf"GET {target} .* pid=<(\d+)>", lb.log()))
         if len(serving) == 2:
@@ -650,8 +629,8 @@ def test_killed_workers_requests_do_not_stay_in_flight(
                 pids = lb.worker_pids()
                 return len(pids) == 2 and not set(pids) & set(killed)
 
-            _wait_for(respawned, "two new workers", timeout=15)
+            wait_for(respawned, "two new workers", timeout=15)
             _wait_until_every_worker_answers(lb)
-            _wait_for(lambda: _in_flight(lb) == [0], "in_flight back to 0")
+            wait_for(lambda: _in_flight(lb) == [0], "in_flight back to 0")
         finally:
             release.set()

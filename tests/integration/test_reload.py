@@ -19,25 +19,13 @@ import pytest
 from tests.integration.conftest import StartBalancer
 from tests.support.backend import ScriptedBackend, fixed
 from tests.support.balancer import BalancerProcess
-from tests.support.client import fetch
+from tests.support.client import fetch, get_name
+from tests.support.polling import wait_for
 
 PROBE_AGENT = "prefork_lb-health-check"
 # Active checks fast enough for a test; fall is high so that a backend that starts
 # up after a reload (its health lost) would take requests for seconds.
 ACTIVE = 'health_check = true\nhealth_interval = 0.2\nhealth_path = "/health"\nhealth_fall = 10\n'
-
-
-def _get_name(port: int) -> str:
-    """One request on a fresh connection (so the kernel may hand it to any worker)."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=20)
-    try:
-        conn.request("GET", "/")
-        response = conn.getresponse()
-        body = response.read().decode().strip()
-        assert response.status == 200, body
-        return body
-    finally:
-        conn.close()
 
 
 def _write_config(path: Path, backends: list[tuple[ScriptedBackend, int]], extra: str = "") -> None:
@@ -55,16 +43,6 @@ def _traffic(backend: ScriptedBackend) -> int:
     return sum(1 for r in backend.requests if r.header("User-Agent") != [PROBE_AGENT])
 
 
-def _wait_for(
-    condition: Callable[[], bool], what: str, lb: BalancerProcess, timeout: float
-) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout} s: {what}\n{lb.log()}")
-        time.sleep(0.05)
-
-
 def _reload(lb: BalancerProcess) -> list[int]:
     """HUP the master; return the new workers once they all serve and the old ones are gone."""
     old = set(lb.worker_pids())
@@ -75,7 +53,7 @@ def _reload(lb: BalancerProcess) -> list[int]:
         ready = {int(p) for p in re.findall(r"prefork_lb: worker (\d+) ready", lb.log())}
         return len(pids) == lb.workers and not pids & old and pids <= ready
 
-    _wait_for(replaced, f"workers {sorted(old)} replaced", lb, timeout=15)
+    wait_for(replaced, f"workers {sorted(old)} replaced", timeout=15, context=lb.log)
     assert lb.process.poll() is None, lb.log()
     return lb.worker_pids()
 
@@ -101,7 +79,7 @@ class _Load:
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                name = _get_name(self.port)
+                name = get_name(self.port)
             except (OSError, http.client.HTTPException, AssertionError) as err:
                 self.failures.append(repr(err))
             else:
@@ -159,7 +137,7 @@ def test_reload_adds_a_backend_under_load_without_a_failed_request(
         rf"reloaded settings from {re.escape(str(config))}: backends added \[{b3.url}\]", lb.log()
     )
     k = 15
-    names = Counter(_get_name(lb.port) for _ in range(4 * k))
+    names = Counter(get_name(lb.port) for _ in range(4 * k))
     assert names == {"backend-1": k, "backend-2": k, "backend-3": 2 * k}
 
 
@@ -183,7 +161,7 @@ def test_a_removed_backend_gets_nothing_once_the_old_workers_are_gone(
     assert set(load.since(replaced_at)) == {"backend-1", "backend-3"}
     assert re.search(rf"backends removed \[{b2.url}\]", lb.log())
     k = 20
-    names = Counter(_get_name(lb.port) for _ in range(2 * k))
+    names = Counter(get_name(lb.port) for _ in range(2 * k))
     assert names == {"backend-1": k, "backend-3": k}
 
 
@@ -195,11 +173,11 @@ def test_a_down_backend_stays_down_across_a_reload(
     b2.route("/health", fixed(500, "Internal Server Error"))
     _write_config(config, [(b1, 1), (b2, 1)], extra=ACTIVE)
     lb = start_from_file()
-    _wait_for(lambda: _backend_state(lb, b2) == "down", "backend-2 down", lb, timeout=10)
+    wait_for(lambda: _backend_state(lb, b2) == "down", "backend-2 down", timeout=10, context=lb.log)
     _write_config(config, [(b1, 1), (b2, 1), (b3, 1)], extra=ACTIVE)
     _reload(lb)
     received = _traffic(b2)
-    names = Counter(_get_name(lb.port) for _ in range(40))
+    names = Counter(get_name(lb.port) for _ in range(40))
     assert names == {"backend-1": 20, "backend-3": 20}
     assert _traffic(b2) == received
     assert _backend_state(lb, b2) == "down"
@@ -226,5 +204,5 @@ def test_a_broken_file_keeps_the_running_settings(
     )
     assert lb.process.poll() is None
     k = 20
-    names = Counter(_get_name(lb.port) for _ in range(2 * k))
+    names = Counter(get_name(lb.port) for _ in range(2 * k))
     assert names == {"backend-1": k, "backend-2": k}

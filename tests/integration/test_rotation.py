@@ -17,19 +17,7 @@ import pytest
 from tests.integration.conftest import StartBalancer
 from tests.support.backend import ScriptedBackend
 from tests.support.balancer import BalancerProcess
-
-
-def _get_name(port: int) -> str:
-    """One request on a fresh connection (so the kernel may hand it to any worker)."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=20)
-    try:
-        conn.request("GET", "/")
-        response = conn.getresponse()
-        body = response.read().decode().strip()
-        assert response.status == 200, body
-        return body
-    finally:
-        conn.close()
+from tests.support.client import get_name
 
 
 def _serving_pids(lb: BalancerProcess) -> set[str]:
@@ -43,7 +31,7 @@ def test_sequential_requests_rotate_exactly(
     """N*k requests sent one after another reach each of N backends exactly k times."""
     lb = start_balancer([b.url for b in three_backends], workers=workers)
     k = 20
-    names = [_get_name(lb.port) for _ in range(3 * k)]
+    names = [get_name(lb.port) for _ in range(3 * k)]
     assert names[:3] == ["backend-1", "backend-2", "backend-3"]
     assert Counter(names) == {"backend-1": k, "backend-2": k, "backend-3": k}
 
@@ -56,7 +44,7 @@ def test_concurrent_requests_rotate_exactly(
     lb = start_balancer([b.url for b in three_backends], workers=workers)
     k = 100
     with ThreadPoolExecutor(max_workers=50) as pool:
-        names = list(pool.map(lambda _: _get_name(lb.port), range(3 * k)))
+        names = list(pool.map(lambda _: get_name(lb.port), range(3 * k)))
     assert Counter(names) == {"backend-1": k, "backend-2": k, "backend-3": k}
     # The count only proves sharing if more than one worker did the serving.
     assert len(_serving_pids(lb)) >= min(workers, 2)
@@ -74,7 +62,7 @@ def test_sigkilled_workers_never_wedge_the_rotation(
     def hammer() -> None:
         while not stop.is_set():
             try:
-                _get_name(lb.port)
+                get_name(lb.port)
                 served["ok"] += 1
             except (OSError, http.client.HTTPException, AssertionError):
                 served["failed"] += 1
@@ -99,7 +87,7 @@ def test_sigkilled_workers_never_wedge_the_rotation(
     assert len(lb.worker_pids()) == workers
 
     k = 30
-    names = [_get_name(lb.port) for _ in range(3 * k)]
+    names = [get_name(lb.port) for _ in range(3 * k)]
     assert Counter(names) == {"backend-1": k, "backend-2": k, "backend-3": k}
     # Consecutive requests keep the configured order, wherever the rotation stood.
     start = names.index("backend-1")

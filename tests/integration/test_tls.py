@@ -9,8 +9,7 @@ import re
 import socket
 import ssl
 import subprocess
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from tests.integration.conftest import StartBalancer
 from tests.support.backend import ScriptedBackend, echo
 from tests.support.balancer import ROOT, BalancerProcess, clean_environ, gunicorn_command
 from tests.support.client import fetch
+from tests.support.polling import wait_for
 
 PROBE_AGENT = "prefork_lb-health-check"
 
@@ -103,14 +103,6 @@ def _https_fetch(port: int, context: ssl.SSLContext, target: str = "/") -> tuple
         return response.status, response.read()
     finally:
         conn.close()
-
-
-def _wait_for(condition: Callable[[], bool], what: str, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout} s: {what}")
-        time.sleep(0.05)
 
 
 def _state(lb: BalancerProcess, backend: ScriptedBackend) -> dict[str, Any]:
@@ -287,7 +279,7 @@ def test_health_checks_verify_like_requests(
         workers=1,
         env={**checks, "PREFORK_LB_BACKEND_CA_BUNDLE": str(trusted.ca_file)},
     )
-    _wait_for(
+    wait_for(
         lambda: any(r.header("User-Agent") == [PROBE_AGENT] for r in good_backend.requests),
         "a probe reaching the backend",
     )
@@ -295,5 +287,5 @@ def test_health_checks_verify_like_requests(
     verified.stop()
 
     unverified = start_balancer([good_backend.url], workers=1, env=checks)
-    _wait_for(lambda: _state(unverified, good_backend)["state"] == "down", "backend down")
+    wait_for(lambda: _state(unverified, good_backend)["state"] == "down", "backend down")
     assert "certificate verify failed" in _state(unverified, good_backend)["reason"]

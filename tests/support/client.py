@@ -72,3 +72,19 @@ def send(
         return Reply(response.status, response.reason, response.getheaders(), response.read())
     finally:
         conn.close()
+
+
+def get_name(port: int, timeout: float = 20.0) -> str:
+    """GET / on a fresh connection (so the kernel may hand it to any worker): who answered.
+
+    The test backends answer ``/`` with their name; anything but a 200 fails the test.
+    """
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request("GET", "/")
+        response = conn.getresponse()
+        body = response.read().decode().strip()
+        assert response.status == 200, body
+        return body
+    finally:
+        conn.close()
