@@ -9,7 +9,10 @@ and goes to a backend like any other, so the endpoint cannot be found from
 outside. ``admin_path = ""`` turns it off.
 
 ``GET <admin_path>/backends`` answers with every backend's health and
-in-flight count, read from the memory all workers share.
+in-flight count, read from the memory all workers share;
+``GET <admin_path>/metrics`` with Prometheus metrics, summed over all
+workers (``metrics.py``); ``GET <admin_path>/`` with the same as a page for
+a person with a browser (``status_page.py``).
 """
 
 from __future__ import annotations
@@ -22,10 +25,12 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from prefork_lb import metrics
 from prefork_lb.health import BackendHealth
 from prefork_lb.request import ProxyRequest
 from prefork_lb.selection import Selector
 from prefork_lb.shared import SharedState
+from prefork_lb.status_page import BackendTraffic, render_status_page
 
 StartResponse = Callable[..., Any]
 # Headers a proxy adds: a request that passed through one is not the peer's own.
@@ -55,12 +60,62 @@ class AdminEndpoint:
     def respond(self, request: ProxyRequest, start_response: StartResponse) -> list[bytes]:
         """Answer one admin request."""
         path = request.target.path.partition("?")[0]
-        if path not in (f"{self._path}/backends", f"{self._path}/backends.json"):
+        if path in (self._path, f"{self._path}/"):
+            return self._status_page(request, start_response)
+        is_metrics = path == f"{self._path}/metrics"
+        if not is_metrics and path not in (f"{self._path}/backends", f"{self._path}/backends.json"):
             return _json(
                 start_response,
                 "404 Not Found",
-                {"error": "not found", "see": [f"{self._path}/backends"]},
+                {
+                    "error": "not found",
+                    "see": [f"{self._path}/", f"{self._path}/backends", f"{self._path}/metrics"],
+                },
             )
+        if request.method not in ("GET", "HEAD"):
+            return _json(
+                start_response,
+                "405 Method Not Allowed",
+                {"error": f"method {request.method} not allowed"},
+                [("Allow", "GET, HEAD")],
+            )
+        if is_metrics:
+            text = metrics.render(self._state, self._selector.health(), now=time.monotonic())
+            start_response(
+                "200 OK",
+                [
+                    ("Content-Type", metrics.CONTENT_TYPE_LATEST),
+                    ("Content-Length", str(len(text))),
+                    ("Cache-Control", "no-store"),
+                ],
+            )
+            return [] if request.method == "HEAD" else [text]
+        document = backends_document(
+            self._state,
+            self._selector.health(),
+            self._state.in_flight.totals(),
+            now=time.monotonic(),
+            wall_now=time.time(),
+        )
+        body = _json(start_response, "200 OK", document)
+        return [] if request.method == "HEAD" else body
+
+    def _traffic(self) -> dict[str, BackendTraffic]:
+        """Requests, errors and upstream latency so far, per backend URL, over all workers."""
+        traffic = {}
+        for backend, stats in zip(
+            self._state.settings.backends, self._state.stats.totals(), strict=False
+        ):
+            traffic[backend.url] = BackendTraffic(
+                requests=sum(stats.responses),
+                errors=sum(stats.errors) + stats.aborted,
+                latency_sum=stats.latency_sum,
+                latency_count=sum(stats.latency_buckets),
+            )
+        return traffic
+
+    def _status_page(self, request: ProxyRequest, start_response: StartResponse) -> list[bytes]:
+        """The ``/backends`` document as an HTML page for a person with a browser."""
         if request.method not in ("GET", "HEAD"):
             return _json(
                 start_response,
@@ -75,8 +130,17 @@ class AdminEndpoint:
             now=time.monotonic(),
             wall_now=time.time(),
         )
-        body = _json(start_response, "200 OK", document)
-        return [] if request.method == "HEAD" else body
+        page = render_status_page(document, self._traffic(), json_href=f"{self._path}/backends")
+        body = page.encode()
+        start_response(
+            "200 OK",
+            [
+                ("Content-Type", "text/html; charset=utf-8"),
+                ("Content-Length", str(len(body))),
+                ("Cache-Control", "no-store"),
+            ],
+        )
+        return [] if request.method == "HEAD" else [body]
 
     def _is_allowed(self, client_addr: str) -> bool:
         allowed = self._allowed.get(client_addr)

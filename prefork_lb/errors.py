@@ -127,3 +127,25 @@ class AbortResponse(ConnectionResetError):
 
     def __init__(self, detail: str) -> None:
         super().__init__(errno.ECONNRESET, detail)
+
+
+# The kinds of failure the metrics count, by class name: every LBError the
+# balancer raises, and LBError itself for anything else.
+ERROR_KINDS = (
+    "BackendUnreachable",
+    "BackendTimeout",
+    "BadBackendResponse",
+    "NoBackendAvailable",
+    "BadRequest",
+    "IncompleteRequestBody",
+    "ClientTimeout",
+    "UnsupportedTransferCoding",
+    "MethodNotAllowed",
+    "LBError",
+)
+_KIND_INDEX = {name: index for index, name in enumerate(ERROR_KINDS)}
+
+
+def error_kind(err: LBError) -> int:
+    """The index in ``ERROR_KINDS`` that counts this failure."""
+    return _KIND_INDEX.get(type(err).__name__, len(ERROR_KINDS) - 1)

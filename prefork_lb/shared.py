@@ -38,6 +38,7 @@ backend whose URL is in both lists (copied row by row).
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import fcntl
 import mmap
@@ -50,6 +51,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from prefork_lb.config import Settings
+from prefork_lb.errors import ERROR_KINDS
 from prefork_lb.health import BackendHealth
 
 _T = TypeVar("_T")
@@ -279,6 +281,187 @@ class InFlightTable:
         self._memory.close()
 
 
+# Upstream latency histogram bounds, in seconds (the last bucket, +Inf, is implicit).
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+STATUS_CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx")
+
+
+@dataclass(frozen=True, slots=True)
+class BackendStats:
+    """One column of the stats table, summed over every worker that ever counted in it.
+
+    ``latency_buckets`` holds one count per bucket of ``LATENCY_BUCKETS`` plus
+    +Inf, not cumulative.
+    """
+
+    responses: tuple[int, ...]  # by STATUS_CLASSES
+    aborted: int
+    retries: int
+    errors: tuple[int, ...]  # by the table's error kinds
+    latency_buckets: tuple[int, ...]
+    latency_sum: float
+
+
+class StatsTable:
+    """Counters of what every worker did, per backend: one row per worker slot, one writer each.
+
+    Slots are the in-flight table's. Each row has one column per backend and
+    a last one for what no backend was chosen for (the balancer's own
+    errors). A worker only ever adds to its own row, so no lock is needed;
+    readers sum the rows. Totals never go backwards: when a worker exits, the
+    master adds its row into the retired row (which only the master writes)
+    before clearing it, under a sequence number that readers check, so a
+    reader never sees the row counted twice or not at all.
+    """
+
+    SLOTS = InFlightTable.SLOTS
+    RETIRED = SLOTS  # the row index of the retired row
+
+    def __init__(self, count: int, kinds: int) -> None:
+        self.count = count
+        self.kinds = kinds
+        self.columns = count + 1
+        self._aborted = len(STATUS_CLASSES)
+        self._retries = self._aborted + 1
+        self._errors = self._retries + 1
+        self._buckets = self._errors + kinds
+        self._width = self._buckets + len(LATENCY_BUCKETS) + 1
+        self._row_cells = self.columns * self._width
+        rows = self.SLOTS + 1
+        ints = 8 * (1 + rows * self._row_cells)  # cell 0: the fold sequence number
+        self._memory = mmap.mmap(-1, ints + 8 * rows * self.columns, flags=mmap.MAP_SHARED)
+        view = memoryview(self._memory)
+        self._cells = view[:ints].cast("q")
+        self._sums = view[ints:].cast("d")
+        view.release()
+
+    # In a worker, on its own row. ``column`` is a backend's index, or ``count``.
+
+    def count_response(self, slot: int, column: int, status: int) -> None:
+        """A response with this status went to the client (its head did)."""
+        index = min(max(status // 100, 1), 5) - 1
+        self._cells[1 + (slot * self.columns + column) * self._width + index] += 1
+
+    def count_aborted(self, slot: int, column: int) -> None:
+        """A response was cut off after its head had gone to the client."""
+        self._cells[1 + (slot * self.columns + column) * self._width + self._aborted] += 1
+
+    def count_retry(self, slot: int, column: int) -> None:
+        """A try on this backend failed and the request went on to another one."""
+        self._cells[1 + (slot * self.columns + column) * self._width + self._retries] += 1
+
+    def count_error(self, slot: int, column: int, kind: int) -> None:
+        """A failure of this kind (an index into the error kinds)."""
+        self._cells[1 + (slot * self.columns + column) * self._width + self._errors + kind] += 1
+
+    def observe_latency(self, slot: int, column: int, seconds: float) -> None:
+        """The time a try took from sending the request to the backend's response head."""
+        cell = slot * self.columns + column
+        bucket = bisect.bisect_left(LATENCY_BUCKETS, seconds)
+        self._cells[1 + cell * self._width + self._buckets + bucket] += 1
+        self._sums[cell] += seconds
+
+    # Readers.
+
+    def totals(self) -> list[BackendStats]:
+        """Every column, summed over all rows (the retired one too)."""
+        for _ in range(1000):
+            before = self._cells[0]
+            if before % 2 == 0:
+                totals = self._sum_rows()
+                if self._cells[0] == before:
+                    return totals
+            time.sleep(0.0001)  # the master is folding a row (microseconds)
+        return self._sum_rows()
+
+    def _sum_rows(self) -> list[BackendStats]:
+        width, row_cells, rows = self._width, self._row_cells, self.SLOTS + 1
+        result = []
+        for column in range(self.columns):
+            sums = [0] * width
+            for row in range(rows):
+                start = 1 + row * row_cells + column * width
+                cells = self._cells[start : start + width]
+                if any(cells):
+                    sums = [a + b for a, b in zip(sums, cells, strict=True)]
+            latency = sum(self._sums[row * self.columns + column] for row in range(rows))
+            result.append(self._column(sums, latency))
+        return result
+
+    def _column(self, cells: Sequence[int], latency_sum: float) -> BackendStats:
+        return BackendStats(
+            responses=tuple(cells[: self._aborted]),
+            aborted=cells[self._aborted],
+            retries=cells[self._retries],
+            errors=tuple(cells[self._errors : self._buckets]),
+            latency_buckets=tuple(cells[self._buckets :]),
+            latency_sum=latency_sum,
+        )
+
+    # In the master.
+
+    def row(self, slot: int) -> tuple[list[int], list[float]]:
+        """A copy of one worker's row: its cells and its latency sums, column by column."""
+        start = 1 + slot * self._row_cells
+        sums = self._sums[slot * self.columns : (slot + 1) * self.columns]
+        return list(self._cells[start : start + self._row_cells]), list(sums)
+
+    def retire(
+        self,
+        row: tuple[list[int], list[float]],
+        columns: Sequence[int | None],
+        *,
+        clear: int | None = None,
+    ) -> None:
+        """Add a row read by ``row()`` into the retired row; optionally clear a slot, atomically.
+
+        ``columns`` maps the row's columns (of the table it was read from) to
+        this table's; None drops a column (a backend no longer listed).
+        """
+        width = self._width
+        retired = 1 + self.RETIRED * self._row_cells
+        cells, sums = row
+        self._cells[0] += 1  # odd: readers wait
+        try:
+            for source, target in enumerate(columns):
+                if target is None:
+                    continue
+                for field in range(width):
+                    self._cells[retired + target * width + field] += cells[source * width + field]
+                self._sums[self.RETIRED * self.columns + target] += sums[source]
+            if clear is not None:
+                start = 1 + clear * self._row_cells
+                self._cells[start : start + self._row_cells] = _zeros(self._row_cells)
+                for column in range(self.columns):
+                    self._sums[clear * self.columns + column] = 0.0
+        finally:
+            self._cells[0] += 1
+
+    def release(self, slot: int) -> None:
+        """A worker has exited: its counts join the retired row, its row is cleared."""
+        self.retire(self.row(slot), range(self.columns), clear=slot)
+
+    def close(self) -> None:
+        """Release the memory (in this process only)."""
+        self._cells.release()
+        self._sums.release()
+        self._memory.close()
+
+
+def _zeros(count: int) -> memoryview:
+    return memoryview(bytes(8 * count)).cast("q")
+
+
+def subtract_row(
+    row: tuple[list[int], list[float]], baseline: tuple[list[int], list[float]]
+) -> tuple[list[int], list[float]]:
+    """What a row counted since ``baseline`` (an earlier copy of the same row)."""
+    return (
+        [a - b for a, b in zip(row[0], baseline[0], strict=True)],
+        [a - b for a, b in zip(row[1], baseline[1], strict=True)],
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class SharedState:
     """What the master hands to every worker: the settings and the shared tables."""
@@ -287,6 +470,7 @@ class SharedState:
     rotation: RotationCounter
     health: HealthTable
     in_flight: InFlightTable
+    stats: StatsTable
     started_at: float  # wall-clock time the master installed it
 
     def close(self) -> None:
@@ -295,6 +479,7 @@ class SharedState:
         self.health.close()
         self.health.lease.close()
         self.in_flight.close()
+        self.stats.close()
 
 
 _installed: SharedState | None = None
@@ -303,6 +488,10 @@ _worker_slot: int | None = None
 # In the master: the slots that workers forked before a reload still hold, each
 # with the (older) in-flight table it belongs to.
 _retired_slots: dict[int, InFlightTable] = {}
+# In the master: the same slots' stats, each with its (older) table, its row as
+# it was at the reload (already counted in the newer table) and that table's
+# backend URLs.
+_retired_stats: dict[int, tuple[StatsTable, tuple[list[int], list[float]], tuple[str, ...]]] = {}
 
 
 def install(settings: Settings) -> SharedState:
@@ -311,12 +500,14 @@ def install(settings: Settings) -> SharedState:
     if _installed is not None:
         _installed.close()
     _retired_slots.clear()
+    _retired_stats.clear()
     count = len(settings.backends)
     _installed = SharedState(
         settings=settings,
         rotation=RotationCounter(),
         health=HealthTable(count),
         in_flight=InFlightTable(count),
+        stats=StatsTable(count, len(ERROR_KINDS)),
         started_at=time.time(),
     )
     return _installed
@@ -329,7 +520,9 @@ def reinstall(settings: Settings, *, now: float | None = None) -> SharedState:
     exit. The rotation counter and the prober lease are carried over as they
     are; the health of a backend whose URL is in both lists is copied, and a
     backend new to the list starts up, "since" now (``now`` is a
-    ``time.monotonic()`` value).
+    ``time.monotonic()`` value). Stats totals so far are carried over by
+    backend URL; what the old workers count from now on joins them when each
+    exits.
     """
     global _installed  # noqa: PLW0603 - the one slot the master fills for its workers
     old = installed()
@@ -339,13 +532,19 @@ def reinstall(settings: Settings, *, now: float | None = None) -> SharedState:
     added = BackendHealth(since=now, reason="added by a reload")
     rows = [known.get(backend.url, added) for backend in settings.backends]
     count = len(settings.backends)
+    # Everything that can fail (OSError: no memory to map) before anything changes.
+    health = HealthTable(count, rows=rows, lease=old.health.lease)
+    in_flight = old.in_flight.successor(count)
+    stats = StatsTable(count, len(ERROR_KINDS))
     for slot in old.in_flight.taken():
         _retired_slots.setdefault(slot, old.in_flight)
+    _carry_stats(old, stats, settings)
     _installed = SharedState(
         settings=settings,
         rotation=old.rotation,
-        health=HealthTable(count, rows=rows, lease=old.health.lease),
-        in_flight=old.in_flight.successor(count),
+        health=health,
+        in_flight=in_flight,
+        stats=stats,
         started_at=old.started_at,
     )
     # Only this process's handles: the old workers keep theirs. The old
@@ -353,7 +552,28 @@ def reinstall(settings: Settings, *, now: float | None = None) -> SharedState:
     old.health.close(keep_lease=True)
     if old.in_flight not in _retired_slots.values():
         old.in_flight.close()
+    if old.stats not in (table for table, _, _ in _retired_stats.values()):
+        old.stats.close()
     return _installed
+
+
+def _carry_stats(old: SharedState, stats: StatsTable, settings: Settings) -> None:
+    """Start the new ``stats`` (for ``settings``) from the old state's totals, by backend URL."""
+    urls = tuple(backend.url for backend in old.settings.backends)
+    columns = _columns(urls, settings)
+    stats.retire(old.stats.row(StatsTable.RETIRED), columns)
+    for slot in old.in_flight.taken():
+        if slot in _retired_stats:
+            continue  # a worker from before an earlier reload: it never wrote to this table
+        counted = old.stats.row(slot)
+        stats.retire(counted, columns)
+        _retired_stats[slot] = (old.stats, counted, urls)
+
+
+def _columns(urls: Sequence[str], settings: Settings) -> list[int | None]:
+    """Where each column of a table for ``urls`` goes in a table for ``settings``."""
+    index = {backend.url: i for i, backend in enumerate(settings.backends)}
+    return [index.get(url) for url in urls] + [len(settings.backends)]
 
 
 def installed() -> SharedState:
@@ -385,6 +605,16 @@ def release_worker_slot(slot: int | None) -> None:
         if retired not in _retired_slots.values():
             retired.close()
     _installed.in_flight.release(slot)
+    draining = _retired_stats.pop(slot, None)
+    if draining is None:
+        _installed.stats.release(slot)
+        return
+    # A worker from before a reload: what it counted since then, by URL.
+    table, counted, urls = draining
+    since = subtract_row(table.row(slot), counted)
+    _installed.stats.retire(since, _columns(urls, _installed.settings))
+    if table not in (other for other, _, _ in _retired_stats.values()):
+        table.close()
 
 
 def worker_slot() -> int | None:

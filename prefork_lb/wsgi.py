@@ -18,6 +18,7 @@ built there. Each request:
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import socket
 import struct
@@ -39,6 +40,7 @@ from prefork_lb.errors import (
     IncompleteRequestBody,
     LBError,
     NoBackendAvailable,
+    error_kind,
 )
 from prefork_lb.headers import (
     REQUEST_ID,
@@ -78,9 +80,11 @@ def create_app() -> Balancer:
     """Gunicorn's app factory: the balancer, built from the state the master installed."""
     state = shared.installed()
     _log_urllib3_warnings()
-    selector = Selector(state.settings, state, shared.worker_slot())
+    slot = shared.worker_slot()
+    selector = Selector(state.settings, state, slot)
     HealthProber(selector, state.health, backend_tls_options(state.settings)).start()
-    return Balancer(state.settings, selector, AdminEndpoint(state, selector))
+    stats = _Stats(state.stats, slot) if slot is not None else None
+    return Balancer(state.settings, selector, AdminEndpoint(state, selector), stats)
 
 
 def _log_urllib3_warnings() -> None:
@@ -96,10 +100,18 @@ def _log_urllib3_warnings() -> None:
 class Balancer:
     """A WSGI application that forwards every request to one of the backends."""
 
-    def __init__(self, settings: Settings, selector: Selector, admin: AdminEndpoint) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        selector: Selector,
+        admin: AdminEndpoint,
+        stats: _Stats | None = None,
+    ) -> None:
         self._settings = settings
         self._selector = selector
         self._admin = admin
+        self._stats = stats
+        self._index = {backend.url: i for i, backend in enumerate(settings.backends)}
         self._upstream = Upstream(settings)
         self._trust: dict[str, bool] = {}
 
@@ -115,6 +127,8 @@ class Balancer:
             return self._forward(environ, start_response, request)
         except LBError as err:
             environ["prefork_lb.error"] = type(err).__name__
+            if self._stats is not None:
+                self._count_own_answer(environ, err)
             log.warning(
                 "%s %s -> %d: %s",
                 environ.get("REQUEST_METHOD"),
@@ -127,6 +141,17 @@ class Balancer:
                 headers.append((REQUEST_ID, environ["prefork_lb.request_id"]))
             start_response(status, headers)
             return [body]
+
+    def _count_own_answer(self, environ: Environ, err: LBError) -> None:
+        """Count an answer the balancer made itself: by the backend that failed, if one did."""
+        assert self._stats is not None
+        column = self._stats.balancer
+        if isinstance(err, BackendError):
+            # Its try was counted when it failed; the answer is that backend's.
+            column = self._index.get(environ.get("prefork_lb.backend", ""), column)
+        else:
+            self._stats.table.count_error(self._stats.slot, column, error_kind(err))
+        self._stats.table.count_response(self._stats.slot, column, err.status.value)
 
     def _forward(
         self, environ: Environ, start_response: StartResponse, request: ProxyRequest
@@ -143,6 +168,8 @@ class Balancer:
                 return self._try(environ, start_response, request, index, body)
             except BackendError as err:
                 tried.append(index)
+                if self._stats is not None:
+                    self._stats.table.count_error(self._stats.slot, index, error_kind(err))
                 retry = err.counts_as_failure and may_retry(
                     method=request.method,
                     request_sent=err.request_sent or (body is not None and body.started),
@@ -154,6 +181,8 @@ class Balancer:
                 )
                 if not retry:
                     raise
+                if self._stats is not None:
+                    self._stats.table.count_retry(self._stats.slot, index)
                 environ["prefork_lb.retries"] = str(len(tried))
                 log.warning(
                     "%s %s: %s; trying another backend",
@@ -218,7 +247,11 @@ class Balancer:
             if err.counts_as_failure:
                 self._selector.request_failed(index, err.reason)
             raise
-        environ["prefork_lb.upstream_time"] = f"{time.monotonic() - started:.3f}"
+        upstream_time = time.monotonic() - started
+        environ["prefork_lb.upstream_time"] = f"{upstream_time:.3f}"
+        stats = self._stats
+        if stats is not None:
+            stats.table.observe_latency(stats.slot, index, upstream_time)
         try:
             status, response_headers = response_head(
                 response.status,
@@ -233,11 +266,14 @@ class Balancer:
             raise
         self._selector.request_succeeded(index)
         start_response(status, response_headers)
+        if stats is not None:
+            stats.table.count_response(stats.slot, index, response.status)
         if request.method == "HEAD" or response.status in (204, 304):
             release_without_body(response, head=request.method == "HEAD")
             backend_done()
             return []
-        return _relay_body(stream_body(response, backend, backend_done), environ)
+        on_abort = None if stats is None else functools.partial(stats.count_abort, index)
+        return _relay_body(stream_body(response, backend, backend_done), environ, on_abort)
 
     def _body(self, environ: Environ, request: ProxyRequest) -> _RequestBody | None:
         """The request body to send: held whole when small enough to replay, else streamed."""
@@ -262,6 +298,20 @@ class Balancer:
             if len(self._trust) < 10_000:
                 self._trust[client_addr] = trusted
         return trusted
+
+
+class _Stats:
+    """Where this worker counts what it does: its own row of the shared stats table."""
+
+    def __init__(self, table: shared.StatsTable, slot: int) -> None:
+        self.table = table
+        self.slot = slot
+        self.balancer = table.count  # the column for answers no backend was chosen for
+
+    def count_abort(self, index: int, err: LBError) -> None:
+        """A response from this backend was cut off after its head, by ``err``."""
+        self.table.count_aborted(self.slot, index)
+        self.table.count_error(self.slot, index, error_kind(err))
 
 
 class _RequestBody:
@@ -407,7 +457,11 @@ def _read_body(stream: Any, request: ProxyRequest, timeout: float) -> Iterator[b
         yield chunk
 
 
-def _relay_body(chunks: Iterator[bytes], environ: Environ) -> Iterator[bytes]:
+def _relay_body(
+    chunks: Iterator[bytes],
+    environ: Environ,
+    on_abort: Callable[[LBError], None] | None = None,
+) -> Iterator[bytes]:
     """Pass the body through; if the backend fails mid-body, abort the client connection.
 
     Gunicorn sends the status line at the first write: an empty first write
@@ -419,6 +473,8 @@ def _relay_body(chunks: Iterator[bytes], environ: Environ) -> Iterator[bytes]:
         yield from chunks
     except LBError as err:
         environ["prefork_lb.error"] = f"aborted:{type(err).__name__}"
+        if on_abort is not None:
+            on_abort(err)
         log.warning(
             "%s %s: response aborted after the status line: %s",
             environ.get("REQUEST_METHOD"),

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Sourced by scripts/serve and scripts/test: make .venv and install the project into it.
 # Re-installs only when pyproject.toml changes, so the second run starts at once.
 
