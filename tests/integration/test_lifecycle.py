@@ -1,15 +1,21 @@
-"""Stopping the balancer: TERM lets what is in flight finish, then the master exits 0."""
+"""Stopping and killing: TERM lets what is in flight finish; SIGKILL costs only what it held."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.client
+import os
 import signal
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 from tests.integration.conftest import StartBalancer
-from tests.support.backend import ScriptedBackend, slow_chunks
+from tests.support.backend import ScriptedBackend, hold_until, slow_chunks
+from tests.support.client import get_name
+from tests.support.polling import wait_for
 
 CHUNKS = [bytes([i]) * 16_384 for i in range(8)]
 # The download takes about 8 * 0.25 s: well inside the test balancer's graceful timeout (5 s).
@@ -53,3 +59,83 @@ def test_term_lets_a_streaming_download_finish_then_exits_0(
     # It waited for the download (not cut at once), and not for the whole graceful timeout.
     assert time.monotonic() - terminated_at >= CHUNK_GAP * (len(CHUNKS) - 2)
     assert "Shutting down: Master" in lb.log()
+
+
+def _listening_inodes(pid: int) -> set[int]:
+    """Inodes of the sockets a process holds open."""
+    inodes = set()
+    fd_dir = Path(f"/proc/{pid}/fd")
+    for fd in fd_dir.iterdir():
+        with contextlib.suppress(OSError):
+            target = os.readlink(fd)
+            if target.startswith("socket:["):
+                inodes.add(int(target[8:-1]))
+    return inodes
+
+
+def _client_ports_served_by(pid: int, port: int) -> set[int]:
+    """The client ports of the connections to ``port`` that process ``pid`` has accepted."""
+    inodes = _listening_inodes(pid)
+    ports = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local_port = int(fields[1].split(":")[1], 16)
+        remote_port = int(fields[2].split(":")[1], 16)
+        established = fields[3] == "01"
+        if established and local_port == port and int(fields[9]) in inodes:
+            ports.add(remote_port)
+    return ports
+
+
+def _held_request(port: int, ready: threading.Event) -> tuple[int, str]:
+    """GET /hold on a fresh connection; the client port, and the outcome: status or error."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=20)
+    try:
+        conn.connect()
+        assert conn.sock is not None
+        client_port = conn.sock.getsockname()[1]
+        conn.request("GET", "/hold")
+        ready.set()
+        try:
+            response = conn.getresponse()
+            body = response.read()
+        except (OSError, http.client.HTTPException) as err:
+            return client_port, type(err).__name__
+        return client_port, f"{response.status} {body.decode().strip()}"
+    finally:
+        conn.close()
+
+
+def test_a_killed_worker_costs_only_the_requests_it_was_serving(
+    three_backends: list[ScriptedBackend], start_balancer: StartBalancer
+) -> None:
+    """SIGKILL of a worker fails exactly the requests that worker held; the rest complete."""
+    gate = threading.Event()
+    for backend in three_backends:
+        backend.route("/hold", hold_until(gate))
+    lb = start_balancer([b.url for b in three_backends], workers=2)
+    held = 8
+    with ThreadPoolExecutor(max_workers=held) as pool:
+        readies = [threading.Event() for _ in range(held)]
+        futures = [pool.submit(_held_request, lb.port, ready) for ready in readies]
+        for ready in readies:
+            assert ready.wait(10)
+        wait_for(
+            lambda: sum(len(b.requests) for b in three_backends) == held,
+            f"{held} requests held at the backends",
+            timeout=10,
+        )
+        served = {pid: _client_ports_served_by(pid, lb.port) for pid in lb.worker_pids()}
+        victim = max(served, key=lambda pid: len(served[pid]))
+        doomed = served[victim]
+        assert doomed
+        assert sum(len(ports) for ports in served.values()) == held
+        os.kill(victim, signal.SIGKILL)
+        time.sleep(0.2)
+        gate.set()
+        outcomes = dict(future.result(timeout=20) for future in futures)
+    failed = {port for port, outcome in outcomes.items() if not outcome.startswith("200 ")}
+    assert failed == doomed
+    assert len(outcomes) == held
+    # The balancer keeps serving, with a worker respawned in place of the killed one.
+    assert [get_name(lb.port) for _ in range(6)].count("backend-1") == 2
