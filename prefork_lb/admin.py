@@ -73,12 +73,7 @@ class AdminEndpoint:
                 },
             )
         if request.method not in ("GET", "HEAD"):
-            return _json(
-                start_response,
-                "405 Method Not Allowed",
-                {"error": f"method {request.method} not allowed"},
-                [("Allow", "GET, HEAD")],
-            )
+            return _method_not_allowed(request, start_response)
         if is_metrics:
             text = metrics.render(self._state, self._selector.health(), now=time.monotonic())
             start_response(
@@ -117,12 +112,7 @@ class AdminEndpoint:
     def _status_page(self, request: ProxyRequest, start_response: StartResponse) -> list[bytes]:
         """The ``/backends`` document as an HTML page for a person with a browser."""
         if request.method not in ("GET", "HEAD"):
-            return _json(
-                start_response,
-                "405 Method Not Allowed",
-                {"error": f"method {request.method} not allowed"},
-                [("Allow", "GET, HEAD")],
-            )
+            return _method_not_allowed(request, start_response)
         document = backends_document(
             self._state,
             self._selector.health(),
@@ -198,6 +188,15 @@ def backends_document(
         "time": _iso(wall_now),
         "backends": backends,
     }
+
+
+def _method_not_allowed(request: ProxyRequest, start_response: StartResponse) -> list[bytes]:
+    return _json(
+        start_response,
+        "405 Method Not Allowed",
+        {"error": f"method {request.method} not allowed"},
+        [("Allow", "GET, HEAD")],
+    )
 
 
 def _iso(timestamp: float) -> str:

@@ -18,12 +18,11 @@ import pytest
 
 from tests.integration.conftest import StartBalancer
 from tests.support.backend import (
-    Handler,
     RecordedRequest,
     Responder,
     ScriptedBackend,
-    default_response,
     fixed,
+    hold_until,
     sleep_then_respond,
 )
 from tests.support.balancer import BalancerProcess
@@ -119,18 +118,6 @@ def _request_until_logged(lb: BalancerProcess, pattern: str, limit: int = 10) ->
         if re.search(pattern, lb.log()):
             return
     raise AssertionError(f"no log line matching {pattern!r} after {limit} requests:\n{lb.log()}")
-
-
-def _held_until(release: threading.Event) -> Handler:
-    """A handler that answers only once ``release`` is set (or gives up when stopped)."""
-
-    def handle(request: RecordedRequest, responder: Responder) -> None:
-        while not release.wait(0.05):
-            if responder.stopped.is_set():
-                return
-        default_response(request, responder)
-
-    return handle
 
 
 def _in_flight(lb: BalancerProcess) -> list[int]:
@@ -584,7 +571,7 @@ def test_admin_counts_requests_in_flight_across_workers(
     for attempt in range(3):
         release = threading.Event()
         target = f"/slow-{attempt}"
-        backend.route(target, _held_until(release))
+        backend.route(target, hold_until(release))
         backend.clear()
         with ThreadPoolExecutor(max_workers=3) as pool:
             try:
@@ -613,7 +600,7 @@ def test_killed_workers_requests_do_not_stay_in_flight(
     """Requests in flight on SIGKILLed workers stop counting once the master has reaped them."""
     backend = three_backends[0]
     release = threading.Event()
-    backend.route("/slow", _held_until(release))
+    backend.route("/slow", hold_until(release))
     lb = _start(start_balancer, [backend.url], workers=2)
     with ThreadPoolExecutor(max_workers=4) as pool:
         try:

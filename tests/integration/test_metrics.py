@@ -16,11 +16,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.integration.conftest import StartBalancer
 from tests.support.backend import (
-    Handler,
-    RecordedRequest,
-    Responder,
     ScriptedBackend,
     fixed,
+    hold_until,
     raw,
     truncated,
 )
@@ -173,23 +171,13 @@ def test_balancer_level_errors_have_an_empty_backend(
     )
 
 
-def _held_until(release: threading.Event) -> Handler:
-    def handle(request: RecordedRequest, responder: Responder) -> None:
-        while not release.wait(0.05):
-            if responder.stopped.is_set():
-                return
-        responder.respond(200, "OK", [("Content-Type", "text/plain")], b"done\n")
-
-    return handle
-
-
 def test_in_flight_while_requests_are_held(
     three_backends: list[ScriptedBackend], start_balancer: StartBalancer
 ) -> None:
     """Requests a backend holds show in prefork_lb_in_flight, and leave it when answered."""
     backend = three_backends[0]
     release = threading.Event()
-    backend.route("/slow", _held_until(release))
+    backend.route("/slow", hold_until(release))
     lb = _start(start_balancer, [backend])
     with ThreadPoolExecutor(max_workers=3) as pool:
         try:

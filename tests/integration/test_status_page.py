@@ -22,12 +22,10 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 from tests.integration.conftest import StartBalancer
 from tests.support.backend import (
-    Handler,
     RecordedRequest,
-    Responder,
     ScriptedBackend,
-    default_response,
     fixed,
+    hold_until,
 )
 from tests.support.client import fetch
 from tests.support.polling import wait_for
@@ -65,18 +63,6 @@ def browser(tmp_path: Path) -> Iterator[webdriver.Chrome]:
         yield driver
     finally:
         driver.quit()
-
-
-def _held_until(release: threading.Event) -> Handler:
-    """A handler that answers only once ``release`` is set (or gives up when stopped)."""
-
-    def handle(request: RecordedRequest, responder: Responder) -> None:
-        while not release.wait(0.05):
-            if responder.stopped.is_set():
-                return
-        default_response(request, responder)
-
-    return handle
 
 
 def _to_slow(backend: ScriptedBackend) -> list[RecordedRequest]:
@@ -125,7 +111,7 @@ def test_status_page_in_a_browser_shows_state_reasons_and_in_flight(
     # Hold two requests on one backend: round robin alternates between the two up ones,
     # so keep sending until the slow one holds two (the other answers at once).
     release = threading.Event()
-    slow.route("/slow", _held_until(release))
+    slow.route("/slow", hold_until(release))
     with ThreadPoolExecutor(max_workers=8) as pool:
         try:
             replies = []
