@@ -554,6 +554,11 @@ def _read_file(path: str) -> dict[str, Any]:
             return tomllib.load(handle)
     except OSError as err:
         raise ConfigError(f"{CONFIG_FILE_ENV}: cannot read {path!r}: {err.strerror}") from None
+    except UnicodeDecodeError as err:
+        # TOML is UTF-8; tomllib decodes before it parses.
+        raise ConfigError(
+            f"{CONFIG_FILE_ENV}: {path!r} is not UTF-8 (byte {err.start}: {err.reason})"
+        ) from None
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"{CONFIG_FILE_ENV}: {path!r} is not valid TOML: {err}") from None
 

@@ -69,11 +69,16 @@ def on_reload(server: Any) -> None:
     except ConfigError as err:
         server.log.error(_RELOAD_FAILED, err)
         return
+    except Exception as err:
+        # A bug in reading them must not take a running balancer down either.
+        server.log.exception(_RELOAD_FAILED, f"unexpected error: {err!r}")
+        return
     try:
         settings = _with_demo_backends(server, settings)
         shared.reinstall(settings)
-    except OSError as err:
-        server.log.error(_RELOAD_FAILED, f"cannot set up the new shared state: {err}")
+    except Exception as err:
+        # Whatever it is, the master must keep serving with what it has.
+        server.log.exception(_RELOAD_FAILED, f"cannot set up the new shared state: {err}")
         return
     for warning in warnings(settings):
         server.log.warning("prefork_lb configuration: %s", warning)

@@ -184,22 +184,33 @@ def test_a_down_backend_stays_down_across_a_reload(
     assert _backend_state(lb, b3) == "up"
 
 
+@pytest.mark.parametrize(
+    ("content", "why"),
+    [
+        pytest.param(b'[[backends]]\nurl = "http://127.0.0.1:1\n', "is not valid TOML", id="toml"),
+        pytest.param(b"# caf\xe9\n", "is not UTF-8", id="not-utf8"),
+    ],
+)
 def test_a_broken_file_keeps_the_running_settings(
-    three_backends: list[ScriptedBackend], config: Path, start_from_file: StartFromFile
+    content: bytes,
+    why: str,
+    three_backends: list[ScriptedBackend],
+    config: Path,
+    start_from_file: StartFromFile,
 ) -> None:
-    """HUP with a file that is not valid TOML logs why, and the balancer goes on as it was."""
+    """HUP with a file that cannot be read as settings logs why; the balancer goes on as it was."""
     b1, b2, _ = three_backends
     _write_config(config, [(b1, 1), (b2, 1)])
     lb = start_from_file()
     with _Load(lb.port) as load:
         time.sleep(0.3)
-        config.write_text('[[backends]]\nurl = "http://127.0.0.1:1\n')
+        config.write_bytes(content)
         _reload(lb)
         time.sleep(0.5)
     assert load.failures == []
     assert re.search(
         r"\[ERROR\] prefork_lb: reload failed, keeping the running settings: "
-        r"PREFORK_LB_CONFIG: .* is not valid TOML",
+        rf"PREFORK_LB_CONFIG: .* {why}",
         lb.log(),
     )
     assert lb.process.poll() is None

@@ -625,6 +625,15 @@ def test_invalid_toml(tmp_path: Path) -> None:
     )
 
 
+def test_file_not_utf8(tmp_path: Path) -> None:
+    """A file with bytes that are not UTF-8 is a ConfigError naming the file, not a traceback."""
+    path = tmp_path / "latin1.toml"
+    path.write_bytes(b'# caf\xe9\nbackends = ["http://a:1"]\n')
+    with pytest.raises(ConfigError) as caught:
+        load_config({"PREFORK_LB_CONFIG": str(path)})
+    assert str(caught.value).startswith(f"PREFORK_LB_CONFIG: {str(path)!r} is not UTF-8 (byte 5")
+
+
 def test_file_without_backends(tmp_path: Path) -> None:
     """A file that sets no backends, outside demo mode, is refused like an empty environment."""
     environ = _with_file(tmp_path, "pool_size = 4\n")
