@@ -156,6 +156,9 @@ def when_ready(server: Any) -> None:
 
 def pre_fork(server: Any, worker: Any) -> None:
     """Give the worker about to be forked its row for in-flight counts."""
+    live = [getattr(other, "prefork_lb_slot", None) for other in server.WORKERS.values()]
+    for slot in shared.release_orphaned_slots(live):
+        server.log.warning("prefork_lb: freed slot %d of a worker gone without child_exit", slot)
     worker.prefork_lb_slot = shared.assign_worker_slot()
     if worker.prefork_lb_slot is None:
         server.log.warning(

@@ -46,7 +46,7 @@ import os
 import struct
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -615,6 +615,22 @@ def release_worker_slot(slot: int | None) -> None:
     _installed.stats.retire(since, _columns(urls, _installed.settings))
     if table not in (other for other, _, _ in _retired_stats.values()):
         table.close()
+
+
+def release_orphaned_slots(live: Collection[int | None]) -> list[int]:
+    """In the master: free the slots of workers gone without a ``child_exit``.
+
+    gunicorn skips that hook when a fork fails after ``pre_fork``, and when it
+    finds a worker already gone as it signals it; each would leak a slot.
+    ``live`` holds the slots of the workers gunicorn still knows. Returns the
+    slots freed.
+    """
+    if _installed is None:
+        return []
+    orphans = [slot for slot in _installed.in_flight.taken() if slot not in live]
+    for slot in orphans:
+        release_worker_slot(slot)
+    return orphans
 
 
 def worker_slot() -> int | None:

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 
 from prefork_lb import shared
-from prefork_lb.config import Settings
+from prefork_lb.config import Settings, parse_backend_url
 from prefork_lb.shared import RotationCounter
 
 CHILDREN = 4
@@ -220,3 +220,16 @@ def test_install_again_replaces_state(empty_slot: None) -> None:
     assert shared.installed() is second
     assert shared.installed().settings is second_settings
     assert second.rotation.peek() == 0
+
+
+def test_orphaned_slots_are_freed(empty_slot: None) -> None:
+    """Slots of workers gunicorn forgot without child_exit are cleared and handed out again."""
+    state = shared.install(Settings(backends=(parse_backend_url("test", "http://a:1"),)))
+    kept, lost_a, lost_b = (shared.assign_worker_slot() for _ in range(3))
+    assert None not in (kept, lost_a, lost_b)
+    state.in_flight.add(lost_a, 0, 3)  # type: ignore[arg-type]
+    state.in_flight.add(kept, 0, 1)  # type: ignore[arg-type]
+    assert sorted(shared.release_orphaned_slots([kept])) == sorted([lost_a, lost_b])
+    assert state.in_flight.totals() == [1]
+    assert shared.release_orphaned_slots([kept]) == []
+    assert shared.assign_worker_slot() in (lost_a, lost_b)
