@@ -17,7 +17,6 @@ a person with a browser (``status_page.py``).
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import os
 import time
@@ -26,6 +25,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from prefork_lb import metrics
+from prefork_lb.headers import AddressSet
 from prefork_lb.health import BackendHealth
 from prefork_lb.request import ProxyRequest
 from prefork_lb.selection import Selector
@@ -44,7 +44,7 @@ class AdminEndpoint:
         self._state = state
         self._selector = selector
         self._path = state.settings.admin_path
-        self._allowed: dict[str, bool] = {}
+        self._allowed = AddressSet(state.settings.admin_allow)
 
     def serves(self, request: ProxyRequest) -> bool:
         """Whether this request is for the admin endpoint (and may use it)."""
@@ -55,7 +55,7 @@ class AdminEndpoint:
             return False
         if any(name.lower() in _FORWARDING for name, _ in request.headers):
             return False
-        return self._is_allowed(request.client_addr)
+        return request.client_addr in self._allowed
 
     def respond(self, request: ProxyRequest, start_response: StartResponse) -> list[bytes]:
         """Answer one admin request."""
@@ -131,22 +131,6 @@ class AdminEndpoint:
             ],
         )
         return [] if request.method == "HEAD" else [body]
-
-    def _is_allowed(self, client_addr: str) -> bool:
-        allowed = self._allowed.get(client_addr)
-        if allowed is None:
-            try:
-                address = ipaddress.ip_address(client_addr)
-            except ValueError:
-                allowed = False
-            else:
-                # A server bound to [::] sees IPv4 clients as ::ffff:a.b.c.d.
-                if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
-                    address = address.ipv4_mapped
-                allowed = any(address in net for net in self._state.settings.admin_allow)
-            if len(self._allowed) < 10_000:
-                self._allowed[client_addr] = allowed
-        return allowed
 
 
 def backends_document(

@@ -86,13 +86,39 @@ def strip_hop_by_hop(headers: Iterable[tuple[str, str]]) -> Headers:
     return [(name, value) for name, value in headers if name.lower() not in dropped]
 
 
-def is_trusted_proxy(client_addr: str, trusted: Iterable[IPNetwork]) -> bool:
-    """Whether the client is a configured proxy whose forwarding headers may be kept."""
+def address_in(client_addr: str, networks: Iterable[IPNetwork]) -> bool:
+    """Whether the client's address is in one of ``networks`` (a Unix socket peer never is).
+
+    A server bound to ``[::]`` sees IPv4 clients as ``::ffff:a.b.c.d``; they
+    are matched as the IPv4 address they are.
+    """
     try:
         address = ipaddress.ip_address(client_addr)
     except ValueError:
         return False  # a Unix socket peer, or no address at all
-    return any(address in network for network in trusted)
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+        address = address.ipv4_mapped
+    return any(address in network for network in networks)
+
+
+class AddressSet:
+    """Configured networks, with the answer for each client address remembered."""
+
+    _REMEMBERED = 10_000
+
+    def __init__(self, networks: Iterable[IPNetwork]) -> None:
+        self._networks = tuple(networks)
+        self._seen: dict[str, bool] = {}
+
+    def __contains__(self, client_addr: object) -> bool:
+        if not isinstance(client_addr, str):
+            return False
+        found = self._seen.get(client_addr)
+        if found is None:
+            found = address_in(client_addr, self._networks)
+            if len(self._seen) < self._REMEMBERED:
+                self._seen[client_addr] = found
+        return found
 
 
 def _values(headers: Headers, field: str) -> list[str]:

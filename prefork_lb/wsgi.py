@@ -44,9 +44,9 @@ from prefork_lb.errors import (
 )
 from prefork_lb.headers import (
     REQUEST_ID,
+    AddressSet,
     canonical_name,
     client_request_id,
-    is_trusted_proxy,
     response_head,
     upstream_request_headers,
 )
@@ -113,7 +113,7 @@ class Balancer:
         self._stats = stats
         self._index = {backend.url: i for i, backend in enumerate(settings.backends)}
         self._upstream = Upstream(settings)
-        self._trust: dict[str, bool] = {}
+        self._trusted_proxies = AddressSet(settings.trusted_proxies)
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         """Forward one request; the body of the answer streams from the backend."""
@@ -233,7 +233,7 @@ class Balancer:
         backend = self._selector.backends[index]
         headers = upstream_request_headers(
             request,
-            trusted=self._is_trusted(request.client_addr),
+            trusted=request.client_addr in self._trusted_proxies,
             preserve_host=self._settings.preserve_host,
             backend_authority=backend.authority,
             request_id=environ["prefork_lb.request_id"],
@@ -291,14 +291,6 @@ class Balancer:
             return _RequestBody([b"".join(pieces)], replayable=True)
         return _RequestBody(pieces, replayable=False)
 
-    def _is_trusted(self, client_addr: str) -> bool:
-        trusted = self._trust.get(client_addr)
-        if trusted is None:
-            trusted = is_trusted_proxy(client_addr, self._settings.trusted_proxies)
-            if len(self._trust) < 10_000:
-                self._trust[client_addr] = trusted
-        return trusted
-
 
 class _Stats:
     """Where this worker counts what it does: its own row of the shared stats table."""
@@ -346,7 +338,7 @@ class _InFlight:
 
 
 class _ClosingBody:
-    """A response body that calls ``on_close`` exactly once, when the server closes it.
+    """A response body that calls ``on_close`` when the server closes it.
 
     A generator's ``finally`` does not run if it is closed before it starts;
     gunicorn calls ``close()`` on the response iterable however it ended.
@@ -354,22 +346,19 @@ class _ClosingBody:
 
     def __init__(self, body: Iterable[bytes], on_close: Callable[[], None]) -> None:
         self._body = body
-        self._on_close: Callable[[], None] | None = on_close
+        self._on_close = on_close  # idempotent: _InFlight.end
 
     def __iter__(self) -> Iterator[bytes]:
         return iter(self._body)
 
     def close(self) -> None:
         """Close the wrapped body, then report the request finished."""
-        on_close, self._on_close = self._on_close, None
-        if on_close is None:
-            return
         try:
             close = getattr(self._body, "close", None)
             if close is not None:
                 close()
         finally:
-            on_close()
+            self._on_close()
 
 
 def read_request(environ: Environ) -> ProxyRequest:

@@ -11,9 +11,10 @@ from hypothesis import strategies as st
 
 from prefork_lb.errors import BadBackendResponse
 from prefork_lb.headers import (
+    AddressSet,
+    address_in,
     canonical_name,
     client_request_id,
-    is_trusted_proxy,
     response_head,
     strip_hop_by_hop,
     upstream_request_headers,
@@ -794,7 +795,18 @@ def test_response_plain_chunked_is_relayed_without_framing_headers() -> None:
         pytest.param("not-an-address", ["0.0.0.0/0"], False, id="garbage"),
     ],
 )
-def test_is_trusted_proxy(client: str, networks: list[str], trusted: bool) -> None:
+def test_address_in(client: str, networks: list[str], trusted: bool) -> None:
     """Only a client address inside a configured network is a trusted proxy."""
     parsed = [ipaddress.ip_network(n) for n in networks]
-    assert is_trusted_proxy(client, parsed) is trusted
+    assert address_in(client, parsed) is trusted
+
+
+def test_ipv4_mapped_peers_match_ipv4_networks() -> None:
+    """A server bound to [::] sees ::ffff:10.0.0.1; it matches 10.0.0.0/8 like 10.0.0.1 does."""
+    networks = [ipaddress.ip_network("10.0.0.0/8")]
+    assert address_in("::ffff:10.0.0.1", networks)
+    assert not address_in("::ffff:192.0.2.1", networks)
+    cached = AddressSet(networks)
+    assert "::ffff:10.0.0.1" in cached
+    assert "::ffff:10.0.0.1" in cached
+    assert "unix:/run/x.sock" not in cached
