@@ -12,7 +12,8 @@ from prefork_lb import hooks, tls
 
 # The app factory runs in each worker, after gevent has patched it.
 wsgi_app = "prefork_lb.wsgi:create_app()"
-worker_class = "gevent"
+# gunicorn's gevent worker, with deadlines on slow clients (prefork_lb/worker.py).
+worker_class = "prefork_lb.worker.Worker"
 workers = os.cpu_count() or 1
 worker_connections = 1000
 # A proxy forwards any method token (RFC 9110 section 9.1), lower-case or custom.

@@ -35,6 +35,7 @@ from prefork_lb.values import (
     parse_positive_int,
     parse_seconds,
     parse_seconds_or_zero,
+    parse_size,
     parse_status_range,
     parse_weight,
     split_list,
@@ -109,6 +110,8 @@ class Settings:
     connect_timeout: float = 5.0
     read_timeout: float = 60.0
     client_timeout: float = 60.0
+    client_min_rate: int = 500
+    max_body_size: int = 1024**3
     trusted_proxies: tuple[IPNetwork, ...] = ()
     preserve_host: bool = True
     pool_size: int = 64
@@ -347,8 +350,28 @@ SETTINGS: tuple[Setting, ...] = (
         "client_timeout",
         parse_seconds,
         "60",
-        "Seconds a client may stay silent (send nothing at all) while sending its "
-        "request body before the balancer answers 408 and closes the backend connection.",
+        "Seconds a client may stay silent: while it sends its request body (then the "
+        "balancer answers 408 and closes the backend connection), or while it leaves "
+        "the response unread (then the connection is closed and the backend's "
+        "response dropped).",
+    ),
+    Setting(
+        "client_min_rate",
+        parse_count,
+        "500",
+        "Bytes per second a request body must average, after a grace of "
+        "``client_timeout`` seconds, so that a body trickled a byte at a time cannot "
+        "hold a connection for ever (as Apache's ``mod_reqtimeout`` ``MinRate``); "
+        "slower gets 408. 0 turns the check off.",
+    ),
+    Setting(
+        "max_body_size",
+        parse_size,
+        "1g",
+        "Largest request body forwarded, in bytes (``k``, ``m``, ``g`` suffixes: "
+        "binary units). A larger Content-Length gets 413 before anything is sent "
+        "upstream; a chunked body that grows past it gets 413 and its upstream request "
+        "is cut off before it is complete. 0 means no limit.",
     ),
     Setting(
         "trusted_proxies",

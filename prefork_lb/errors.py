@@ -53,6 +53,13 @@ class ClientTimeout(LBError):
     public = "the request body did not arrive in time"
 
 
+class RequestTooLarge(LBError):
+    """The request body is larger than ``max_body_size``."""
+
+    status = HTTPStatus.REQUEST_ENTITY_TOO_LARGE
+    public = "the request body is larger than this balancer accepts"
+
+
 class UnsupportedTransferCoding(LBError):
     """The request uses a transfer coding other than chunked (RFC 9112 section 6.1)."""
 
@@ -139,6 +146,7 @@ ERROR_KINDS = (
     "BadRequest",
     "IncompleteRequestBody",
     "ClientTimeout",
+    "RequestTooLarge",
     "UnsupportedTransferCoding",
     "MethodNotAllowed",
     "LBError",

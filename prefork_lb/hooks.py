@@ -37,6 +37,9 @@ received_headers: ContextVar[list[tuple[str, str]] | None] = ContextVar(
     "prefork_lb_received_headers", default=None
 )
 
+# gunicorn's request itself, so the app can ask for the connection to close.
+_current_request: ContextVar[Any] = ContextVar("prefork_lb_current_request", default=None)
+
 _demo: DemoBackends | None = None
 
 
@@ -181,11 +184,25 @@ def post_worker_init(worker: Any) -> None:
 def pre_request(worker: Any, req: Any) -> None:
     """Hand the parsed header lines to the app (same greenlet, before it runs)."""
     received_headers.set(req.headers)
+    _current_request.set(req)
 
 
 def post_request(worker: Any, req: Any, environ: Any, resp: Any) -> None:
     """Forget the request's header lines."""
     received_headers.set(None)
+    _current_request.set(None)
+
+
+def close_connection_after_response() -> None:
+    """Close the client connection after this response, leaving the request body unread.
+
+    Without this, gunicorn would read and discard the rest of the body to
+    find the next request: for an oversized body that is the very thing
+    being refused. The response then says ``Connection: close``.
+    """
+    req = _current_request.get()
+    if req is not None:
+        req.force_close()
 
 
 def on_exit(server: Any) -> None:

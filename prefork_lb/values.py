@@ -73,6 +73,20 @@ def parse_count(where: str, value: object) -> int:
     return number
 
 
+_SIZE_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
+_SIZE = re.compile(r"([0-9]+)\s*([kmg]?)(?:i?b)?", re.IGNORECASE | re.ASCII)
+
+
+def parse_size(where: str, value: object) -> int:
+    """A byte count, whole, with an optional binary unit: ``512``, ``64k``, ``10m``, ``1g``."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    match = _SIZE.fullmatch(value.strip()) if isinstance(value, str) else None
+    if match is None:
+        raise fail(where, value, "must be a size in bytes, 0 or more (as 512, 64k, 10m or 1g)")
+    return int(match[1]) * _SIZE_UNITS[match[2].lower()]
+
+
 def parse_weight(where: str, value: object) -> int:
     number = _to_whole(value)
     if number is None or not 1 <= number <= 1000:

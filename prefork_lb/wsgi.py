@@ -17,27 +17,21 @@ built there. Each request:
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import logging
-import socket
-import struct
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from gunicorn.http.errors import ParseException
-
 from prefork_lb import hooks, shared
 from prefork_lb.admin import AdminEndpoint
-from prefork_lb.balancer import IDEMPOTENT, may_retry
+from prefork_lb.balancer import may_retry
 from prefork_lb.config import Settings
+from prefork_lb.downstream import BodyLimits, RequestBody, request_body, reset_on_close
 from prefork_lb.errors import (
     AbortResponse,
     BackendError,
-    ClientTimeout,
-    IncompleteRequestBody,
     LBError,
     NoBackendAvailable,
     error_kind,
@@ -69,10 +63,6 @@ from prefork_lb.upstream import (
 StartResponse = Callable[..., Any]
 Environ = dict[str, Any]
 
-REQUEST_CHUNK = 64 * 1024
-# Idempotent requests with a body up to this size are held whole, so that a
-# failed try can be repeated on another backend.
-REPLAY_LIMIT = 64 * 1024
 log = logging.getLogger("gunicorn.error").getChild("prefork_lb")
 
 
@@ -114,6 +104,9 @@ class Balancer:
         self._index = {backend.url: i for i, backend in enumerate(settings.backends)}
         self._upstream = Upstream(settings)
         self._trusted_proxies = AddressSet(settings.trusted_proxies)
+        self._body_limits = BodyLimits(
+            settings.client_timeout, settings.client_min_rate, settings.max_body_size
+        )
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         """Forward one request; the body of the answer streams from the backend."""
@@ -207,7 +200,7 @@ class Balancer:
         start_response: StartResponse,
         request: ProxyRequest,
         index: int,
-        body: _RequestBody | None,
+        body: RequestBody | None,
     ) -> Iterable[bytes]:
         """One try on one backend; it counts as in flight until the backend is done with it."""
         in_flight = _InFlight(self._selector, index)
@@ -226,7 +219,7 @@ class Balancer:
         start_response: StartResponse,
         request: ProxyRequest,
         index: int,
-        body: _RequestBody | None,
+        body: RequestBody | None,
         *,
         backend_done: Callable[[], None],
     ) -> Iterable[bytes]:
@@ -275,21 +268,8 @@ class Balancer:
         on_abort = None if stats is None else functools.partial(stats.count_abort, index)
         return _relay_body(stream_body(response, backend, backend_done), environ, on_abort)
 
-    def _body(self, environ: Environ, request: ProxyRequest) -> _RequestBody | None:
-        """The request body to send: held whole when small enough to replay, else streamed."""
-        if not request.has_body:
-            return None
-        pieces = _request_body(
-            environ["wsgi.input"],
-            request,
-            environ.get("gunicorn.socket"),
-            self._settings.client_timeout,
-        )
-        length = request.content_length
-        if request.method in IDEMPOTENT and length is not None and length <= REPLAY_LIMIT:
-            # Small enough to hold: a failed try can be repeated on another backend.
-            return _RequestBody([b"".join(pieces)], replayable=True)
-        return _RequestBody(pieces, replayable=False)
+    def _body(self, environ: Environ, request: ProxyRequest) -> RequestBody | None:
+        return request_body(environ["wsgi.input"], request, self._body_limits)
 
 
 class _Stats:
@@ -304,21 +284,6 @@ class _Stats:
         """A response from this backend was cut off after its head, by ``err``."""
         self.table.count_aborted(self.slot, index)
         self.table.count_error(self.slot, index, error_kind(err))
-
-
-class _RequestBody:
-    """The request body as urllib3 iterates it, noting whether a try has begun reading it."""
-
-    def __init__(self, pieces: Iterable[bytes], *, replayable: bool) -> None:
-        self._pieces = pieces
-        self.replayable = replayable
-        self.started = False
-
-    def __iter__(self) -> Iterator[bytes]:
-        # urllib3 connects before it reads the body: a try that failed to
-        # connect has not consumed any of it.
-        self.started = True
-        return iter(self._pieces)
 
 
 class _InFlight:
@@ -399,53 +364,6 @@ def headers_from_environ(environ: Environ) -> list[tuple[str, str]]:
     return headers
 
 
-def _request_body(
-    stream: Any, request: ProxyRequest, client: Any, timeout: float
-) -> Iterator[bytes]:
-    """The client's body, in pieces of up to 64 KiB, never whole in memory.
-
-    A body that ends short of its Content-Length, a malformed chunked body, or
-    a client silent for ``timeout`` seconds raises an LBError from inside the
-    upstream send, so the backend's connection is closed mid-request: it
-    never sees a request that looks complete. (gunicorn's ``read(n)`` returns
-    once it has n bytes or the body ends, hence pieces, not every packet.)
-    """
-    # The deadline is on each receive from the client socket: silence, not
-    # slowness, is what times out. Gunicorn marks the body failed when a read
-    # raises, so the rest is never parsed as a next request.
-    previous = client.gettimeout() if client is not None else None
-    if client is not None:
-        client.settimeout(timeout)
-    try:
-        yield from _read_body(stream, request, timeout)
-    finally:
-        if client is not None:
-            with contextlib.suppress(OSError):
-                client.settimeout(previous)
-
-
-def _read_body(stream: Any, request: ProxyRequest, timeout: float) -> Iterator[bytes]:
-    remaining = request.content_length
-    while remaining is None or remaining > 0:
-        size = REQUEST_CHUNK if remaining is None else min(REQUEST_CHUNK, remaining)
-        try:
-            chunk = stream.read(size)
-        except TimeoutError as err:
-            raise ClientTimeout(f"client sent no body bytes for {timeout:g} s") from err
-        except (OSError, ParseException) as err:
-            raise IncompleteRequestBody(f"client body broke off: {err!r}") from err
-        if not chunk:
-            if remaining is None:
-                return
-            sent = (request.content_length or 0) - remaining
-            raise IncompleteRequestBody(
-                f"client sent {sent} of {request.content_length} body bytes"
-            )
-        if remaining is not None:
-            remaining -= len(chunk)
-        yield chunk
-
-
 def _relay_body(
     chunks: Iterator[bytes],
     environ: Environ,
@@ -470,12 +388,5 @@ def _relay_body(
             environ.get("RAW_URI"),
             err.detail,
         )
-        _reset_on_close(environ.get("gunicorn.socket"))
+        reset_on_close(environ.get("gunicorn.socket"))
         raise AbortResponse(err.detail) from err
-
-
-def _reset_on_close(client: Any) -> None:
-    # Close with RST, not FIN: to an HTTP/1.0 client, or one reading a
-    # close-delimited body, a FIN would look like the end of a complete body.
-    with contextlib.suppress(AttributeError, OSError):
-        client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))

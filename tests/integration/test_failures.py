@@ -258,19 +258,35 @@ def test_backend_slow_to_take_an_upload_is_bounded_by_read_timeout(
     assert (reply.status, reply.body) == (200, str(len(body)).encode())
 
 
-def test_silent_client_body_is_408_and_never_complete_upstream(
+def test_silent_client_small_body_is_408_and_never_reaches_a_backend(
     three_backends: list[ScriptedBackend], start_balancer: StartBalancer
 ) -> None:
-    """A client silent mid-body for client_timeout gets 408; the backend never sees it complete."""
+    """A small body is read whole first: a client silent in it never touches a backend."""
     backend = three_backends[0]
     lb = start_balancer([backend.url], workers=1, env={"PREFORK_LB_CLIENT_TIMEOUT": "0.5"})
     with RawConnection(lb.port, timeout=10) as conn:
         conn.send(b"POST /slow-up HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\n0123456789")
         reply = conn.read_response()
+        assert reply.status == 408
+        assert conn.is_closed_by_peer()
+    assert fetch(lb.port, "/after").status == 200
+    assert [r.target for r in backend.requests] == ["/after"]
+
+
+def test_silent_client_large_body_is_408_and_never_complete_upstream(
+    three_backends: list[ScriptedBackend], start_balancer: StartBalancer
+) -> None:
+    """A client silent mid-way through a streamed body: 408, and the backend never sees it whole."""
+    backend = three_backends[0]
+    lb = start_balancer([backend.url], workers=1, env={"PREFORK_LB_CLIENT_TIMEOUT": "0.5"})
+    with RawConnection(lb.port, timeout=10) as conn:
+        conn.send(b"POST /slow-up HTTP/1.1\r\nHost: a\r\nContent-Length: 200000\r\n\r\n")
+        conn.send(b"x" * 100_000)
+        reply = conn.read_response()
     assert reply.status == 408
     seen = backend.wait_for_requests(1)
     assert not seen[0].complete
-    assert len(seen[0].body) < 100
+    assert len(seen[0].body) < 200_000
 
 
 def test_pool_overflow_is_logged(
@@ -289,9 +305,10 @@ def test_pool_overflow_is_logged(
 def test_slow_but_steady_upload_is_not_timed_out(
     three_backends: list[ScriptedBackend], start_balancer: StartBalancer
 ) -> None:
-    """client_timeout bounds silence, not slowness: a steady trickle longer than it completes."""
+    """A steady trickle three times longer than client_timeout, above client_min_rate, completes."""
     backend = three_backends[0]
-    lb = start_balancer([backend.url], workers=1, env={"PREFORK_LB_CLIENT_TIMEOUT": "1"})
+    env = {"PREFORK_LB_CLIENT_TIMEOUT": "1", "PREFORK_LB_CLIENT_MIN_RATE": "100"}
+    lb = start_balancer([backend.url], workers=1, env=env)
     pieces = 10
     with RawConnection(lb.port, timeout=20) as conn:
         conn.send(

@@ -10,7 +10,6 @@ import re
 import socket
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
@@ -28,6 +27,7 @@ from tests.support.backend import (
 )
 from tests.support.balancer import BalancerProcess
 from tests.support.client import fetch, send
+from tests.support.procfs import rss_kib
 from tests.support.rawhttp import RawConnection, send_raw
 
 HOST = [("Host", "app.example")]
@@ -576,13 +576,6 @@ def test_response_streams_chunk_by_chunk(
         conn.close()
 
 
-def _rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise AssertionError(f"no VmRSS for {pid}")
-
-
 def test_large_download_keeps_worker_memory_flat(
     three_backends: list[ScriptedBackend], start_balancer: StartBalancer
 ) -> None:
@@ -593,7 +586,7 @@ def test_large_download_keeps_worker_memory_flat(
     lb = start_balancer([target.url], workers=1)
     (worker,) = lb.worker_pids()
     fetch(lb.port, "/")  # warm up: pools, imports, first-request allocations
-    before = _rss_kib(worker)
+    before = rss_kib(worker)
     peak = before
     digest = hashlib.sha256()
     expected = hashlib.sha256()
@@ -608,7 +601,7 @@ def test_large_download_keeps_worker_memory_flat(
             expected.update(pattern_bytes(len(chunk), received))
             received += len(chunk)
             if received % (64 * 1024 * 1024) < len(chunk):
-                peak = max(peak, _rss_kib(worker))
+                peak = max(peak, rss_kib(worker))
     finally:
         conn.close()
     assert received == size

@@ -1257,3 +1257,59 @@ def test_tls_verify_off_is_warned_about(tmp_path: Path) -> None:
     bundle = str(_ca_bundle(tmp_path / "ca.pem"))
     found = warnings(load_config({**environ, "PREFORK_LB_BACKEND_CA_BUNDLE": bundle}))
     assert found[1] == "backend_ca_bundle is not used while backend_tls_verify is off"
+
+
+# --- client limits ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "attribute", "expected"),
+    [
+        pytest.param("CLIENT_MIN_RATE", "0", "client_min_rate", 0, id="rate-off"),
+        pytest.param("CLIENT_MIN_RATE", "2048", "client_min_rate", 2048, id="rate"),
+        pytest.param("MAX_BODY_SIZE", "0", "max_body_size", 0, id="size-unlimited"),
+        pytest.param("MAX_BODY_SIZE", "512", "max_body_size", 512, id="size-bytes"),
+        pytest.param("MAX_BODY_SIZE", "64k", "max_body_size", 64 * 1024, id="size-k"),
+        pytest.param("MAX_BODY_SIZE", "10M", "max_body_size", 10 * 1024**2, id="size-m-upper"),
+        pytest.param("MAX_BODY_SIZE", " 2 g ", "max_body_size", 2 * 1024**3, id="size-g-spaced"),
+        pytest.param("MAX_BODY_SIZE", "1GiB", "max_body_size", 1024**3, id="size-gib"),
+        pytest.param("MAX_BODY_SIZE", "3kb", "max_body_size", 3 * 1024, id="size-kb"),
+    ],
+)
+def test_client_limits_from_environment(
+    variable: str, value: str, attribute: str, expected: object
+) -> None:
+    """client_min_rate is bytes per second; max_body_size takes binary k/m/g units."""
+    settings = load_config({"PREFORK_LB_BACKENDS": "http://h:1", f"PREFORK_LB_{variable}": value})
+    assert getattr(settings, attribute) == expected
+
+
+def test_client_limits_default_and_from_file(tmp_path: Path) -> None:
+    """Defaults: 500 B/s and 1 GiB; a TOML file may give the size as a number or a string."""
+    defaults = load_config({"PREFORK_LB_BACKENDS": "http://h:1"})
+    assert (defaults.client_min_rate, defaults.max_body_size) == (500, 1024**3)
+    text = 'backends = ["http://h:1"]\nmax_body_size = "5m"\nclient_min_rate = 10\n'
+    settings = load_config(_with_file(tmp_path, text))
+    assert (settings.client_min_rate, settings.max_body_size) == (10, 5 * 1024**2)
+    settings = load_config(_with_file(tmp_path, 'backends = ["http://h:1"]\nmax_body_size = 99\n'))
+    assert settings.max_body_size == 99
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        pytest.param("MAX_BODY_SIZE", "-1", id="size-negative"),
+        pytest.param("MAX_BODY_SIZE", "1.5m", id="size-fraction"),
+        pytest.param("MAX_BODY_SIZE", "10t", id="size-unknown-unit"),
+        pytest.param("MAX_BODY_SIZE", "k", id="size-unit-only"),
+        pytest.param("MAX_BODY_SIZE", "\u0661\u0660k", id="size-arabic-digits"),
+        pytest.param("CLIENT_MIN_RATE", "fast", id="rate-word"),
+        pytest.param("CLIENT_MIN_RATE", "-5", id="rate-negative"),
+    ],
+)
+def test_client_limit_errors(variable: str, value: str) -> None:
+    """A bad size or rate is named with its setting and value."""
+    with pytest.raises(ConfigError) as caught:
+        load_config({"PREFORK_LB_DEMO": "1", f"PREFORK_LB_{variable}": value})
+    assert str(caught.value).startswith(f"PREFORK_LB_{variable}: ")
+    assert repr(value) in str(caught.value)
