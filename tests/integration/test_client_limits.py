@@ -259,3 +259,40 @@ def test_clients_vanishing_mid_transfer_leak_no_descriptor_or_connection(
     wait_for(lambda: open_fds(worker) <= fds_before + 1, timeout=10, what="worker fds back")
     print(f"worker fds before {fds_before}, after {open_fds(worker)}")
     assert fetch(lb.port, "/after").status == 200
+
+
+@pytest.mark.parametrize(
+    ("head", "status"),
+    [
+        pytest.param(b"GET /" + b"a" * 5000 + b" HTTP/1.1\r\nHost: a\r\n\r\n", 414, id="line"),
+        pytest.param(
+            b"GET / HTTP/1.1\r\nHost: a\r\n" + b"X-Many: 1\r\n" * 100 + b"\r\n", 431, id="count"
+        ),
+        pytest.param(
+            b"GET / HTTP/1.1\r\nHost: a\r\nX-Big: " + b"b" * 9000 + b"\r\n\r\n", 431, id="size"
+        ),
+    ],
+)
+def test_heads_over_gunicorn_limits_are_refused(
+    backend: ScriptedBackend, echo_balancer: BalancerProcess, head: bytes, status: int
+) -> None:
+    """gunicorn's limits (request line 4094, 100 fields, 8190 bytes a field) give 414 or 431."""
+    with RawConnection(echo_balancer.port, timeout=10) as conn:
+        conn.send(head)
+        assert conn.read_response().status == status
+    assert backend.requests == []
+
+
+def test_gunicorn_limits_are_settings(
+    three_backends: list[ScriptedBackend], start_balancer: StartBalancer
+) -> None:
+    """--limit-request-line and --limit-request-fields change where 414 and 431 begin."""
+    backend = three_backends[0]
+    args = ["--limit-request-line", "8190", "--limit-request-fields", "10"]
+    lb = start_balancer([backend.url], workers=1, args=args)
+    long_target = "/" + "a" * 5000
+    assert fetch(lb.port, long_target).status == 200
+    with RawConnection(lb.port, timeout=10) as conn:
+        conn.send(b"GET / HTTP/1.1\r\nHost: a\r\n" + b"X-Many: 1\r\n" * 10 + b"\r\n")
+        assert conn.read_response().status == 431
+    assert [r.target for r in backend.requests] == [long_target]
