@@ -22,6 +22,11 @@ permit_unconventional_http_method = True
 # the shared state is made by the on_starting hook, not at import time.
 preload_app = False
 
+# Header names with "_" are dropped (nginx: underscores_in_headers off), so
+# "X_Forwarded_For" never reaches a backend as X-Forwarded-For. "dangerous" is
+# refused at start: it would let "Transfer_Encoding" frame the body.
+header_map = "drop"
+
 # The balancer decides whom to trust with X-Forwarded-* (PREFORK_LB_TRUSTED_PROXIES);
 # gunicorn must not let a client's X-Forwarded-Proto change wsgi.url_scheme.
 forwarded_allow_ips = ""

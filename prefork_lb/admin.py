@@ -170,6 +170,7 @@ def backends_document(
         "fail_open": settings.fail_open,
         "pid": os.getpid(),
         "time": _iso(wall_now),
+        "client_connections": state.in_flight.connections(),
         "backends": backends,
     }
 

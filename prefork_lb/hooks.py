@@ -50,6 +50,14 @@ def on_starting(server: Any) -> None:
     except ConfigError as err:
         # gunicorn prints a RuntimeError from here as one "Error: ..." line and exits 1.
         raise RuntimeError(f"prefork_lb configuration: {err}") from None
+    if server.cfg.header_map == "dangerous":
+        # Then "Transfer_Encoding" fills the same environ key as
+        # "Transfer-Encoding": the balancer could frame the body upstream
+        # differently from how gunicorn framed it from the client.
+        raise RuntimeError(
+            "prefork_lb configuration: header_map 'dangerous' lets Transfer_Encoding "
+            "stand in for Transfer-Encoding; use 'drop' (the default) or 'refuse'"
+        )
     settings = _with_demo_backends(server, settings)
     for warning in warnings(settings):
         server.log.warning("prefork_lb configuration: %s", warning)

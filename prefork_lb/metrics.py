@@ -56,6 +56,11 @@ class BalancerCollector(Collector):
         for url, count in zip(urls, self._state.in_flight.totals(), strict=True):
             in_flight.add_metric([url], count)
         yield in_flight
+        yield GaugeMetricFamily(
+            PREFIX + "client_connections",
+            "Client connections open now, over all workers (a greenlet each).",
+            value=self._state.in_flight.connections(),
+        )
         up = GaugeMetricFamily(
             PREFIX + "backend_up",
             "1 if the backend is up (gets traffic), 0 if it is down.",

@@ -225,18 +225,21 @@ _U32 = 2**32 - 1
 
 
 class InFlightTable:
-    """Requests in flight to each backend: one row per worker slot, one writer per row.
+    """Requests in flight to each backend, and open client connections: one writer per row.
 
-    A worker only ever changes its own row, so no lock is needed; readers sum
-    the rows. The master hands out slots before it forks a worker and clears
-    a slot when the worker exits, so a killed worker's requests do not linger.
+    Each worker slot has a cell per backend and one for the client
+    connections the worker holds open (one greenlet each). A worker only ever
+    changes its own cells, so no lock is needed; readers sum them. The master
+    hands out slots before it forks a worker and clears a slot when the
+    worker exits, so a killed worker's counts do not linger.
     """
 
     SLOTS = 128
 
     def __init__(self, count: int) -> None:
         self.count = count
-        self._memory = mmap.mmap(-1, 8 * self.SLOTS * max(count, 1), flags=mmap.MAP_SHARED)
+        # A row per backend, then one for client connections.
+        self._memory = mmap.mmap(-1, 8 * self.SLOTS * (count + 1), flags=mmap.MAP_SHARED)
         # Laid out backend by backend, so one backend's rows are contiguous.
         self._cells = memoryview(self._memory).cast("q")
         self._free = list(range(self.SLOTS - 1, -1, -1))
@@ -261,8 +264,8 @@ class InFlightTable:
 
     def release(self, slot: int) -> None:
         """In the master, once a worker has exited: forget its requests, free its slot."""
-        for backend in range(self.count):
-            self._cells[backend * self.SLOTS + slot] = 0
+        for row in range(self.count + 1):
+            self._cells[row * self.SLOTS + slot] = 0
         if slot not in self._free:
             self._free.append(slot)
 
@@ -274,6 +277,15 @@ class InFlightTable:
         """The in-flight count of every backend, summed over all workers."""
         slots = self.SLOTS
         return [sum(self._cells[b * slots : (b + 1) * slots]) for b in range(self.count)]
+
+    def add_connection(self, slot: int, delta: int) -> None:
+        """In a worker: a client connection opened (1) or ended (-1)."""
+        self._cells[self.count * self.SLOTS + slot] += delta
+
+    def connections(self) -> int:
+        """The client connections open now, summed over all workers."""
+        start = self.count * self.SLOTS
+        return sum(self._cells[start : start + self.SLOTS])
 
     def close(self) -> None:
         """Release the memory (in this process only)."""

@@ -8,6 +8,9 @@ that long gets 408 (while it sends the body, see ``downstream.py``) or is
 disconnected (while it leaves the response unread: the worker never buffers
 more than the socket does). Between requests the timeout is off again, and
 gunicorn's keepalive bound applies.
+
+Each open client connection (one greenlet) is counted in the shared table,
+for the admin document and the ``prefork_lb_client_connections`` metric.
 """
 
 from __future__ import annotations
@@ -25,11 +28,28 @@ class Worker(GeventWorker):  # type: ignore[misc]  # gunicorn has no type hints
     """The gevent worker prefork_lb runs (``worker_class`` in gunicorn.conf.py)."""
 
     client_timeout: float = 60.0
+    _in_flight: shared.InFlightTable | None = None
+    _slot: int | None = None
 
     def init_process(self) -> None:
         """Read the client deadline from the settings the master installed, then serve."""
-        self.client_timeout = shared.installed().settings.client_timeout
+        state = shared.installed()
+        self.client_timeout = state.settings.client_timeout
+        self._in_flight = state.in_flight
+        self._slot = shared.worker_slot()
         super().init_process()
+
+    def handle(self, listener: Any, client: Any, addr: Any) -> None:
+        """Serve one client connection, counted in the shared table while it is open."""
+        table, slot = self._in_flight, self._slot
+        if table is None or slot is None:
+            super().handle(listener, client, addr)
+            return
+        table.add_connection(slot, 1)
+        try:
+            super().handle(listener, client, addr)
+        finally:
+            table.add_connection(slot, -1)
 
     def handle_request(self, listener_name: Any, req: Any, sock: Any, addr: Any) -> Any:
         """Serve one request with the client socket's deadline on; end the connection if it hit."""

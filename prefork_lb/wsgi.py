@@ -120,6 +120,10 @@ class Balancer:
             return self._forward(environ, start_response, request)
         except LBError as err:
             environ["prefork_lb.error"] = type(err).__name__
+            if environ.get("CONTENT_LENGTH") or "HTTP_TRANSFER_ENCODING" in environ:
+                # Some of the body may be unread: gunicorn would read (and drop)
+                # the rest of it to find a next request. Close instead.
+                hooks.close_connection_after_response()
             if self._stats is not None:
                 self._count_own_answer(environ, err)
             log.warning(

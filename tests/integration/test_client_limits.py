@@ -45,6 +45,12 @@ def _in_flight(lb: BalancerProcess) -> list[int]:
     return [backend["in_flight"] for backend in json.loads(reply.body)["backends"]]
 
 
+def _client_connections(lb: BalancerProcess) -> int:
+    """Client connections open in the balancer (a greenlet each), not counting this query's."""
+    reply = fetch(lb.port, "/_prefork_lb/backends")
+    return int(json.loads(reply.body)["client_connections"]) - 1
+
+
 @pytest.mark.parametrize(
     ("length", "reaches_backend"),
     [(100, False), (200_000, True)],
@@ -139,6 +145,7 @@ def test_client_that_stops_reading_is_disconnected_and_nothing_piles_up(
     assert peak - before < 20 * 1024, f"worker RSS grew from {before} KiB to {peak} KiB"
     wait_for(lambda: backend.open_connections == 0, timeout=10, what="backend connection closed")
     assert _in_flight(lb) == [0]
+    assert _client_connections(lb) == 0
     assert fetch(lb.port, "/after").status == 200
 
 
@@ -239,7 +246,11 @@ def test_a_thousand_slow_clients_are_cut_off_while_others_are_served(
 def test_clients_vanishing_mid_transfer_leak_no_descriptor_or_connection(
     three_backends: list[ScriptedBackend], start_balancer: StartBalancer
 ) -> None:
-    """300 uploads and 300 downloads abandoned half-way: afterwards the worker is as it was."""
+    """300 uploads and 300 downloads abandoned half-way: afterwards the worker is as it was.
+
+    Each client connection is served by one greenlet, counted while it runs
+    (``client_connections``); the descriptors are the worker's own count.
+    """
     backend = three_backends[0]
     backend.route("/down", big_body(64 * 1024**2))
     lb = start_balancer([backend.url], workers=1)
@@ -255,6 +266,7 @@ def test_clients_vanishing_mid_transfer_leak_no_descriptor_or_connection(
     # Every abandoned exchange ends: no backend connection stays open for it ...
     wait_for(lambda: backend.open_connections <= 1, timeout=20, what="backend connections closed")
     wait_for(lambda: _in_flight(lb) == [0], timeout=10, what="nothing in flight")
+    wait_for(lambda: _client_connections(lb) == 0, timeout=10, what="no greenlet left serving")
     # ... and the worker holds what it held before (its listener, pipes, one pooled connection).
     wait_for(lambda: open_fds(worker) <= fds_before + 1, timeout=10, what="worker fds back")
     print(f"worker fds before {fds_before}, after {open_fds(worker)}")

@@ -183,7 +183,10 @@ def test_in_flight_while_requests_are_held(
         try:
             replies = [pool.submit(fetch, lb.port, "/slow") for _ in range(3)]
             backend.wait_for_requests(3)
-            assert _value(_scrape(lb), "prefork_lb_in_flight", backend=backend.url) == 3
+            samples = _scrape(lb)
+            assert _value(samples, "prefork_lb_in_flight", backend=backend.url) == 3
+            # The three held ones, and the scrape's own.
+            assert _value(samples, "prefork_lb_client_connections") == 4
         finally:
             release.set()
         assert [reply.result().status for reply in replies] == [200] * 3

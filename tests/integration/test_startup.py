@@ -15,9 +15,11 @@ from tests.support.balancer import ROOT, BalancerProcess, clean_environ, gunicor
 from tests.support.client import fetch
 
 
-def _run_until_exit(env: dict[str, str], tmp_path: Path) -> subprocess.CompletedProcess[str]:
+def _run_until_exit(
+    env: dict[str, str], tmp_path: Path, *args: str
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        gunicorn_command("--bind=127.0.0.1:0", "--workers=1"),
+        gunicorn_command("--bind=127.0.0.1:0", "--workers=1", *args),
         cwd=ROOT,
         env=clean_environ(env),
         capture_output=True,
@@ -58,6 +60,15 @@ def test_bad_setting_stops_master_before_binding(
     assert named in error_lines[0]
     assert "Traceback" not in output
     assert "Listening at" not in output
+
+
+def test_dangerous_header_map_is_refused(tmp_path: Path) -> None:
+    """--header-map dangerous would let Transfer_Encoding frame a body: the master refuses it."""
+    env = {"PREFORK_LB_BACKENDS": "http://h:1"}
+    result = _run_until_exit(env, tmp_path, "--header-map", "dangerous")
+    assert result.returncode != 0
+    assert "Error: prefork_lb configuration: header_map 'dangerous'" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_unknown_key_in_config_file_is_named(tmp_path: Path) -> None:

@@ -176,6 +176,27 @@ def test_releasing_a_dead_workers_slot_forgets_its_requests(in_flight: InFlightT
     assert in_flight.claim() == dead
 
 
+def test_client_connections_sum_over_workers_and_leave_with_a_dead_one(
+    in_flight: InFlightTable,
+) -> None:
+    """Client connections are counted per slot, apart from in-flight requests."""
+    dead, alive = in_flight.claim(), in_flight.claim()
+    assert dead is not None
+    assert alive is not None
+
+    def connected() -> None:
+        in_flight.add_connection(dead, 1)
+        in_flight.add_connection(dead, 1)
+
+    assert _exit_code(_fork(connected)) == 0
+    in_flight.add_connection(alive, 1)
+    in_flight.add_connection(alive, 1)
+    in_flight.add_connection(alive, -1)
+    assert (in_flight.connections(), in_flight.totals()) == (3, [0, 0])
+    in_flight.release(dead)
+    assert in_flight.connections() == 1
+
+
 def test_slots_run_out(in_flight: InFlightTable) -> None:
     """There are SLOTS slots; after that claim() says so with None instead of sharing one."""
     slots = [in_flight.claim() for _ in range(InFlightTable.SLOTS)]
