@@ -86,6 +86,8 @@ def test_absolute_form(raw: str, expected: Target) -> None:
         pytest.param("/a#frag", id="fragment"),
         pytest.param("http://e/x#frag", id="absolute-fragment"),
         pytest.param("http://e:abc/x", id="non-numeric-port"),
+        pytest.param("http://e:/x", id="empty-port"),
+        pytest.param("http://e:99999/x", id="port-above-65535"),
         pytest.param("http://a<b/x", id="bad-host-character"),
         pytest.param("http://[::1/x", id="unclosed-ipv6"),
         pytest.param("/caf\u00e9", id="latin-1"),
@@ -156,6 +158,8 @@ def test_options_on_a_pathless_absolute_uri_asks_about_the_server() -> None:
         pytest.param(None, "42", (42, False), id="length"),
         pytest.param("chunked", None, (None, True), id="chunked"),
         pytest.param("Chunked ", None, (None, True), id="chunked-any-case"),
+        pytest.param(None, "9223372036854775807", (2**63 - 1, False), id="largest-length"),
+        pytest.param(None, "0" * 5000 + "5", (5, False), id="5000-leading-zeros"),
     ],
 )
 def test_body_framing(
@@ -174,6 +178,21 @@ def test_body_framing_refuses_other_codings(coding: str) -> None:
 
 
 @pytest.mark.parametrize(
+    "content_length",
+    [
+        pytest.param("9223372036854775808", id="2-to-the-63"),
+        pytest.param("99999999999999999999999", id="23-digits"),
+        pytest.param("9" * 5000, id="5000-digits"),
+    ],
+)
+def test_body_framing_refuses_lengths_beyond_64_bits(content_length: str) -> None:
+    """A Content-Length a signed 64-bit parser would overflow on is a 400, never forwarded."""
+    with pytest.raises(BadRequest) as caught:
+        body_framing(None, content_length)
+    assert caught.value.status == HTTPStatus.BAD_REQUEST
+
+
+@pytest.mark.parametrize(
     ("headers", "target", "version"),
     [
         pytest.param([("Host", "app.example")], Target("/"), "1.1", id="name"),
@@ -184,7 +203,7 @@ def test_body_framing_refuses_other_codings(coding: str) -> None:
         pytest.param([], Target("/", "abs.example"), "1.1", id="absolute-form-without-host"),
         pytest.param([("Host", "a b")], Target("/", "abs.example"), "1.1", id="absolute-form-wins"),
         pytest.param([("Host", "")], Target("/"), "1.1", id="empty-host"),
-        pytest.param([("Host", "localhost:")], Target("/"), "1.1", id="empty-port"),
+        pytest.param([("Host", "localhost:65535")], Target("/"), "1.1", id="highest-port"),
         pytest.param([("Host", "[fe80::1%25eth0]:80")], Target("/"), "1.1", id="ipv6-zone"),
         pytest.param([("Host", "app.example.")], Target("/"), "1.1", id="trailing-dot"),
     ],
@@ -201,6 +220,11 @@ def test_check_host_accepts(headers: list[tuple[str, str]], target: Target, vers
         pytest.param("evil.example/../x", id="slash"),
         pytest.param("user@evil.example", id="userinfo"),
         pytest.param("app.example:80a", id="bad-port"),
+        pytest.param("app.example:", id="empty-port"),
+        pytest.param("app.example:65536", id="port-above-65535"),
+        pytest.param("app.example:99999", id="port-99999"),
+        pytest.param("app.example:000080", id="port-six-digits"),
+        pytest.param("app.example:" + "9" * 5000, id="port-5000-digits"),
         pytest.param("[::1", id="unclosed-ipv6"),
     ],
 )
