@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import http.client
 import os
@@ -10,10 +9,10 @@ import signal
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 from tests.integration.conftest import StartBalancer
 from tests.support.backend import ScriptedBackend, hold_until, slow_chunks
+from tests.support.chaos import client_ports_held
 from tests.support.client import get_name
 from tests.support.polling import wait_for
 
@@ -61,32 +60,6 @@ def test_term_lets_a_streaming_download_finish_then_exits_0(
     assert "Shutting down: Master" in lb.log()
 
 
-def _listening_inodes(pid: int) -> set[int]:
-    """Inodes of the sockets a process holds open."""
-    inodes = set()
-    fd_dir = Path(f"/proc/{pid}/fd")
-    for fd in fd_dir.iterdir():
-        with contextlib.suppress(OSError):
-            target = os.readlink(fd)
-            if target.startswith("socket:["):
-                inodes.add(int(target[8:-1]))
-    return inodes
-
-
-def _client_ports_served_by(pid: int, port: int) -> set[int]:
-    """The client ports of the connections to ``port`` that process ``pid`` has accepted."""
-    inodes = _listening_inodes(pid)
-    ports = set()
-    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
-        fields = line.split()
-        local_port = int(fields[1].split(":")[1], 16)
-        remote_port = int(fields[2].split(":")[1], 16)
-        established = fields[3] == "01"
-        if established and local_port == port and int(fields[9]) in inodes:
-            ports.add(remote_port)
-    return ports
-
-
 def _held_request(port: int, ready: threading.Event) -> tuple[int, str]:
     """GET /hold on a fresh connection; the client port, and the outcome: status or error."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=20)
@@ -125,7 +98,7 @@ def test_a_killed_worker_costs_only_the_requests_it_was_serving(
             f"{held} requests held at the backends",
             timeout=10,
         )
-        served = {pid: _client_ports_served_by(pid, lb.port) for pid in lb.worker_pids()}
+        served = {pid: client_ports_held(pid, lb.port) for pid in lb.worker_pids()}
         victim = max(served, key=lambda pid: len(served[pid]))
         doomed = served[victim]
         assert doomed
