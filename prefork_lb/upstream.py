@@ -10,9 +10,13 @@ balancer's business, so urllib3's are off.
 
 Two more things urllib3 does not do for a proxy: interim 1xx responses
 (``103 Early Hints``) are skipped like http.client skips ``100 Continue``,
-and a request that fails on a reused keep-alive connection before any answer
+a request that fails on a reused keep-alive connection before any answer
 (the backend closed it as it went idle) is sent once more on a fresh
 connection, when that cannot repeat anything: an idempotent method, no body.
+A head the backend cut short (no blank line before the connection closed) is
+an error, not a complete head; and a connection on which the backend sent
+bytes beyond the end of its response is closed, not pooled, so those bytes
+are never read as the answer to the next request on it.
 
 Every urllib3 or socket exception is turned into an ``LBError`` here, by one
 ordered table, most specific first: ``NewConnectionError`` subclasses
@@ -28,7 +32,9 @@ backend, which is verified the same way.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
+import socket
 import ssl
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -70,6 +76,11 @@ MAX_INTERIM_RESPONSES = 16
 # idempotent requests are replayed (RFC 9110 section 9.2.2).
 _STALE_CONNECTION = (http.client.RemoteDisconnected, ConnectionResetError)
 
+
+class _IncompleteHead(http.client.HTTPException):
+    """The connection ended before the blank line that ends the response head."""
+
+
 # Most specific first; the first match wins.
 _ERROR_TABLE: tuple[tuple[type[BaseException], type[BackendError], str], ...] = (
     (NewConnectionError, BackendUnreachable, "connection failed"),
@@ -78,6 +89,7 @@ _ERROR_TABLE: tuple[tuple[type[BaseException], type[BackendError], str], ...] = 
     (TimeoutError, BackendTimeout, "timed out"),
     (SSLError, BackendUnreachable, "TLS failed"),
     (http.client.RemoteDisconnected, BackendUnreachable, "closed the connection before answering"),
+    (_IncompleteHead, BackendUnreachable, "closed the connection mid-head"),
     (http.client.IncompleteRead, BackendUnreachable, "closed the connection mid-body"),
     (ConnectionResetError, BackendUnreachable, "reset the connection"),
     (http.client.HTTPException, BadBackendResponse, "sent an invalid response"),
@@ -152,6 +164,35 @@ class _FinalResponse(http.client.HTTPResponse):
 
     _interim_seen = 0
 
+    def __init__(self, sock: socket.socket, *args: Any, **kwargs: Any) -> None:
+        super().__init__(sock, *args, **kwargs)
+        self._backend_sock = sock
+
+    def begin(self) -> None:
+        # http.client takes the end of the stream for the blank line ending the
+        # head: a backend that dies mid-head would pass for a complete response.
+        head = _HeadReader(self.fp)
+        self.fp, body_fp = head, self.fp  # type: ignore[assignment]
+        try:
+            super().begin()
+        finally:
+            if self.fp is not None:  # None: http.client closed the file (and the stream)
+                self.fp = body_fp
+        if head.last_line not in (b"\r\n", b"\n"):
+            raise _IncompleteHead(f"response head cut short after {head.last_line!r}")
+
+    def _close_conn(self) -> None:
+        # The file's buffer holds what was read ahead of the response's end, and
+        # goes with the file. Bytes there put the backend out of step with its
+        # own framing: they would answer the next request on this connection.
+        # urllib3 puts the connection back in the pool as this runs; shut down,
+        # the pool's check at its next checkout finds it dropped and closes it.
+        fp = self.fp
+        if fp is not None and _has_buffered_bytes(fp, self._backend_sock):
+            with contextlib.suppress(OSError):
+                self._backend_sock.shutdown(socket.SHUT_RDWR)
+        super()._close_conn()  # type: ignore[misc]
+
     def _read_status(self) -> tuple[str, int, str]:
         version, status, reason = super()._read_status()  # type: ignore[misc]
         if 100 <= status < 200 and status != http.client.SWITCHING_PROTOCOLS:
@@ -160,6 +201,39 @@ class _FinalResponse(http.client.HTTPResponse):
                 raise http.client.HTTPException(f"more than {MAX_INTERIM_RESPONSES} 1xx responses")
             return version, http.client.CONTINUE, reason
         return version, status, reason
+
+
+class _HeadReader:
+    """The response's file while its head is read: remembers the last line read."""
+
+    def __init__(self, fp: Any) -> None:
+        self._fp = fp
+        self.last_line = b""
+
+    def readline(self, limit: int = -1) -> bytes:
+        """Read one line, as the file would."""
+        line: bytes = self._fp.readline(limit)
+        self.last_line = line
+        return line
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._fp, name)
+
+
+def _has_buffered_bytes(fp: Any, sock: socket.socket) -> bool:
+    """Whether ``fp`` holds bytes not read yet (or the socket has some), without waiting."""
+    timeout = sock.gettimeout()
+    try:
+        sock.settimeout(0.0)
+        # peek() returns what is buffered; only an empty buffer reads the socket.
+        return bool(fp.peek(1))
+    except (BlockingIOError, ssl.SSLWantReadError):
+        return False
+    except (OSError, ValueError):
+        return True  # broken, or closed already: not to be reused either way
+    finally:
+        with contextlib.suppress(OSError):
+            sock.settimeout(timeout)
 
 
 class _HTTPConnection(HTTPConnection):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable, Iterator, Sequence
 
 import pytest
@@ -67,3 +68,16 @@ def backend(echo_backend: ScriptedBackend, echo_balancer: BalancerProcess) -> Sc
     """The shared backend with no routes or recorded requests, behind a running balancer."""
     echo_backend.clear(routes=True)
     return echo_backend
+
+
+@pytest.fixture
+def unanswered_listener() -> Iterator[int]:
+    """A port whose accept queue is full, so new connections hang until they time out."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port: int = listener.getsockname()[1]
+    filler = socket.create_connection(("127.0.0.1", port))
+    yield port
+    filler.close()
+    listener.close()

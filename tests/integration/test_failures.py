@@ -6,7 +6,7 @@ import re
 import socket
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -46,19 +46,6 @@ def unused_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
     return port
-
-
-@pytest.fixture
-def unanswered_listener() -> Iterator[int]:
-    """A port whose accept queue is full, so new connections hang until they time out."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(0)
-    port: int = listener.getsockname()[1]
-    filler = socket.create_connection(("127.0.0.1", port))
-    yield port
-    filler.close()
-    listener.close()
 
 
 def test_refused_connection_is_502(unused_port: int, start_balancer: StartBalancer) -> None:
