@@ -18,7 +18,7 @@ import pytest
 import trustme
 
 from tests.integration.conftest import StartBalancer
-from tests.support.backend import ScriptedBackend, echo
+from tests.support.backend import ScriptedBackend, big_body, echo
 from tests.support.balancer import ROOT, BalancerProcess, clean_environ, gunicorn_command
 from tests.support.client import fetch
 from tests.support.polling import wait_for
@@ -289,3 +289,22 @@ def test_health_checks_verify_like_requests(
     unverified = start_balancer([good_backend.url], workers=1, env=checks)
     wait_for(lambda: _state(unverified, good_backend)["state"] == "down", "backend down")
     assert "certificate verify failed" in _state(unverified, good_backend)["reason"]
+
+
+def test_tls_client_that_stops_reading_is_disconnected(
+    start_balancer: StartBalancer, trusted: Authority
+) -> None:
+    """Over TLS too, a client that leaves a big response unread is cut off at client_timeout."""
+    with ScriptedBackend("plain") as backend:
+        backend.route("/big", big_body(1024**3))
+        tls = ["--certfile", str(trusted.cert_file), "--keyfile", str(trusted.key_file)]
+        env = {"PREFORK_LB_CLIENT_TIMEOUT": "1"}
+        lb = start_balancer([backend.url], workers=1, env=env, args=tls)
+        raw = socket.create_connection(("127.0.0.1", lb.port), timeout=10)
+        with trusted.client_context().wrap_socket(raw, server_hostname="127.0.0.1") as client:
+            client.sendall(b"GET /big HTTP/1.1\r\nHost: a\r\n\r\n")
+            assert client.recv(4096).startswith(b"HTTP/1.1 200 ")
+            lb.wait_for_log(r"client 127\.0\.0\.1 did not read the response to GET /big for 1 s")
+        wait_for(lambda: backend.open_connections == 0, "backend connection dropped", timeout=10)
+        assert "Traceback" not in lb.log()
+        assert _https_fetch(lb.port, trusted.client_context())[0] == 200
