@@ -8,15 +8,11 @@ target (``%2f`` becomes ``%2F``, ``"`` becomes ``%22``), and the balancer
 forwards the target byte for byte. Retries and redirects are the
 balancer's business, so urllib3's are off.
 
-Two more things urllib3 does not do for a proxy: interim 1xx responses
-(``103 Early Hints``) are skipped like http.client skips ``100 Continue``,
-a request that fails on a reused keep-alive connection before any answer
+A request that fails on a reused keep-alive connection before any answer
 (the backend closed it as it went idle) is sent once more on a fresh
 connection, when that cannot repeat anything: an idempotent method, no body.
-A head the backend cut short (no blank line before the connection closed) is
-an error, not a complete head; and a connection on which the backend sent
-bytes beyond the end of its response is closed, not pooled, so those bytes
-are never read as the answer to the next request on it.
+How responses are read (interim 1xx skipped, heads cut short refused, stray
+bytes never pooled) is ``backend_http.py``'s.
 
 Every urllib3 or socket exception is turned into an ``LBError`` here, by one
 ordered table, most specific first: ``NewConnectionError`` subclasses
@@ -32,16 +28,14 @@ backend, which is verified the same way.
 
 from __future__ import annotations
 
-import contextlib
 import http.client
-import socket
 import ssl
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
-from urllib3 import HTTPConnectionPool, HTTPSConnectionPool, PoolManager
-from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3 import HTTPConnectionPool, PoolManager
+from urllib3.connection import HTTPConnection
 from urllib3.exceptions import (
     ConnectTimeoutError,
     HTTPError,
@@ -56,6 +50,11 @@ from urllib3.util import SKIP_HEADER, Timeout
 from urllib3.util.response import assert_header_parsing
 from urllib3.util.ssl_ import create_urllib3_context
 
+from prefork_lb.backend_http import (
+    BackendHTTPConnectionPool,
+    BackendHTTPSConnectionPool,
+    IncompleteHead,
+)
 from prefork_lb.balancer import IDEMPOTENT
 from prefork_lb.config import Backend, Settings
 from prefork_lb.errors import (
@@ -70,15 +69,10 @@ if TYPE_CHECKING:
     from urllib3._base_connection import BaseHTTPConnection
 
 RESPONSE_CHUNK = 64 * 1024
-MAX_INTERIM_RESPONSES = 16
 # A reused connection the backend closed or reset before answering. It most
 # likely closed it as it went idle, but it may have seen the request: only
 # idempotent requests are replayed (RFC 9110 section 9.2.2).
 _STALE_CONNECTION = (http.client.RemoteDisconnected, ConnectionResetError)
-
-
-class _IncompleteHead(http.client.HTTPException):
-    """The connection ended before the blank line that ends the response head."""
 
 
 # Most specific first; the first match wins.
@@ -89,7 +83,7 @@ _ERROR_TABLE: tuple[tuple[type[BaseException], type[BackendError], str], ...] = 
     (TimeoutError, BackendTimeout, "timed out"),
     (SSLError, BackendUnreachable, "TLS failed"),
     (http.client.RemoteDisconnected, BackendUnreachable, "closed the connection before answering"),
-    (_IncompleteHead, BackendUnreachable, "closed the connection mid-head"),
+    (IncompleteHead, BackendUnreachable, "closed the connection mid-head"),
     (http.client.IncompleteRead, BackendUnreachable, "closed the connection mid-body"),
     (ConnectionResetError, BackendUnreachable, "reset the connection"),
     (http.client.HTTPException, BadBackendResponse, "sent an invalid response"),
@@ -154,104 +148,6 @@ def os_reason(err: BaseException) -> str:
     return ""
 
 
-class _FinalResponse(http.client.HTTPResponse):
-    """An http.client response that skips every interim (1xx) response but 101.
-
-    ``begin()`` skips a ``100 Continue`` and reads on; reporting any other
-    interim status as 100 makes it skip those too (RFC 9110 section 15.2
-    lets the recipient of a 1xx it did not ask for ignore it).
-    """
-
-    _interim_seen = 0
-
-    def __init__(self, sock: socket.socket, *args: Any, **kwargs: Any) -> None:
-        super().__init__(sock, *args, **kwargs)
-        self._backend_sock = sock
-
-    def begin(self) -> None:
-        # http.client takes the end of the stream for the blank line ending the
-        # head: a backend that dies mid-head would pass for a complete response.
-        head = _HeadReader(self.fp)
-        self.fp, body_fp = head, self.fp  # type: ignore[assignment]
-        try:
-            super().begin()
-        finally:
-            if self.fp is not None:  # None: http.client closed the file (and the stream)
-                self.fp = body_fp
-        if head.last_line not in (b"\r\n", b"\n"):
-            raise _IncompleteHead(f"response head cut short after {head.last_line!r}")
-
-    def _close_conn(self) -> None:
-        # The file's buffer holds what was read ahead of the response's end, and
-        # goes with the file. Bytes there put the backend out of step with its
-        # own framing: they would answer the next request on this connection.
-        # urllib3 puts the connection back in the pool as this runs; shut down,
-        # the pool's check at its next checkout finds it dropped and closes it.
-        fp = self.fp
-        if fp is not None and _has_buffered_bytes(fp, self._backend_sock):
-            with contextlib.suppress(OSError):
-                self._backend_sock.shutdown(socket.SHUT_RDWR)
-        super()._close_conn()  # type: ignore[misc]
-
-    def _read_status(self) -> tuple[str, int, str]:
-        version, status, reason = super()._read_status()  # type: ignore[misc]
-        if 100 <= status < 200 and status != http.client.SWITCHING_PROTOCOLS:
-            self._interim_seen += 1
-            if self._interim_seen > MAX_INTERIM_RESPONSES:
-                raise http.client.HTTPException(f"more than {MAX_INTERIM_RESPONSES} 1xx responses")
-            return version, http.client.CONTINUE, reason
-        return version, status, reason
-
-
-class _HeadReader:
-    """The response's file while its head is read: remembers the last line read."""
-
-    def __init__(self, fp: Any) -> None:
-        self._fp = fp
-        self.last_line = b""
-
-    def readline(self, limit: int = -1) -> bytes:
-        """Read one line, as the file would."""
-        line: bytes = self._fp.readline(limit)
-        self.last_line = line
-        return line
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._fp, name)
-
-
-def _has_buffered_bytes(fp: Any, sock: socket.socket) -> bool:
-    """Whether ``fp`` holds bytes not read yet (or the socket has some), without waiting."""
-    timeout = sock.gettimeout()
-    try:
-        sock.settimeout(0.0)
-        # peek() returns what is buffered; only an empty buffer reads the socket.
-        return bool(fp.peek(1))
-    except (BlockingIOError, ssl.SSLWantReadError):
-        return False
-    except (OSError, ValueError):
-        return True  # broken, or closed already: not to be reused either way
-    finally:
-        with contextlib.suppress(OSError):
-            sock.settimeout(timeout)
-
-
-class _HTTPConnection(HTTPConnection):
-    response_class = _FinalResponse
-
-
-class _HTTPSConnection(HTTPSConnection):
-    response_class = _FinalResponse
-
-
-class _HTTPConnectionPool(HTTPConnectionPool):
-    ConnectionCls = _HTTPConnection
-
-
-class _HTTPSConnectionPool(HTTPSConnectionPool):
-    ConnectionCls = _HTTPSConnection
-
-
 class Upstream:
     """The worker's connections to every backend, and how requests go out on them."""
 
@@ -266,9 +162,12 @@ class Upstream:
             **backend_tls_options(settings),
         )
         self._manager.pool_classes_by_scheme = {
-            "http": _HTTPConnectionPool,
-            "https": _HTTPSConnectionPool,
+            "http": BackendHTTPConnectionPool,
+            "https": BackendHTTPSConnectionPool,
         }
+        # The manager keeps one pool per backend (num_pools) and so never
+        # evicts one: each is looked up once, not on every request.
+        self._pools: dict[tuple[str, str, int | None], HTTPConnectionPool] = {}
 
     def send(
         self,
@@ -281,7 +180,11 @@ class Upstream:
         chunked: bool,
     ) -> BaseHTTPResponse:
         """Send one request and return the response with its body still unread."""
-        pool = self._manager.connection_from_host(backend.host, backend.port, backend.scheme)
+        key = (backend.scheme, backend.host, backend.port)
+        pool = self._pools.get(key)
+        if pool is None:
+            pool = self._manager.connection_from_host(backend.host, backend.port, backend.scheme)
+            self._pools[key] = pool
         upstream_headers = _header_lines(headers)
         conn = pool._get_conn()
         replayable = body is None and method in IDEMPOTENT

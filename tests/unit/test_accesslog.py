@@ -1,0 +1,70 @@
+"""The lean access logger writes exactly the line gunicorn's own Logger writes."""
+
+from __future__ import annotations
+
+import io
+import logging
+from datetime import timedelta
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from gunicorn.config import Config
+from gunicorn.glogging import Logger
+
+from prefork_lb.accesslog import AccessLogger
+
+EVERY_ATOM = (
+    '%(h)s %(l)s %(u)s "%(r)s" %(s)s %(m)s %(U)s %(q)s %(H)s %(b)s %(B)s "%(f)s" "%(a)s" '
+    "%(T)s %(D)s %(M)s %(L)s %(p)s %({x-request-id}i)s %({content-type}o)s "
+    "%({prefork_lb.backend}e)s %({missing}e)s %({missing}i)s %(nope)s 100%%"
+)
+PREFORK_LB_FORMAT = (
+    '%(h)s "%(r)s" %(s)s %(B)s %(M)sms pid=%(p)s '
+    "backend=%({prefork_lb.backend}e)s upstream=%({prefork_lb.upstream_time}e)ss "
+    "retries=%({prefork_lb.retries}e)s error=%({prefork_lb.error}e)s "
+    "id=%({prefork_lb.request_id}e)s"
+)
+
+
+def _line(logger_class: type[Logger], fmt: str, sent: int | None, environ: dict[str, Any]) -> str:
+    # Loggers are process-wide: start each line from gunicorn's fresh state.
+    for name in ("gunicorn.access", "gunicorn.error"):
+        logging.getLogger(name).handlers.clear()
+    cfg = Config()
+    cfg.set("accesslog", "-")
+    cfg.set("access_log_format", fmt)
+    logger = logger_class(cfg)
+    stream = io.StringIO()
+    for handler in logger.access_log.handlers:
+        assert isinstance(handler, logging.StreamHandler)
+        handler.setStream(stream)
+    resp = SimpleNamespace(
+        status="200 OK",
+        sent=sent,
+        headers=[("Content-Type", 'text/plain; q="1"'), ("X-A", "b")],
+    )
+    req = SimpleNamespace(headers=[("X-REQUEST-ID", 'abc"def'), ("HOST", "a")])
+    logger.access(resp, req, environ, timedelta(seconds=1, microseconds=234567))
+    return stream.getvalue()
+
+
+@pytest.mark.parametrize("fmt", [EVERY_ATOM, PREFORK_LB_FORMAT], ids=["every-atom", "prefork_lb"])
+@pytest.mark.parametrize("sent", [1234, None], ids=["sent", "nothing-sent"])
+def test_same_line_as_gunicorn(fmt: str, sent: int | None) -> None:
+    """Same atoms, same escaping of quotes, same dashes for what is missing."""
+    environ = {
+        "REMOTE_ADDR": "10.0.0.1",
+        "REQUEST_METHOD": "GET",
+        "RAW_URI": "/a?x=1",
+        "PATH_INFO": "/a",
+        "QUERY_STRING": "x=1",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "HTTP_USER_AGENT": 'ua "quoted"',
+        "prefork_lb.backend": "http://127.0.0.1:9001",
+        "prefork_lb.upstream_time": "0.001",
+        "prefork_lb.request_id": "5b0f",
+    }
+    lean = _line(AccessLogger, fmt, sent, environ)
+    assert lean.count("\n") == 1
+    assert lean == _line(Logger, fmt, sent, environ)
