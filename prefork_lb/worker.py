@@ -9,6 +9,10 @@ disconnected (while it leaves the response unread: the worker never buffers
 more than the socket does). Between requests the timeout is off again, and
 gunicorn's keepalive bound applies.
 
+A connection answered without its request body being read (413) closes
+gently: the answer, a FIN, then up to two seconds of reading and dropping
+what the client still sends, so that it sees the answer rather than a reset.
+
 Each open client connection (one greenlet) is counted in the shared table,
 for the admin document and the ``prefork_lb_client_connections`` metric.
 """
@@ -16,12 +20,18 @@ for the admin document and the ``prefork_lb_client_connections`` metric.
 from __future__ import annotations
 
 import contextlib
+import socket
 import ssl
+import time
 from typing import Any
 
 from gunicorn.workers.ggevent import GeventWorker
 
 from prefork_lb import shared
+
+# How long a connection refused without reading its request body keeps reading
+# (and dropping) what the client still sends, after the answer (nginx: 30 s).
+LINGER_SECONDS = 2.0
 
 
 class Worker(GeventWorker):  # type: ignore[misc]  # gunicorn has no type hints
@@ -56,6 +66,13 @@ class Worker(GeventWorker):  # type: ignore[misc]  # gunicorn has no type hints
         sock.settimeout(self.client_timeout)
         try:
             return super().handle_request(listener_name, req, sock, addr)
+        except StopIteration:
+            # gunicorn ends the connection after this response. When the app
+            # refused the request without reading its body (a 413), the client
+            # may still be sending it: close gently, or it may never see why.
+            if req.must_close:
+                _linger(sock)
+            raise
         except OSError as err:
             if not _write_timed_out(err):
                 raise
@@ -72,6 +89,23 @@ class Worker(GeventWorker):  # type: ignore[misc]  # gunicorn has no type hints
         finally:
             with contextlib.suppress(OSError):
                 sock.settimeout(None)
+
+
+def _linger(sock: Any) -> None:
+    """Close as nginx's lingering close does: FIN after the response, then read and drop.
+
+    Closing a socket with unread bytes sends RST, and a client's kernel may
+    then drop the response before the client has read it. For
+    ``LINGER_SECONDS`` at most, whatever the client still sends is read and
+    thrown away, so it can finish sending and read the answer.
+    """
+    deadline = time.monotonic() + LINGER_SECONDS
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_WR)
+        while (left := deadline - time.monotonic()) > 0:
+            sock.settimeout(left)
+            if not sock.recv(65536):
+                return
 
 
 def _write_timed_out(err: OSError) -> bool:

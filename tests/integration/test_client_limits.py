@@ -308,3 +308,18 @@ def test_gunicorn_limits_are_settings(
         conn.send(b"GET / HTTP/1.1\r\nHost: a\r\n" + b"X-Many: 1\r\n" * 10 + b"\r\n")
         assert conn.read_response().status == 431
     assert [r.target for r in backend.requests] == [long_target]
+
+
+def test_client_still_sending_a_refused_body_reads_its_413(
+    three_backends: list[ScriptedBackend], start_balancer: StartBalancer
+) -> None:
+    """A client that sends its whole 8 MiB body before reading gets the 413, not a reset."""
+    backend = three_backends[0]
+    lb = start_balancer([backend.url], workers=1, env={"PREFORK_LB_MAX_BODY_SIZE": "1k"})
+    size = 8 * 1024**2
+    with socket.create_connection(("127.0.0.1", lb.port), timeout=10) as client:
+        client.sendall(HEAD % size + b"v" * size)  # as http.client does: all, then read
+        reply = client.makefile("rb").read()
+    assert reply.startswith(b"HTTP/1.1 413 "), reply[:100]
+    assert b"Connection: close" in reply
+    assert backend.requests == []
