@@ -9,7 +9,8 @@ Commands (all used by scripts/loadtest.sh, none meant to be typed by hand):
 
   ports COUNT                       COUNT distinct free TCP ports on 127.0.0.1
   wait-ready URL PID SECONDS        until URL answers 200, or PID exits, or time is up
-  summary WRK_OUTPUT [--bulk]       one progress line from a wrk run
+  summary WRK_OUTPUT [--bulk | --latency]
+                                    one progress line from a wrk run
   rss MASTER_PID SAVE_AS            sum of the resident memory of MASTER_PID's children
   backend PORT NAME BULK_FILE       a small HTTP/1.1 keep-alive server (no nginx)
   report RESULTS_DIR ...            the table on stdout and the figures as JSON
@@ -49,6 +50,10 @@ TARGETS = {
     "snippet": "flask snippet",
 }
 BULK_TARGETS = ("direct", "prefork_lb", "nginx", "haproxy")
+# Driven at one connection after the throughput runs (files KEY.latency.wrk).
+LATENCY_TARGETS = BULK_TARGETS
+# Issue 5's goal: at one connection, the p50 prefork_lb adds over the backend directly.
+ADDED_P50_GOAL_MS = 0.3
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,13 +140,23 @@ def format_errors(errors: dict[str, int]) -> str:
     return ", ".join(kinds) if kinds else "none"
 
 
-def summary_line(result: WrkResult, *, bulk: bool) -> str:
+def format_added_ms(ms: float) -> str:
+    """A latency difference with its sign: +0.37 ms, -0.02 ms."""
+    return f"{'-' if ms < 0 else '+'}{format_ms(abs(ms))}"
+
+
+def summary_line(result: WrkResult, *, bulk: bool, latency: bool = False) -> str:
     """The progress line printed after one run."""
     errors = f"{result.error_count:,} errors"
     if result.error_count:
         errors += f" ({format_errors(result.errors)})"
     if bulk:
         return f"{result.mb_per_s:,.0f} MB/s ({result.requests:,} bodies), {errors}"
+    if latency:
+        return (
+            f"p50 {format_ms(result.p50_ms)}, p99 {format_ms(result.p99_ms)} "
+            f"({result.requests_per_s:,.0f} req/s), {errors}"
+        )
     return (
         f"{result.requests_per_s:,.0f} req/s, p50 {format_ms(result.p50_ms)}, "
         f"p99 {format_ms(result.p99_ms)}, {errors}"
@@ -298,6 +313,7 @@ class Settings:
     warmup_s: int
     bulk_bytes: int
     bulk_duration_s: int
+    latency_duration_s: int
     backends: str
     quick: bool
 
@@ -371,6 +387,7 @@ class RunResults:
 
     small: dict[str, WrkResult | None]
     bulk: dict[str, WrkResult | None]
+    latency: dict[str, WrkResult | None]
     why_missing: dict[str, str]
     memory_before: dict[str, object] | None
     memory_after: dict[str, object] | None
@@ -384,6 +401,13 @@ class RunResults:
         """A target's bulk rate, None without a run."""
         result = self.bulk.get(key)
         return result.mb_per_s if result and result.requests else None
+
+    def added_ms(self, key: str) -> tuple[float, float] | None:
+        """The p50 and p99 a balancer adds over the backend directly at one connection."""
+        result, direct = self.latency.get(key), self.latency.get("direct")
+        if not (result and result.requests and direct and direct.requests):
+            return None
+        return result.p50_ms - direct.p50_ms, result.p99_ms - direct.p99_ms
 
 
 def _read_json(path: Path) -> dict[str, object] | None:
@@ -402,6 +426,7 @@ def load_results(results: Path) -> RunResults:
     return RunResults(
         small={key: read_wrk_result(results / f"{key}.wrk") for key in TARGETS},
         bulk={key: read_wrk_result(results / f"{key}.bulk.wrk") for key in BULK_TARGETS},
+        latency={key: read_wrk_result(results / f"{key}.latency.wrk") for key in LATENCY_TARGETS},
         why_missing=why_missing,
         memory_before=_read_json(results / "rss-before.json"),
         memory_after=_read_json(results / "rss-after.json"),
@@ -434,6 +459,37 @@ def _aligned(rows: list[tuple[str, ...]]) -> list[str]:
         cells += [cell.rjust(widths[i]) for i, cell in enumerate(row[1:-1], start=1)]
         cells.append(row[-1])
         lines.append("   ".join(cells).rstrip())
+    return lines
+
+
+def _latency_lines(
+    run: RunResults, settings: Settings, label_width: int, notes: list[str]
+) -> list[str]:
+    """The 1-connection block: p50 / p99 per target, then what each balancer adds."""
+    indent = " " * label_width
+    figures, added = [], []
+    for key in LATENCY_TARGETS:
+        name = TARGETS[key].removeprefix("backend ")
+        result = run.latency[key]
+        if result is None or not result.requests:
+            figures.append(f"{name} -")
+            continue
+        figures.append(
+            f"{name} {format_ms(result.p50_ms).removesuffix(' ms')} / {format_ms(result.p99_ms)}"
+        )
+        if result.error_count:
+            notes.append(f"{TARGETS[key]} 1-connection errors: {format_errors(result.errors)}")
+        difference = run.added_ms(key)
+        if key != "direct" and difference is not None:
+            goal = f" (goal: {ADDED_P50_GOAL_MS} ms or less)" if key == "prefork_lb" else ""
+            added.append(f"{name} {format_added_ms(difference[0])}{goal}")
+    lines = [f"{'latency, 1 conn'.ljust(label_width)}p50 / p99: {', '.join(figures)}"]
+    if added:
+        lines.append(f"{indent}p50 added over direct: {', '.join(added)}")
+    lines.append(
+        f"{indent}(wrk -t1 -c1 -d{settings.latency_duration_s}s --latency: one request at a time, "
+        "after the runs above)"
+    )
     return lines
 
 
@@ -502,6 +558,7 @@ def render_table(
         f"{indent}(wrk -t1 -c1 -d{settings.bulk_duration_s}s on /bulk: bytes read / time, "
         "MB = 10^6 bytes)",
     ]
+    lines += _latency_lines(run, settings, label_width, notes)
     vs_snippet = _ratio(run.requests_per_s("prefork_lb"), run.requests_per_s("snippet"))
     if vs_snippet is not None:
         lines += ["", f"prefork_lb serves {format_ratio(vs_snippet)} the flask snippet's req/s"]
@@ -540,6 +597,41 @@ def _target_figures(run: RunResults, key: str) -> dict[str, object]:
     return entry
 
 
+def _latency_figures(run: RunResults, settings: Settings) -> dict[str, object]:
+    """The 1-connection figures in the JSON: each target, and what prefork_lb adds."""
+    figures: dict[str, object] = {
+        "method": f"wrk -t1 -c1 -d{settings.latency_duration_s}s --latency URL, "
+        "after the throughput runs",
+    }
+    for key in LATENCY_TARGETS:
+        result = run.latency[key]
+        if result is None or not result.requests:
+            figures[key] = {"status": run.why_missing[key]}
+            continue
+        entry: dict[str, object] = {
+            "status": "ok",
+            "p50_ms": round(result.p50_ms, 3),
+            "p99_ms": round(result.p99_ms, 3),
+            "max_ms": round(result.max_ms, 3),
+            "requests_per_s": round(result.requests_per_s, 1),
+            "requests": result.requests,
+            "errors": result.errors | {"total": result.error_count},
+        }
+        difference = run.added_ms(key)
+        if key != "direct" and difference is not None:
+            entry |= {
+                "added_p50_ms": round(difference[0], 3),
+                "added_p99_ms": round(difference[1], 3),
+            }
+        figures[key] = entry
+    added = run.added_ms("prefork_lb")
+    figures |= {
+        "prefork_lb_added_p50_ms": round(added[0], 3) if added else None,
+        "prefork_lb_added_p50_goal_ms": ADDED_P50_GOAL_MS,
+    }
+    return figures
+
+
 def render_figures(
     run: RunResults, settings: Settings, machine: dict[str, object], args: argparse.Namespace
 ) -> dict[str, object]:
@@ -573,6 +665,7 @@ def render_figures(
             **_package_versions(args.snippet_python, ["flask", "werkzeug", "requests"]),
         },
         "targets": [_target_figures(run, key) for key in TARGETS],
+        "latency_1conn": _latency_figures(run, settings),
         "prefork_lb_workers_memory": {
             "before_bulk": run.memory_before,
             "after_bulk": run.memory_after,
@@ -597,6 +690,7 @@ def build_report(args: argparse.Namespace) -> tuple[str, dict[str, object]]:
         warmup_s=args.warmup,
         bulk_bytes=args.bulk_bytes,
         bulk_duration_s=args.bulk_duration,
+        latency_duration_s=args.latency_duration,
         backends=args.backends,
         quick=args.quick,
     )
@@ -625,7 +719,9 @@ def _parser() -> argparse.ArgumentParser:
 
     summary = commands.add_parser("summary")
     summary.add_argument("wrk_output", type=Path)
-    summary.add_argument("--bulk", action="store_true")
+    kind = summary.add_mutually_exclusive_group()
+    kind.add_argument("--bulk", action="store_true")
+    kind.add_argument("--latency", action="store_true")
 
     rss = commands.add_parser("rss")
     rss.add_argument("master", type=int)
@@ -646,6 +742,7 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--warmup", type=int, required=True)
     report.add_argument("--bulk-bytes", type=int, required=True)
     report.add_argument("--bulk-duration", type=int, required=True)
+    report.add_argument("--latency-duration", type=int, required=True)
     report.add_argument("--backends", required=True, choices=["nginx", "python"])
     report.add_argument("--backends-label", required=True)
     report.add_argument("--quick", action="store_true")
@@ -678,7 +775,7 @@ def main(argv: list[str]) -> int:
                 last_line = text.strip().splitlines()[-1:] or ["no output"]
                 print(f"wrk gave no result: {last_line[0]}", file=sys.stderr)
                 return 1
-            print(summary_line(result, bulk=args.bulk))
+            print(summary_line(result, bulk=args.bulk, latency=args.latency))
         case "rss":
             memory = workers_memory(args.master)
             args.save_as.write_text(json.dumps(memory) + "\n")

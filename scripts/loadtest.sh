@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Load test on this machine: prefork_lb side by side with the backends themselves,
-# nginx and HAProxy as balancers, and the seven-line Flask snippet it grew from.
+# nginx and HAProxy as balancers, and the seven-line Flask snippet it grew from;
+# then the latency each adds at one connection, one request at a time.
 #
 #   scripts/loadtest.sh                      # 2 workers, 10 s per target, 50 connections
 #   scripts/loadtest.sh --workers 4 --connections 200 --duration 30
@@ -18,7 +19,8 @@ usage: scripts/loadtest.sh [--workers N] [--duration S] [--connections C] [--jso
                            [--quick] [--python-backends]
 
   --workers N        prefork_lb workers, nginx worker processes, HAProxy threads (default 2)
-  --duration S       seconds of load per target (default 10; 2 with --quick)
+  --duration S       seconds of load per target (default 10; 2 with --quick); the
+                     1-connection latency runs take half as long, at least 3 s
   --connections C    concurrent connections wrk keeps open (default 50)
   --json FILE        where to write the figures as JSON (default .loadtest/last.json)
   --quick            2 s per target, shorter bulk runs, no warm-up: a smoke check
@@ -66,6 +68,8 @@ parse_args() {
         BULK_DURATION=5
         WARMUP=1
     fi
+    # One connection, one request at a time: half the time is plenty, 3 s at least.
+    LATENCY_DURATION=$((DURATION / 2 < 3 ? 3 : DURATION / 2))
     # wrk needs at least one connection per thread.
     THREADS=$((CONNECTIONS < 2 ? CONNECTIONS : 2))
 }
@@ -275,16 +279,17 @@ measure_bulk() {
     show_result "$key" "$OUT/$key.bulk.wrk" --bulk
 }
 
-# show_result KEY WRK_OUTPUT [--bulk]: print the run's figures; a run that has
-# none (wrk itself failed) makes the whole load test fail.
+# show_result KEY WRK_OUTPUT [--bulk | --latency]: print the run's figures; a run
+# that has none (wrk itself failed) makes the whole load test fail.
 show_result() {
-    local key=$1 output=$2 summary
+    local key=$1 output=$2 summary label=""
     shift 2
+    [ "${1-}" = --latency ] && label="$key: "
     if summary=$(helper summary "$@" "$output" 2>&1); then
-        progress "      $summary"
+        progress "      $label$summary"
     else
-        progress "      $summary"
-        if [ "${1-}" != --bulk ]; then
+        progress "      $label$summary"
+        if [ $# = 0 ]; then
             echo "failed: $summary" >"$OUT/$key.status"
         fi
         FAILED=1
@@ -415,6 +420,7 @@ start_python_backends() {
 measure_direct() {
     step "backend direct (${BACKEND_URLS[0]}): $DURATION s at $CONNECTIONS connections..."
     measure direct "${BACKEND_URLS[0]}/" "${BACKEND_URLS[0]}/bulk"
+    keep_for_latency direct "${BACKEND_URLS[0]}/" ""
 }
 
 measure_prefork_lb() {
@@ -436,7 +442,7 @@ measure_prefork_lb() {
     progress "      workers' memory before bulk: $(helper rss "$pid" "$OUT/rss-before.json")"
     measure_bulk prefork_lb "http://127.0.0.1:$port/bulk"
     progress "      workers' memory after bulk: $(helper rss "$pid" "$OUT/rss-after.json")"
-    stop_service "$pid"
+    keep_for_latency prefork_lb "http://127.0.0.1:$port/" "$pid"
 }
 
 measure_nginx() {
@@ -483,7 +489,7 @@ EOF
         return 0
     fi
     measure nginx "http://127.0.0.1:$port/" "http://127.0.0.1:$port/bulk"
-    stop_service "$pid"
+    keep_for_latency nginx "http://127.0.0.1:$port/" "$pid"
 }
 
 measure_haproxy() {
@@ -526,7 +532,7 @@ EOF
         return 0
     fi
     measure haproxy "http://127.0.0.1:$port/" "http://127.0.0.1:$port/bulk"
-    stop_service "$pid"
+    keep_for_latency haproxy "http://127.0.0.1:$port/" "$pid"
 }
 
 # The seven-line snippet this project grew from, in its own virtualenv, made once
@@ -579,6 +585,37 @@ EOF
     stop_service "$pid"
 }
 
+# ---- latency at one connection ---------------------------------------------------------
+#
+# Throughput at many connections says what a balancer costs in CPU; one client
+# sending one request at a time says what it adds to each request's time. The
+# balancers stay up, idle, after their throughput runs, so that all of them are
+# driven here back to back under the same conditions.
+
+LATENCY_KEYS=()
+LATENCY_URLS=()
+LATENCY_PIDS=()
+
+# keep_for_latency KEY URL PID: measure_latency drives URL, then stops PID (if any).
+keep_for_latency() {
+    LATENCY_KEYS+=("$1")
+    LATENCY_URLS+=("$2")
+    LATENCY_PIDS+=("$3")
+}
+
+measure_latency() {
+    step "latency at 1 connection: $LATENCY_DURATION s per target, one request at a time..."
+    local i key pid
+    for i in "${!LATENCY_KEYS[@]}"; do
+        key=${LATENCY_KEYS[$i]}
+        run_wrk "$OUT/$key.latency.wrk" 1 1 "$LATENCY_DURATION" 2 "${LATENCY_URLS[$i]}" || true
+        show_result "$key" "$OUT/$key.latency.wrk" --latency
+    done
+    for pid in "${LATENCY_PIDS[@]}"; do
+        [ -z "$pid" ] || stop_service "$pid"
+    done
+}
+
 # ---- report ---------------------------------------------------------------------------
 
 report() {
@@ -590,6 +627,7 @@ report() {
     helper report "$OUT" --json "$JSON_FILE" --workers "$WORKERS" --duration "$DURATION" \
         --connections "$CONNECTIONS" --threads "$THREADS" --warmup "$WARMUP" \
         --bulk-bytes "$BULK_BYTES" --bulk-duration "$BULK_DURATION" \
+        --latency-duration "$LATENCY_DURATION" \
         --backends "$BACKENDS_KIND" \
         --backends-label "$BACKENDS_LABEL" "${quick[@]}" \
         --nginx "$NGINX" --haproxy "$HAPROXY" --wrk "$WRK" --snippet-python "$snippet_python" \
@@ -624,7 +662,7 @@ main() {
     make_work_dir
     prepare_snippet_venv
 
-    STEPS=5
+    STEPS=6
     FAILED=0
     progress "starting the backends..."
     start_backends
@@ -633,6 +671,7 @@ main() {
     measure_nginx
     measure_haproxy
     measure_snippet
+    measure_latency
     report
     return "$FAILED"
 }
