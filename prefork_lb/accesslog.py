@@ -7,7 +7,8 @@ handler's lock. This one computes only the atoms ``access_log_format`` names,
 with the same values and escaping, and writes the line straight to the
 stream when the access log is gunicorn's own plain handler (``-`` or a
 file). Anything else (syslog, a ``logconfig`` of the operator's, filters,
-statsd) goes through ``logging`` as before.
+statsd) goes through gunicorn's own ``access``, unchanged: its formatters
+and filters may read the record's atoms.
 """
 
 from __future__ import annotations
@@ -159,6 +160,16 @@ class AccessLogger(Logger):  # type: ignore[misc]  # gunicorn is untyped
 
     def access(self, resp: Any, req: Any, environ: dict[str, Any], request_time: timedelta) -> None:
         """Log one access line, as gunicorn's Logger.access would."""
+        handler = self._direct
+        if (
+            handler is None
+            or handler.stream is None
+            or not self.access_log.isEnabledFor(logging.INFO)
+        ):
+            # Syslog, an operator's logging config, filters: they may read the
+            # record's atoms (record.args), so gunicorn's own path, unchanged.
+            super().access(resp, req, environ, request_time)
+            return
         if not self.access_log_enabled:
             return
         try:
@@ -172,19 +183,11 @@ class AccessLogger(Logger):  # type: ignore[misc]  # gunicorn is untyped
             super().access(resp, req, environ, request_time)
             return
         try:
-            handler = self._direct
-            if (
-                handler is not None
-                and self.access_log.isEnabledFor(logging.INFO)
-                and handler.stream is not None
-            ):
-                handler.acquire()
-                try:
-                    handler.stream.write(line + handler.terminator)
-                    handler.flush()
-                finally:
-                    handler.release()
-            else:
-                self.access_log.info(line)
+            handler.acquire()
+            try:
+                handler.stream.write(line + handler.terminator)
+                handler.flush()
+            finally:
+                handler.release()
         except Exception:  # noqa: BLE001 - as gunicorn's access(): log, never fail the request
             self.error(traceback.format_exc())

@@ -352,8 +352,9 @@ SETTINGS: tuple[Setting, ...] = (
         "60",
         "Seconds a client may stay silent: while it sends its request body (then the "
         "balancer answers 408 and closes the backend connection), or while it leaves "
-        "the response unread (then the connection is closed and the backend's "
-        "response dropped).",
+        "the response unread (each piece of up to 64 KiB must be taken within it; then "
+        "the connection is reset and the backend's response dropped). Also bounds a "
+        "client's TLS handshake.",
     ),
     Setting(
         "client_min_rate",

@@ -28,6 +28,7 @@ from typing import Any
 from gunicorn.workers.ggevent import GeventWorker
 
 from prefork_lb import shared
+from prefork_lb.downstream import reset_on_close
 
 # How long a connection refused without reading its request body keeps reading
 # (and dropping) what the client still sends, after the answer (nginx: 30 s).
@@ -52,14 +53,36 @@ class Worker(GeventWorker):  # type: ignore[misc]  # gunicorn has no type hints
     def handle(self, listener: Any, client: Any, addr: Any) -> None:
         """Serve one client connection, counted in the shared table while it is open."""
         table, slot = self._in_flight, self._slot
-        if table is None or slot is None:
-            super().handle(listener, client, addr)
-            return
-        table.add_connection(slot, 1)
+        if table is not None and slot is not None:
+            table.add_connection(slot, 1)
         try:
+            if isinstance(client, ssl.SSLSocket) and not self._handshake(client, addr):
+                return
             super().handle(listener, client, addr)
         finally:
-            table.add_connection(slot, -1)
+            if table is not None and slot is not None:
+                table.add_connection(slot, -1)
+
+    def _handshake(self, client: Any, addr: Any) -> bool:
+        """The TLS handshake, bounded by ``client_timeout``; False (and closed) if it failed.
+
+        gunicorn shakes hands on a socket with no timeout at all (its keepalive
+        bound starts with the request head): a client that connects and never
+        finishes its hello would hold a connection slot for ever. gunicorn's
+        own ``do_handshake()`` that follows is then a no-op.
+        """
+        client.settimeout(self.client_timeout)
+        try:
+            client.do_handshake()
+        except (OSError, ValueError) as err:
+            # The same line gunicorn logs for a failed handshake.
+            self.log.warning("Invalid request from ip=%s: %s", addr[0] if addr else "-", err)
+            with contextlib.suppress(OSError):
+                client.close()
+            return False
+        with contextlib.suppress(OSError):
+            client.settimeout(None)
+        return True
 
     def handle_request(self, listener_name: Any, req: Any, sock: Any, addr: Any) -> Any:
         """Serve one request with the client socket's deadline on; end the connection if it hit."""
@@ -77,7 +100,9 @@ class Worker(GeventWorker):  # type: ignore[misc]  # gunicorn has no type hints
             if not _write_timed_out(err):
                 raise
             # The response body was closed (and its backend connection dropped)
-            # by gunicorn on the way out; only the connection is left to end.
+            # by gunicorn on the way out; only the connection is left to end,
+            # with RST: to an HTTP/1.0 client a FIN would end the body as if whole.
+            reset_on_close(sock)
             self.log.warning(
                 "client %s did not read the response to %s %s for %g s: connection closed",
                 addr[0] if addr else "-",

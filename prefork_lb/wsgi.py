@@ -120,7 +120,9 @@ class Balancer:
             return self._forward(environ, start_response, request)
         except LBError as err:
             environ["prefork_lb.error"] = type(err).__name__
-            if environ.get("CONTENT_LENGTH") or "HTTP_TRANSFER_ENCODING" in environ:
+            if environ.get("CONTENT_LENGTH", "0") not in ("", "0") or (
+                "HTTP_TRANSFER_ENCODING" in environ
+            ):
                 # Some of the body may be unread: gunicorn would read (and drop)
                 # the rest of it to find a next request. Close instead.
                 hooks.close_connection_after_response()

@@ -323,3 +323,30 @@ def test_client_still_sending_a_refused_body_reads_its_413(
     assert reply.startswith(b"HTTP/1.1 413 "), reply[:100]
     assert b"Connection: close" in reply
     assert backend.requests == []
+
+
+def test_http10_client_cut_off_for_not_reading_sees_a_reset(
+    three_backends: list[ScriptedBackend], start_balancer: StartBalancer
+) -> None:
+    """An HTTP/1.0 body ends at the close: cut off, the client must see a reset, not an end."""
+    backend = three_backends[0]
+    backend.route("/big", big_body(256 * 1024**2))
+    lb = start_balancer([backend.url], workers=1, env={"PREFORK_LB_CLIENT_TIMEOUT": "1"})
+    with socket.create_connection(("127.0.0.1", lb.port), timeout=10) as client:
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        client.sendall(b"GET /big HTTP/1.0\r\nHost: a\r\n\r\n")
+        lb.wait_for_log(r"did not read the response to GET /big for 1 s")
+        ending, received = _read_to_the_end(client)
+    assert ending == "reset"
+    assert received < 256 * 1024**2
+
+
+def _read_to_the_end(client: socket.socket) -> tuple[str, int]:
+    """Read until the connection ends; how it ended ("reset" or "closed") and the bytes read."""
+    received = 0
+    try:
+        while chunk := client.recv(1024**2):
+            received += len(chunk)
+    except ConnectionResetError:
+        return "reset", received
+    return "closed", received

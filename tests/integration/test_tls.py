@@ -9,6 +9,7 @@ import re
 import socket
 import ssl
 import subprocess
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -306,5 +307,25 @@ def test_tls_client_that_stops_reading_is_disconnected(
             assert client.recv(4096).startswith(b"HTTP/1.1 200 ")
             lb.wait_for_log(r"client 127\.0\.0\.1 did not read the response to GET /big for 1 s")
         wait_for(lambda: backend.open_connections == 0, "backend connection dropped", timeout=10)
+        assert "Traceback" not in lb.log()
+        assert _https_fetch(lb.port, trusted.client_context())[0] == 200
+
+
+def test_tls_handshake_is_bounded_by_client_timeout(
+    start_balancer: StartBalancer, trusted: Authority
+) -> None:
+    """A client that connects to the TLS port and never says hello is closed at client_timeout."""
+    with ScriptedBackend("plain") as backend:
+        tls = ["--certfile", str(trusted.cert_file), "--keyfile", str(trusted.key_file)]
+        lb = start_balancer(
+            [backend.url], workers=1, env={"PREFORK_LB_CLIENT_TIMEOUT": "1"}, args=tls
+        )
+        with socket.create_connection(("127.0.0.1", lb.port), timeout=10) as silent:
+            silent.sendall(b"\x16\x03\x01")  # the first bytes of a ClientHello, and no more
+            started = time.monotonic()
+            with contextlib.suppress(ConnectionResetError):
+                assert silent.recv(4096) == b""
+            assert time.monotonic() - started < 5
+        lb.wait_for_log(r"WARNING\] Invalid request from ip=127\.0\.0\.1: .*timed out")
         assert "Traceback" not in lb.log()
         assert _https_fetch(lb.port, trusted.client_context())[0] == 200

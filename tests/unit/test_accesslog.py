@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import logging
+import logging.handlers
 from datetime import timedelta
 from types import SimpleNamespace
 from typing import Any
@@ -68,3 +69,35 @@ def test_same_line_as_gunicorn(fmt: str, sent: int | None) -> None:
     lean = _line(AccessLogger, fmt, sent, environ)
     assert lean.count("\n") == 1
     assert lean == _line(Logger, fmt, sent, environ)
+
+
+def test_an_operators_logging_config_gets_gunicorns_records() -> None:
+    """With a logging config, records carry gunicorn's atoms (record.args) for filters to read."""
+    for name in ("gunicorn.access", "gunicorn.error"):
+        logging.getLogger(name).handlers.clear()
+    cfg = Config()
+    cfg.set("accesslog", "-")
+    cfg.set(
+        "logconfig_dict",
+        {
+            "version": 1,
+            "disable_existing_loggers": False,
+            "handlers": {
+                "kept": {"class": "logging.handlers.BufferingHandler", "capacity": 10},
+                "console": {"class": "logging.StreamHandler"},  # gunicorn's root uses it
+            },
+            "loggers": {
+                "gunicorn.access": {"handlers": ["kept"], "level": "INFO", "propagate": False}
+            },
+        },
+    )
+    logger = AccessLogger(cfg)
+    resp = SimpleNamespace(status="200 OK", sent=7, headers=[])
+    environ = {"REQUEST_METHOD": "GET", "RAW_URI": "/h", "PATH_INFO": "/h"}
+    environ["SERVER_PROTOCOL"] = "HTTP/1.1"
+    logger.access(resp, SimpleNamespace(headers=[]), environ, timedelta(microseconds=5))
+    (handler,) = logger.access_log.handlers
+    assert isinstance(handler, logging.handlers.BufferingHandler)
+    (record,) = handler.buffer
+    assert record.args["U"] == "/h"
+    assert record.args["s"] == "200"
