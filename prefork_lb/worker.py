@@ -6,8 +6,10 @@ greenlet and a backend connection for ever. Here the client socket has a
 timeout of ``client_timeout`` while a request is served, so a client silent
 that long gets 408 (while it sends the body, see ``downstream.py``) or is
 disconnected (while it leaves the response unread: the worker never buffers
-more than the socket does). Between requests the timeout is off again, and
-gunicorn's keepalive bound applies.
+more than the socket does; the connection is reset, so that a cut body
+cannot look whole). The TLS handshake, which gunicorn makes with no timeout
+at all, is bounded the same way. Between requests the timeout is off again,
+and gunicorn's keepalive bound applies.
 
 A connection answered without its request body being read (413) closes
 gently: the answer, a FIN, then up to two seconds of reading and dropping
