@@ -33,12 +33,6 @@ from tests.support.rawhttp import RawConnection, send_raw
 HOST = [("Host", "app.example")]
 
 
-def _wait_until_closed(backend: ScriptedBackend, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while backend.open_connections and time.monotonic() < deadline:
-        time.sleep(0.02)
-
-
 # -- request line -------------------------------------------------------------------------
 
 
@@ -375,10 +369,12 @@ def test_client_hanging_up_mid_upload_never_completes_upstream(
 ) -> None:
     """A client that hangs up mid-upload never produces a complete-looking request upstream."""
     upload_started = threading.Event()
+    upload_ended = threading.Event()  # the balancer closed the backend's connection
 
     def handler(request: RecordedRequest, responder: Responder) -> None:
         while responder.read_body(64 * 1024):
             upload_started.set()
+        upload_ended.set()
         if responder.body_done():
             responder.respond(200, "OK", [], b"complete")
 
@@ -393,7 +389,7 @@ def test_client_hanging_up_mid_upload_never_completes_upstream(
             head = f"POST {path} HTTP/1.1\r\nHost: a\r\nContent-Length: 1000000\r\n\r\n"
             sock.sendall(head.encode() + b"c" * 300_000)
         assert upload_started.wait(10)
-    _wait_until_closed(backend)
+    assert upload_ended.wait(10)
     seen = backend.wait_for_requests(1)
     assert len(seen) == 1
     assert not seen[0].complete
