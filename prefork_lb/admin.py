@@ -85,15 +85,18 @@ class AdminEndpoint:
                 ],
             )
             return [] if request.method == "HEAD" else [text]
-        document = backends_document(
+        body = _json(start_response, "200 OK", self._document())
+        return [] if request.method == "HEAD" else body
+
+    def _document(self) -> dict[str, Any]:
+        """The ``/backends`` document as it is now."""
+        return backends_document(
             self._state,
             self._selector.health(),
             self._state.in_flight.totals(),
             now=time.monotonic(),
             wall_now=time.time(),
         )
-        body = _json(start_response, "200 OK", document)
-        return [] if request.method == "HEAD" else body
 
     def _traffic(self) -> dict[str, BackendTraffic]:
         """Requests, errors and upstream latency so far, per backend URL, over all workers."""
@@ -113,14 +116,9 @@ class AdminEndpoint:
         """The ``/backends`` document as an HTML page for a person with a browser."""
         if request.method not in ("GET", "HEAD"):
             return _method_not_allowed(request, start_response)
-        document = backends_document(
-            self._state,
-            self._selector.health(),
-            self._state.in_flight.totals(),
-            now=time.monotonic(),
-            wall_now=time.time(),
+        page = render_status_page(
+            self._document(), self._traffic(), json_href=f"{self._path}/backends"
         )
-        page = render_status_page(document, self._traffic(), json_href=f"{self._path}/backends")
         body = page.encode()
         start_response(
             "200 OK",

@@ -31,14 +31,10 @@ from prefork_lb.config import (
 )
 from prefork_lb.demo import DemoBackends, start_demo_backends
 
-# The request's header lines as gunicorn parsed them (order and repeats kept),
-# for the app in the same greenlet: the WSGI environ joins repeated fields.
-received_headers: ContextVar[list[tuple[str, str]] | None] = ContextVar(
-    "prefork_lb_received_headers", default=None
-)
-
-# gunicorn's request itself, so the app can ask for the connection to close.
-_current_request: ContextVar[Any] = ContextVar("prefork_lb_current_request", default=None)
+# gunicorn's request, for the app in the same greenlet: its header lines as
+# parsed (order and repeats kept; the WSGI environ joins repeated fields), and
+# a way to ask for the connection to close.
+current_request: ContextVar[Any] = ContextVar("prefork_lb_current_request", default=None)
 
 _demo: DemoBackends | None = None
 
@@ -190,15 +186,13 @@ def post_worker_init(worker: Any) -> None:
 
 
 def pre_request(worker: Any, req: Any) -> None:
-    """Hand the parsed header lines to the app (same greenlet, before it runs)."""
-    received_headers.set(req.headers)
-    _current_request.set(req)
+    """Hand gunicorn's request (its parsed header lines) to the app, in the same greenlet."""
+    current_request.set(req)
 
 
 def post_request(worker: Any, req: Any, environ: Any, resp: Any) -> None:
-    """Forget the request's header lines."""
-    received_headers.set(None)
-    _current_request.set(None)
+    """Forget the request."""
+    current_request.set(None)
 
 
 def close_connection_after_response() -> None:
@@ -208,7 +202,7 @@ def close_connection_after_response() -> None:
     find the next request: for an oversized body that is the very thing
     being refused. The response then says ``Connection: close``.
     """
-    req = _current_request.get()
+    req = current_request.get()
     if req is not None:
         req.force_close()
 

@@ -336,10 +336,10 @@ def read_request(environ: Environ) -> ProxyRequest:
     """Turn gunicorn's environ (and its parsed header lines) into a ProxyRequest."""
     method = environ["REQUEST_METHOD"]
     target = upstream_target(method, environ["RAW_URI"])
-    lines = hooks.received_headers.get()
+    received = hooks.current_request.get()
     headers = (
-        [(canonical_name(name), value) for name, value in lines]
-        if lines is not None
+        [(canonical_name(name), value) for name, value in received.headers]
+        if received is not None
         else headers_from_environ(environ)
     )
     version = environ.get("SERVER_PROTOCOL", "HTTP/1.1").removeprefix("HTTP/")

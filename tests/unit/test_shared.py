@@ -13,6 +13,7 @@ import pytest
 from prefork_lb import shared
 from prefork_lb.config import Settings, parse_backend_url
 from prefork_lb.shared import RotationCounter
+from tests.support.forking import exit_code
 
 CHILDREN = 4
 PER_CHILD = 5_000
@@ -27,26 +28,12 @@ def counter() -> Iterator[RotationCounter]:
     rotation.close()
 
 
-@pytest.fixture
-def empty_slot() -> Iterator[None]:
-    shared._installed = None
-    yield
-    if shared._installed is not None:
-        shared._installed.close()
-    shared._installed = None
-
-
 def _read_all(fd: int) -> bytes:
     chunks = []
     while chunk := os.read(fd, 65536):
         chunks.append(chunk)
     os.close(fd)
     return b"".join(chunks)
-
-
-def _wait_exit_code(pid: int) -> int:
-    _, status = os.waitpid(pid, 0)
-    return os.waitstatus_to_exitcode(status)
 
 
 def test_sequential_next() -> None:
@@ -115,7 +102,7 @@ def _draw_in_children(rotation: RotationCounter) -> list[list[int]]:
     for pid, out_read in children:
         values = array("q")
         values.frombytes(_read_all(out_read))
-        codes.append(_wait_exit_code(pid))
+        codes.append(exit_code(pid))
         draws.append(values.tolist())
     assert codes == [0] * CHILDREN
     return draws
@@ -131,7 +118,7 @@ def test_forked_child_advances_the_parent_counter(counter: RotationCounter) -> N
                 counter.next()
         finally:
             os._exit(0)
-    assert _wait_exit_code(pid) == 0
+    assert exit_code(pid) == 0
     assert counter.peek() == 101
     assert counter.next() == 101
 
@@ -180,7 +167,7 @@ def test_killed_process_never_wedges_the_counter(counter: RotationCounter) -> No
         os.close(ready_read)
         time.sleep(delay)
         os.kill(pid, signal.SIGKILL)
-        assert _wait_exit_code(pid) == -signal.SIGKILL
+        assert exit_code(pid) == -signal.SIGKILL
 
         before = counter.peek()
         started = time.monotonic()

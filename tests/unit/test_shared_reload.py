@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from dataclasses import replace
 
 import pytest
@@ -25,16 +24,6 @@ def _settings(*urls: str, weights: dict[str, int] | None = None, **options: obje
 
 def _down(reason: str) -> BackendHealth:
     return BackendHealth(up=False, since=12.5, reason=reason, failures=3, retry_at=99.0)
-
-
-@pytest.fixture
-def empty_slot() -> Iterator[None]:
-    shared._installed = None
-    yield
-    if shared._installed is not None:
-        shared._installed.close()
-    shared._installed = None
-    shared._retired_slots.clear()
 
 
 def _set_row(state: shared.SharedState, index: int, row: BackendHealth) -> None:

@@ -5,13 +5,14 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import replace
 
 import pytest
 
 from prefork_lb.health import BackendHealth
 from prefork_lb.shared import HealthTable, InFlightTable
+from tests.support.forking import exit_code, fork_running
 
 CHILDREN = 4
 UPDATES = 300
@@ -29,23 +30,6 @@ def in_flight() -> Iterator[InFlightTable]:
     counts = InFlightTable(2)
     yield counts
     counts.close()
-
-
-def _fork(body: Callable[[], None]) -> int:
-    pid = os.fork()
-    if pid == 0:
-        code = 1
-        try:
-            body()
-            code = 0
-        finally:
-            os._exit(code)
-    return pid
-
-
-def _exit_code(pid: int) -> int:
-    _, status = os.waitpid(pid, 0)
-    return os.waitstatus_to_exitcode(status)
 
 
 def _count_failure(row: BackendHealth) -> tuple[BackendHealth, None]:
@@ -93,8 +77,8 @@ def test_updates_from_many_processes_are_not_lost(table: HealthTable) -> None:
         for _ in range(UPDATES):
             table.update(2, _count_failure)
 
-    pids = [_fork(hammer) for _ in range(CHILDREN)]
-    assert [_exit_code(pid) for pid in pids] == [0] * CHILDREN
+    pids = [fork_running(hammer) for _ in range(CHILDREN)]
+    assert [exit_code(pid) for pid in pids] == [0] * CHILDREN
     generation, rows = table.snapshot()
     assert rows[2].failures == CHILDREN * UPDATES
     assert generation == CHILDREN * UPDATES
@@ -113,10 +97,10 @@ def test_a_worker_killed_holding_the_lock_does_not_wedge_the_table(table: Health
 
         table.update(0, stall)
 
-    pid = _fork(die_holding_the_lock)
+    pid = fork_running(die_holding_the_lock)
     assert os.read(ready_read, 1) == b"r"
     os.kill(pid, signal.SIGKILL)
-    assert _exit_code(pid) == -signal.SIGKILL
+    assert exit_code(pid) == -signal.SIGKILL
     started = time.monotonic()
     table.update(0, _count_failure)
     assert time.monotonic() - started < 5
@@ -133,16 +117,16 @@ def test_one_prober_lease_until_its_holder_dies(table: HealthTable) -> None:
         os.write(ready_write, b"r")
         time.sleep(60)
 
-    holder = _fork(hold_the_lease)
+    holder = fork_running(hold_the_lease)
     assert os.read(ready_read, 1) == b"r"
 
     def try_it() -> None:
         os._exit(0 if table.try_lease() else 3)
 
-    assert _exit_code(_fork(try_it)) == 3
+    assert exit_code(fork_running(try_it)) == 3
     os.kill(holder, signal.SIGKILL)
-    assert _exit_code(holder) == -signal.SIGKILL
-    assert _exit_code(_fork(try_it)) == 0
+    assert exit_code(holder) == -signal.SIGKILL
+    assert exit_code(fork_running(try_it)) == 0
 
 
 def test_in_flight_rows_sum_over_workers(in_flight: InFlightTable) -> None:
@@ -157,7 +141,7 @@ def test_in_flight_rows_sum_over_workers(in_flight: InFlightTable) -> None:
         in_flight.add(first, 0, 1)
         in_flight.add(first, 1, 1)
 
-    assert _exit_code(_fork(busy)) == 0
+    assert exit_code(fork_running(busy)) == 0
     in_flight.add(second, 0, 1)
     in_flight.add(second, 0, 1)
     in_flight.add(second, 0, -1)
@@ -188,7 +172,7 @@ def test_client_connections_sum_over_workers_and_leave_with_a_dead_one(
         in_flight.add_connection(dead, 1)
         in_flight.add_connection(dead, 1)
 
-    assert _exit_code(_fork(connected)) == 0
+    assert exit_code(fork_running(connected)) == 0
     in_flight.add_connection(alive, 1)
     in_flight.add_connection(alive, 1)
     in_flight.add_connection(alive, -1)

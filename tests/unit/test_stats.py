@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 
@@ -12,6 +11,7 @@ from prefork_lb import shared
 from prefork_lb.config import Settings, parse_backend_url
 from prefork_lb.errors import ERROR_KINDS
 from prefork_lb.shared import LATENCY_BUCKETS, BackendStats, StatsTable
+from tests.support.forking import exit_code, fork_running
 
 A, B, C = "http://127.0.0.1:9001", "http://127.0.0.1:9002", "http://127.0.0.1:9003"
 UNREACHABLE = ERROR_KINDS.index("BackendUnreachable")
@@ -26,32 +26,8 @@ def stats() -> Iterator[StatsTable]:
     table.close()
 
 
-@pytest.fixture
-def empty_slot() -> Iterator[None]:
-    shared._installed = None
-    yield
-    if shared._installed is not None:
-        shared._installed.close()
-    shared._installed = None
-    shared._retired_slots.clear()
-    shared._retired_stats.clear()
-
-
 def _settings(*urls: str) -> Settings:
     return Settings(backends=tuple(parse_backend_url("test", url) for url in urls))
-
-
-def _in_child(body: Callable[[], None]) -> None:
-    pid = os.fork()
-    if pid == 0:
-        code = 1
-        try:
-            body()
-            code = 0
-        finally:
-            os._exit(code)
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0
 
 
 def _serve(table: StatsTable, slot: int, column: int, requests: int) -> None:
@@ -63,8 +39,8 @@ def _serve(table: StatsTable, slot: int, column: int, requests: int) -> None:
 
 def test_rows_sum_over_forked_workers(stats: StatsTable) -> None:
     """What each worker process counts in its own row, a reader sees summed."""
-    _in_child(lambda: _serve(stats, 0, 0, 300))
-    _in_child(lambda: _serve(stats, 1, 0, 200))
+    assert exit_code(fork_running(lambda: _serve(stats, 0, 0, 300))) == 0
+    assert exit_code(fork_running(lambda: _serve(stats, 1, 0, 200))) == 0
     _serve(stats, 2, 1, 5)
     stats.count_response(2, 1, 404)
     stats.count_error(2, 1, UNREACHABLE)
@@ -102,13 +78,14 @@ def test_latency_bucket(stats: StatsTable, seconds: float, bucket: int) -> None:
 
 def test_a_dead_workers_counts_are_kept(stats: StatsTable) -> None:
     """When a worker's slot is released its counts move to the retired row: totals stay."""
-    _in_child(lambda: _serve(stats, 0, 0, 7))
+    assert exit_code(fork_running(lambda: _serve(stats, 0, 0, 7))) == 0
     _serve(stats, 1, 0, 3)
     before = stats.totals()
     stats.release(0)
     assert stats.totals() == before
     assert stats.row(0)[0] == [0] * len(stats.row(0)[0])
-    _in_child(lambda: _serve(stats, 0, 0, 1))  # a new worker in the same slot
+    # A new worker in the same slot.
+    assert exit_code(fork_running(lambda: _serve(stats, 0, 0, 1))) == 0
     assert stats.totals()[0].responses[TWO_XX] == 11
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from http import HTTPStatus
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -30,9 +31,9 @@ def _environ(**overrides: Any) -> dict[str, Any]:
 
 @pytest.fixture
 def no_received_lines() -> Iterator[None]:
-    token = hooks.received_headers.set(None)
+    token = hooks.current_request.set(None)
     yield
-    hooks.received_headers.reset(token)
+    hooks.current_request.reset(token)
 
 
 def test_headers_from_environ() -> None:
@@ -152,11 +153,12 @@ def test_read_request_absolute_form(no_received_lines: None) -> None:
 
 def test_read_request_prefers_received_lines() -> None:
     """Header lines saved by the pre_request hook are used as they are, repeats in order."""
-    token = hooks.received_headers.set([("HOST", "h"), ("COOKIE", "a=1"), ("COOKIE", "b=2")])
+    lines = [("HOST", "h"), ("COOKIE", "a=1"), ("COOKIE", "b=2")]
+    token = hooks.current_request.set(SimpleNamespace(headers=lines))
     try:
         request = read_request(_environ(HTTP_COOKIE="a=1, b=2"))
     finally:
-        hooks.received_headers.reset(token)
+        hooks.current_request.reset(token)
     assert request.headers == [("Host", "h"), ("Cookie", "a=1"), ("Cookie", "b=2")]
 
 
