@@ -28,7 +28,7 @@ from prefork_lb import metrics
 from prefork_lb.headers import AddressSet
 from prefork_lb.health import BackendHealth
 from prefork_lb.request import ProxyRequest
-from prefork_lb.selection import Selector
+from prefork_lb.selector import Selector
 from prefork_lb.shared import SharedState
 from prefork_lb.status_page import BackendTraffic, render_status_page
 

@@ -51,10 +51,10 @@ __all__ = [
     "IPNetwork",
     "Setting",
     "Settings",
+    "doubtful_settings",
     "inherit_settings",
     "load_config",
     "parse_backend_url",
-    "warnings",
 ]
 
 ENV_PREFIX = "PREFORK_LB_"
@@ -587,7 +587,7 @@ def _read_file(path: str) -> dict[str, Any]:
         raise ConfigError(f"{CONFIG_FILE_ENV}: {path!r} is not valid TOML: {err}") from None
 
 
-def warnings(settings: Settings) -> list[str]:
+def doubtful_settings(settings: Settings) -> list[str]:
     """Settings that are valid but probably not what the operator meant."""
     found = []
     longest_try = settings.connect_timeout + settings.read_timeout

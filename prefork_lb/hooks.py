@@ -25,9 +25,9 @@ from prefork_lb.config import (
     CONFIG_FILE_ENV,
     ConfigError,
     Settings,
+    doubtful_settings,
     inherit_settings,
     load_config,
-    warnings,
 )
 from prefork_lb.demo import DemoBackends, start_demo_backends
 
@@ -55,7 +55,7 @@ def on_starting(server: Any) -> None:
             "stand in for Transfer-Encoding; use 'drop' (the default) or 'refuse'"
         )
     settings = _with_demo_backends(server, settings)
-    for warning in warnings(settings):
+    for warning in doubtful_settings(settings):
         server.log.warning("prefork_lb configuration: %s", warning)
     shared.install(settings)
     for backend in settings.backends:
@@ -87,7 +87,7 @@ def on_reload(server: Any) -> None:
         # Whatever it is, the master must keep serving with what it has.
         server.log.exception(_RELOAD_FAILED, f"cannot set up the new shared state: {err}")
         return
-    for warning in warnings(settings):
+    for warning in doubtful_settings(settings):
         server.log.warning("prefork_lb configuration: %s", warning)
     server.log.info(
         "prefork_lb: reloaded settings from %s: %s", source, describe_changes(old, settings)

@@ -28,7 +28,7 @@ from urllib3.exceptions import HTTPError
 from urllib3.util import Timeout
 
 from prefork_lb.config import Backend
-from prefork_lb.selection import Selector
+from prefork_lb.selector import Selector
 from prefork_lb.shared import HealthTable
 from prefork_lb.upstream import os_reason
 

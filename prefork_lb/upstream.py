@@ -55,7 +55,6 @@ from prefork_lb.backend_http import (
     BackendHTTPSConnectionPool,
     IncompleteHead,
 )
-from prefork_lb.balancer import IDEMPOTENT
 from prefork_lb.config import Backend, Settings
 from prefork_lb.errors import (
     BackendError,
@@ -64,6 +63,7 @@ from prefork_lb.errors import (
     BadBackendResponse,
 )
 from prefork_lb.headers import Headers
+from prefork_lb.scheduling import IDEMPOTENT
 
 if TYPE_CHECKING:
     from urllib3._base_connection import BaseHTTPConnection
@@ -298,7 +298,7 @@ def stream_body(
             chunk = response.read1(RESPONSE_CHUNK)
             complete = not chunk or getattr(response, "length_remaining", None) == 0
             if complete:
-                discard_unless(response, keep=True)
+                release(response, keep=True)
                 on_complete()
             if chunk:
                 yield chunk
@@ -306,7 +306,7 @@ def stream_body(
         raise map_upstream_error(err, backend) from err
     finally:
         if not complete:
-            discard_unless(response, keep=False)
+            release(response, keep=False)
 
 
 def release_without_body(response: BaseHTTPResponse, *, head: bool) -> None:
@@ -324,10 +324,10 @@ def release_without_body(response: BaseHTTPResponse, *, head: bool) -> None:
             response.read(decode_content=False)
         except (HTTPError, OSError, http.client.HTTPException):
             keep = False
-    discard_unless(response, keep=keep)
+    release(response, keep=keep)
 
 
-def discard_unless(response: BaseHTTPResponse, *, keep: bool) -> None:
+def release(response: BaseHTTPResponse, *, keep: bool) -> None:
     """Return the response's connection to its pool, closing it first unless ``keep``."""
     if not keep:
         response.close()

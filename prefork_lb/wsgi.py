@@ -26,7 +26,6 @@ from typing import Any
 
 from prefork_lb import hooks, shared
 from prefork_lb.admin import AdminEndpoint
-from prefork_lb.balancer import may_retry
 from prefork_lb.config import Settings
 from prefork_lb.downstream import BodyLimits, RequestBody, request_body, reset_on_close
 from prefork_lb.errors import (
@@ -51,11 +50,12 @@ from prefork_lb.request import (
     check_host,
     upstream_target,
 )
-from prefork_lb.selection import Selector
+from prefork_lb.scheduling import may_retry
+from prefork_lb.selector import Selector
 from prefork_lb.upstream import (
     Upstream,
     backend_tls_options,
-    discard_unless,
+    release,
     release_without_body,
     stream_body,
 )
@@ -66,7 +66,7 @@ Environ = dict[str, Any]
 log = logging.getLogger("gunicorn.error").getChild("prefork_lb")
 
 
-def create_app() -> Balancer:
+def create_app() -> ProxyApp:
     """Gunicorn's app factory: the balancer, built from the state the master installed."""
     state = shared.installed()
     _log_urllib3_warnings()
@@ -74,7 +74,7 @@ def create_app() -> Balancer:
     selector = Selector(state.settings, state, slot)
     HealthProber(selector, state.health, backend_tls_options(state.settings)).start()
     stats = _Stats(state.stats, slot) if slot is not None else None
-    return Balancer(state.settings, selector, AdminEndpoint(state, selector), stats)
+    return ProxyApp(state.settings, selector, AdminEndpoint(state, selector), stats)
 
 
 def _log_urllib3_warnings() -> None:
@@ -87,7 +87,7 @@ def _log_urllib3_warnings() -> None:
         urllib3_log.addHandler(handler)
 
 
-class Balancer:
+class ProxyApp:
     """A WSGI application that forwards every request to one of the backends."""
 
     def __init__(
@@ -260,7 +260,7 @@ class Balancer:
                 chunked=bool(getattr(response, "chunked", False)),
             )
         except LBError as err:
-            discard_unless(response, keep=False)
+            release(response, keep=False)
             err.detail = f"backend {backend.url}: {err.detail}"
             raise
         self._selector.request_succeeded(index)

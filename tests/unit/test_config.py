@@ -15,10 +15,10 @@ from prefork_lb.config import (
     ConfigError,
     HealthCheck,
     Settings,
+    doubtful_settings,
     inherit_settings,
     load_config,
     parse_backend_url,
-    warnings,
 )
 
 
@@ -1176,9 +1176,9 @@ def test_duplicate_backend_in_file(tmp_path: Path) -> None:
         pytest.param({"PREFORK_LB_RETRY_TIMEOUT": "10", "PREFORK_LB_RETRIES": "0"}, [], id="off"),
     ],
 )
-def test_warnings(environ: dict[str, str], expected: list[str]) -> None:
+def test_doubtful_settings(environ: dict[str, str], expected: list[str]) -> None:
     """A retry budget shorter than one try is allowed but warned about."""
-    found = warnings(load_config({"PREFORK_LB_BACKENDS": "http://a:1", **environ}))
+    found = doubtful_settings(load_config({"PREFORK_LB_BACKENDS": "http://a:1", **environ}))
     assert [w.split(":")[0] for w in found] == expected
 
 
@@ -1251,11 +1251,11 @@ def test_bad_tls_verify_is_named() -> None:
 def test_tls_verify_off_is_warned_about(tmp_path: Path) -> None:
     """Turning certificate checks off is allowed but warned about, and so is an unused bundle."""
     environ = {"PREFORK_LB_BACKENDS": "https://a:1", "PREFORK_LB_BACKEND_TLS_VERIFY": "0"}
-    assert [w.split(":")[0] for w in warnings(load_config(environ))] == [
+    assert [w.split(":")[0] for w in doubtful_settings(load_config(environ))] == [
         "backend_tls_verify is off"
     ]
     bundle = str(_ca_bundle(tmp_path / "ca.pem"))
-    found = warnings(load_config({**environ, "PREFORK_LB_BACKEND_CA_BUNDLE": bundle}))
+    found = doubtful_settings(load_config({**environ, "PREFORK_LB_BACKEND_CA_BUNDLE": bundle}))
     assert found[1] == "backend_ca_bundle is not used while backend_tls_verify is off"
 
 

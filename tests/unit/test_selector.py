@@ -13,7 +13,7 @@ import pytest
 from prefork_lb import shared
 from prefork_lb.config import Backend, HealthCheck, Settings, parse_backend_url
 from prefork_lb.errors import NoBackendAvailable
-from prefork_lb.selection import Selector
+from prefork_lb.selector import Selector
 
 
 def _backend(i: int, **options: object) -> Backend:

@@ -10,7 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from prefork_lb.balancer import (
+from prefork_lb.errors import NoBackendAvailable
+from prefork_lb.scheduling import (
     IDEMPOTENT,
     Candidate,
     Eligible,
@@ -20,7 +21,6 @@ from prefork_lb.balancer import (
     pick_round_robin,
     smooth_schedule,
 )
-from prefork_lb.errors import NoBackendAvailable
 
 # The shared counter is a file offset: it never goes below 0 or above 2**63 - 1.
 MAX_POSITION = 2**63 - 1

@@ -1,6 +1,6 @@
 """A worker's view of the backends: picks one per try, reports what happened.
 
-The shell around ``balancer`` (selection) and ``health`` (state machine):
+The shell around ``scheduling`` (selection) and ``health`` (state machine):
 it reads the health rows and in-flight counts every worker shares, asks the
 pure core for a decision, and writes outcomes back. A change between up and
 down is made under the health table's lock, so exactly one process sees it
@@ -13,7 +13,9 @@ import logging
 import math
 import time
 
-from prefork_lb.balancer import (
+from prefork_lb.config import Backend, Settings
+from prefork_lb.health import BackendHealth, Event, HealthPolicy, observe, ramp
+from prefork_lb.scheduling import (
     LEAST_CONN,
     Candidate,
     Eligible,
@@ -21,8 +23,6 @@ from prefork_lb.balancer import (
     pick_least_conn,
     pick_round_robin,
 )
-from prefork_lb.config import Backend, Settings
-from prefork_lb.health import BackendHealth, Event, HealthPolicy, observe, ramp
 from prefork_lb.shared import SharedState
 
 log = logging.getLogger("gunicorn.error").getChild("prefork_lb")
