@@ -57,6 +57,4 @@ when_ready = hooks.when_ready
 pre_fork = hooks.pre_fork
 child_exit = hooks.child_exit
 post_worker_init = hooks.post_worker_init
-pre_request = hooks.pre_request
-post_request = hooks.post_request
 on_exit = hooks.on_exit

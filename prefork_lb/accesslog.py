@@ -24,6 +24,8 @@ from typing import Any
 from gunicorn.glogging import Logger
 from gunicorn.instrument.statsd import Statsd
 
+from prefork_lb.record import LOG_FIELDS, RECORD_KEY
+
 _ATOM = re.compile(r"%\(([^)]*)\)")
 _Atom = Callable[[Any, Any, dict[str, Any], timedelta], Any]
 
@@ -79,7 +81,32 @@ def _last(lines: Any, name: str) -> Any:
     return found
 
 
+def _record_field(name: str) -> _Atom:
+    # prefork_lb's own fields (backend, upstream_time, ...) come from the request's record.
+    field = LOG_FIELDS[name]
+
+    def atom(resp: Any, req: Any, environ: dict[str, Any], rt: timedelta) -> Any:
+        record = environ.get(RECORD_KEY)
+        return environ.get(name, "-") if record is None else field(record)
+
+    return atom
+
+
+def publish_record(environ: dict[str, Any]) -> None:
+    """Put the request record's fields into the environ, for gunicorn's own access line.
+
+    Gunicorn's ``Logger.access`` (and its statsd logger) read ``%({key}e)s``
+    atoms from the environ; the request path keeps them in its record.
+    """
+    record = environ.get(RECORD_KEY)
+    if record is not None:
+        environ.update(record.log_fields())
+
+
 def _environ_var(name: str) -> _Atom:
+    if name in LOG_FIELDS:
+        return _record_field(name)
+
     def atom(resp: Any, req: Any, environ: dict[str, Any], rt: timedelta) -> Any:
         # The key as written (prefork_lb's keys are lower case), else any spelling.
         # Gunicorn's atoms() take the last of several spellings; no key here has two.
@@ -108,7 +135,7 @@ class AccessLogger(Logger):  # type: ignore[misc]  # gunicorn is untyped
         # Gunicorn switches its default logger to Statsd when statsd_host is
         # set; it does not for a logger_class of ours, so this does.
         if getattr(cfg, "statsd_host", None):
-            return Statsd(cfg)
+            return _Statsd(cfg)
         return super().__new__(cls)
 
     def setup(self, cfg: Any) -> None:
@@ -168,6 +195,7 @@ class AccessLogger(Logger):  # type: ignore[misc]  # gunicorn is untyped
         ):
             # Syslog, an operator's logging config, filters: they may read the
             # record's atoms (record.args), so gunicorn's own path, unchanged.
+            publish_record(environ)
             super().access(resp, req, environ, request_time)
             return
         if not self.access_log_enabled:
@@ -180,6 +208,7 @@ class AccessLogger(Logger):  # type: ignore[misc]  # gunicorn is untyped
             line = self.cfg.access_log_format % values
         except Exception:  # noqa: BLE001 - gunicorn's own path reports it
             # A format this logger does not understand: gunicorn's own way.
+            publish_record(environ)
             super().access(resp, req, environ, request_time)
             return
         try:
@@ -191,3 +220,12 @@ class AccessLogger(Logger):  # type: ignore[misc]  # gunicorn is untyped
                 handler.release()
         except Exception:  # noqa: BLE001 - as gunicorn's access(): log, never fail the request
             self.error(traceback.format_exc())
+
+
+class _Statsd(Statsd):  # type: ignore[misc]  # gunicorn is untyped
+    """Gunicorn's statsd logger, with the request record's fields in its access line."""
+
+    def access(self, resp: Any, req: Any, environ: dict[str, Any], request_time: timedelta) -> None:
+        """Gunicorn's statsd access (metrics and line), the record's fields included."""
+        publish_record(environ)
+        super().access(resp, req, environ, request_time)

@@ -32,7 +32,7 @@ from typing import Any
 import gevent
 from gunicorn.http.errors import ParseException
 
-from prefork_lb import hooks
+from prefork_lb import request_context
 from prefork_lb.errors import ClientTimeout, IncompleteRequestBody, RequestTooLarge
 from prefork_lb.request import ProxyRequest
 
@@ -81,7 +81,7 @@ def request_body(stream: Any, request: ProxyRequest, limits: BodyLimits) -> Requ
 
 def too_large(detail: str) -> None:
     """Answer 413 and close the connection: the rest of the body is never read."""
-    hooks.close_connection_after_response()
+    request_context.close_connection_after_response()
     raise RequestTooLarge(detail)
 
 

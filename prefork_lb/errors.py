@@ -1,7 +1,7 @@
 """The balancer's failures, each carrying the status the client gets.
 
 Library exceptions are mapped to these once, at the boundary where they are
-raised (``upstream.py`` for urllib3, ``wsgi.py`` for the request body). The
+raised (``upstream.py`` for urllib3, ``downstream.py`` for the request body). The
 client sees the class's short ``public`` text; the log also gets ``detail``,
 which may name a backend address but never goes to the client.
 """
@@ -90,15 +90,24 @@ class BackendError(LBError):
     ("connection refused"). ``counts_as_failure`` says whether it is held
     against the backend's health and may be retried elsewhere: refusals,
     resets and timeouts are; a malformed answer is not (as nginx's default
-    ``proxy_next_upstream error timeout``).
+    ``proxy_next_upstream error timeout``). ``backend`` is the failing
+    backend's index in the settings, filled in by the step that chose it.
     """
 
     counts_as_failure = True
 
-    def __init__(self, detail: str, *, reason: str = "", request_sent: bool = True) -> None:
+    def __init__(
+        self,
+        detail: str,
+        *,
+        reason: str = "",
+        request_sent: bool = True,
+        backend: int | None = None,
+    ) -> None:
         super().__init__(detail)
         self.reason = reason or self.public
         self.request_sent = request_sent
+        self.backend = backend
 
 
 class BackendUnreachable(BackendError):

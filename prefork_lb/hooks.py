@@ -16,7 +16,6 @@ would be imported before gevent patches the workers).
 from __future__ import annotations
 
 import os
-from contextvars import ContextVar
 from dataclasses import fields, replace
 from typing import Any
 
@@ -30,11 +29,6 @@ from prefork_lb.config import (
     load_config,
 )
 from prefork_lb.demo import DemoBackends, start_demo_backends
-
-# gunicorn's request, for the app in the same greenlet: its header lines as
-# parsed (order and repeats kept; the WSGI environ joins repeated fields), and
-# a way to ask for the connection to close.
-current_request: ContextVar[Any] = ContextVar("prefork_lb_current_request", default=None)
 
 _demo: DemoBackends | None = None
 
@@ -183,28 +177,6 @@ def child_exit(server: Any, worker: Any) -> None:
 def post_worker_init(worker: Any) -> None:
     """Say when a worker has loaded the app and handles signals: it is serving from now on."""
     worker.log.info("prefork_lb: worker %d ready", worker.pid)
-
-
-def pre_request(worker: Any, req: Any) -> None:
-    """Hand gunicorn's request (its parsed header lines) to the app, in the same greenlet."""
-    current_request.set(req)
-
-
-def post_request(worker: Any, req: Any, environ: Any, resp: Any) -> None:
-    """Forget the request."""
-    current_request.set(None)
-
-
-def close_connection_after_response() -> None:
-    """Close the client connection after this response, leaving the request body unread.
-
-    Without this, gunicorn would read and discard the rest of the body to
-    find the next request: for an oversized body that is the very thing
-    being refused. The response then says ``Connection: close``.
-    """
-    req = current_request.get()
-    if req is not None:
-        req.force_close()
 
 
 def on_exit(server: Any) -> None:

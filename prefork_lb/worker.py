@@ -15,6 +15,10 @@ A connection answered without its request body being read (413) closes
 gently: the answer, a FIN, then up to two seconds of reading and dropping
 what the client still sends, so that it sees the answer rather than a reset.
 
+Gunicorn's request object is handed to the app (``request_context``) here,
+around each request, rather than by a server hook that an operator's own
+``pre_request`` would replace.
+
 Each open client connection (one greenlet) is counted in the shared table,
 for the admin document and the ``prefork_lb_client_connections`` metric.
 """
@@ -29,7 +33,7 @@ from typing import Any
 
 from gunicorn.workers.ggevent import GeventWorker
 
-from prefork_lb import shared
+from prefork_lb import request_context, shared
 from prefork_lb.downstream import reset_on_close
 
 # How long a connection refused without reading its request body keeps reading
@@ -89,6 +93,8 @@ class Worker(GeventWorker):  # type: ignore[misc]  # gunicorn has no type hints
     def handle_request(self, listener_name: Any, req: Any, sock: Any, addr: Any) -> Any:
         """Serve one request with the client socket's deadline on; end the connection if it hit."""
         sock.settimeout(self.client_timeout)
+        # The app reads the parsed header lines from here (the environ joins repeats).
+        context = request_context.current_request.set(req)
         try:
             return super().handle_request(listener_name, req, sock, addr)
         except StopIteration:
@@ -114,6 +120,7 @@ class Worker(GeventWorker):  # type: ignore[misc]  # gunicorn has no type hints
             )
             raise StopIteration from None
         finally:
+            request_context.current_request.reset(context)
             with contextlib.suppress(OSError):
                 sock.settimeout(None)
 

@@ -32,7 +32,7 @@ from gunicorn.config import Config
 from tests.integration.conftest import StartBalancer
 from tests.support.backend import ScriptedBackend
 from tests.support.balancer import GUNICORN, ROOT, child_pids, clean_environ, process_table
-from tests.support.client import get_name
+from tests.support.client import get_name, send
 
 DEPLOY = ROOT / "scripts" / "deploy"
 INSTALL_DIR = "/opt/prefork_lb"
@@ -376,3 +376,26 @@ def test_supervisor_starts_reloads_and_stops_the_balancer(
         # stdout is the access log, stderr the error log, each in its own file.
         assert '"GET / HTTP/1.1" 200' in sv.access_log.read_text()
         assert "Shutting down: Master" in sv.error_log.read_text()
+
+
+def test_an_operators_pre_request_hook_leaves_forwarding_intact(
+    start_balancer: StartBalancer, tmp_path: Path
+) -> None:
+    """An operator's config that sets its own pre_request still forwards repeated headers apart."""
+    config = tmp_path / "operator.conf.py"
+    config.write_text(
+        f"exec(open({str(ROOT / 'gunicorn.conf.py')!r}).read())\n"
+        "def pre_request(worker, req):\n"
+        "    worker.log.info('operator pre_request %s %s', req.method, req.path)\n"
+    )
+    backend = ScriptedBackend("echo")
+    backend.start()
+    try:
+        lb = start_balancer([backend.url], workers=1, args=["-c", str(config)])
+        lines = [("Host", "example.com"), ("X-Dup", "one"), ("X-Dup", "two")]
+        assert send(lb.port, "GET", "/hooked", lines).status == 200
+        seen = backend.wait_for_requests(1)[0]
+        assert seen.header("X-Dup") == ["one", "two"]
+        lb.wait_for_log(r"operator pre_request GET /hooked")
+    finally:
+        backend.stop()

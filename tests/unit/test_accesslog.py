@@ -13,7 +13,8 @@ import pytest
 from gunicorn.config import Config
 from gunicorn.glogging import Logger
 
-from prefork_lb.accesslog import AccessLogger
+from prefork_lb.accesslog import AccessLogger, publish_record
+from prefork_lb.record import RECORD_KEY, RequestRecord
 
 EVERY_ATOM = (
     '%(h)s %(l)s %(u)s "%(r)s" %(s)s %(m)s %(U)s %(q)s %(H)s %(b)s %(B)s "%(f)s" "%(a)s" '
@@ -101,3 +102,22 @@ def test_an_operators_logging_config_gets_gunicorns_records() -> None:
     (record,) = handler.buffer
     assert record.args["U"] == "/h"
     assert record.args["s"] == "200"
+
+
+def test_prefork_lb_fields_come_from_the_request_record() -> None:
+    """The lean line reads backend, timing, retries, error and id from the record, as published."""
+    record = RequestRecord(
+        request_id="5b0f", backend="http://127.0.0.1:9001", retries=1, upstream_time=0.0042
+    )
+    environ = {
+        "REMOTE_ADDR": "10.0.0.1",
+        "REQUEST_METHOD": "GET",
+        "RAW_URI": "/a",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        RECORD_KEY: record,
+    }
+    lean = _line(AccessLogger, PREFORK_LB_FORMAT, 12, environ)
+    assert "backend=http://127.0.0.1:9001 upstream=0.004s retries=1 error=- id=5b0f" in lean
+    published = dict(environ)
+    publish_record(published)
+    assert lean == _line(Logger, PREFORK_LB_FORMAT, 12, published)

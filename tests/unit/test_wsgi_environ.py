@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from prefork_lb import hooks
+from prefork_lb import request_context
 from prefork_lb.errors import BadRequest, MethodNotAllowed, UnsupportedTransferCoding
 from prefork_lb.request import ProxyRequest, Target
 from prefork_lb.wsgi import headers_from_environ, read_request
@@ -31,9 +31,9 @@ def _environ(**overrides: Any) -> dict[str, Any]:
 
 @pytest.fixture
 def no_received_lines() -> Iterator[None]:
-    token = hooks.current_request.set(None)
+    token = request_context.current_request.set(None)
     yield
-    hooks.current_request.reset(token)
+    request_context.current_request.reset(token)
 
 
 def test_headers_from_environ() -> None:
@@ -154,11 +154,11 @@ def test_read_request_absolute_form(no_received_lines: None) -> None:
 def test_read_request_prefers_received_lines() -> None:
     """Header lines saved by the pre_request hook are used as they are, repeats in order."""
     lines = [("HOST", "h"), ("COOKIE", "a=1"), ("COOKIE", "b=2")]
-    token = hooks.current_request.set(SimpleNamespace(headers=lines))
+    token = request_context.current_request.set(SimpleNamespace(headers=lines))
     try:
         request = read_request(_environ(HTTP_COOKIE="a=1, b=2"))
     finally:
-        hooks.current_request.reset(token)
+        request_context.current_request.reset(token)
     assert request.headers == [("Host", "h"), ("Cookie", "a=1"), ("Cookie", "b=2")]
 
 

@@ -1,0 +1,187 @@
+"""Forwarding one request: backends tried in the policy's order until one answers.
+
+``Forwarder.forward`` is the retry loop; ``_exchange`` is one try on one
+backend: the request goes out with rewritten headers, and the backend's
+response head comes back checked (``headers.response_head``). The result
+is an ``Answer``: the head to relay and the response whose body is still
+unread, with the backend counted as in flight until ``Answer.done()``.
+
+A try that fails before an answer may go on to the next backend
+(``scheduling.may_retry`` says when); the failure itself (a
+``BackendError``, carrying the index of the backend that failed) is held
+against that backend's health here, and counted.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+from urllib3.response import BaseHTTPResponse
+
+from prefork_lb.config import Backend, Settings
+from prefork_lb.downstream import RequestBody
+from prefork_lb.errors import BackendError, LBError, NoBackendAvailable
+from prefork_lb.headers import AddressSet, response_head, upstream_request_headers
+from prefork_lb.record import RequestRecord, Stats
+from prefork_lb.request import ProxyRequest
+from prefork_lb.scheduling import may_retry
+from prefork_lb.selector import Selector
+from prefork_lb.upstream import Upstream, release
+
+log = logging.getLogger("gunicorn.error").getChild("prefork_lb")
+
+
+class InFlight:
+    """One try's place in its backend's in-flight count, given back exactly once."""
+
+    def __init__(self, selector: Selector, index: int) -> None:
+        self._selector = selector
+        self._index = index
+        self._ended = False
+        selector.started(index)
+
+    def end(self) -> None:
+        """The backend is done with this try (or it failed, or the client left)."""
+        if not self._ended:
+            self._ended = True
+            self._selector.finished(self._index)
+
+
+@dataclass(slots=True)
+class Answer:
+    """A backend's checked response head, its body still to be read."""
+
+    index: int
+    backend: Backend
+    status: str
+    headers: list[tuple[str, str]]
+    response: BaseHTTPResponse
+    in_flight: InFlight
+
+    def done(self) -> None:
+        """The backend is done with the request: its in-flight place is given back (once)."""
+        self.in_flight.end()
+
+
+class Forwarder:
+    """Sends requests to the backends the selector picks, retrying where it is safe."""
+
+    def __init__(
+        self, settings: Settings, selector: Selector, upstream: Upstream, stats: Stats
+    ) -> None:
+        self._settings = settings
+        self._selector = selector
+        self._upstream = upstream
+        self._stats = stats
+        self._trusted_proxies = AddressSet(settings.trusted_proxies)
+
+    def forward(
+        self, request: ProxyRequest, body: RequestBody | None, record: RequestRecord
+    ) -> Answer:
+        """The first answer from a backend; raises the last failure if retrying must stop."""
+        tried: list[int] = []
+        last_error: BackendError | None = None
+        first_try = time.monotonic()
+        while True:
+            index = self._choose(frozenset(tried), last_error)
+            record.backend = self._selector.backends[index].url
+            record.tries += 1
+            try:
+                return self._exchange(request, body, index, record)
+            except BackendError as err:
+                tried.append(index)
+                self._stats.try_failed(index, err)
+                retry = err.counts_as_failure and may_retry(
+                    method=request.method,
+                    request_sent=err.request_sent or (body is not None and body.started),
+                    body_replayable=body is None or body.replayable,
+                    tries=len(tried),
+                    retries=self._settings.retries,
+                    elapsed=time.monotonic() - first_try,
+                    budget=self._settings.retry_timeout,
+                )
+                if not retry:
+                    raise
+                self._stats.retried(index)
+                record.retries += 1
+                log.warning(
+                    "%s %s: %s; trying another backend",
+                    request.method,
+                    request.target.path,
+                    err.detail,
+                )
+                last_error = err
+
+    def _choose(self, tried: frozenset[int], last_error: BackendError | None) -> int:
+        try:
+            return self._selector.choose(tried)
+        except NoBackendAvailable:
+            if last_error is not None:
+                # Every other backend is down or was tried: report the last failure.
+                raise last_error from None
+            raise
+
+    def _exchange(
+        self,
+        request: ProxyRequest,
+        body: RequestBody | None,
+        index: int,
+        record: RequestRecord,
+    ) -> Answer:
+        """One try on backend ``index``: the request out, the response head back and checked."""
+        backend = self._selector.backends[index]
+        in_flight = InFlight(self._selector, index)
+        try:
+            response = self._send(request, body, index, record)
+            status, headers = _checked_head(response, backend)
+        except BackendError as err:
+            err.backend = index
+            if err.counts_as_failure:
+                self._selector.request_failed(index, err.reason)
+            in_flight.end()
+            raise
+        except BaseException:
+            in_flight.end()
+            raise
+        self._selector.request_succeeded(index)
+        return Answer(index, backend, status, headers, response, in_flight)
+
+    def _send(
+        self, request: ProxyRequest, body: RequestBody | None, index: int, record: RequestRecord
+    ) -> BaseHTTPResponse:
+        """The request out to backend ``index``; the response back with its body unread."""
+        backend = self._selector.backends[index]
+        headers = upstream_request_headers(
+            request,
+            trusted=request.client_addr in self._trusted_proxies,
+            preserve_host=self._settings.preserve_host,
+            backend_authority=backend.authority,
+            request_id=record.request_id or "",
+        )
+        started = time.monotonic()
+        response = self._upstream.send(
+            backend, request.method, request.target.path, headers, body, chunked=request.chunked
+        )
+        record.upstream_time = time.monotonic() - started
+        self._stats.upstream_latency(index, record.upstream_time)
+        return response
+
+
+def _checked_head(
+    response: BaseHTTPResponse, backend: Backend
+) -> tuple[str, list[tuple[str, str]]]:
+    """The status line and headers to relay; a head that cannot be relayed closes the response."""
+    try:
+        return response_head(
+            response.status,
+            response.reason or "",
+            response.headers.items(),
+            version="1.1" if response.version == 11 else "1.0",
+            chunked=bool(getattr(response, "chunked", False)),
+        )
+    except LBError as err:
+        release(response, keep=False)
+        err.detail = f"backend {backend.url}: {err.detail}"
+        raise
