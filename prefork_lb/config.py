@@ -62,86 +62,6 @@ CONFIG_FILE_ENV = "PREFORK_LB_CONFIG"
 
 
 @dataclass(frozen=True, slots=True)
-class HealthCheck:
-    """How the active health checker probes one backend."""
-
-    enabled: bool = False
-    path: str = "/"
-    interval: float = 2.0
-    timeout: float = 1.0
-    status: tuple[int, int] = (200, 399)  # inclusive range of good statuses
-    rise: int = 2
-    fall: int = 3
-
-
-@dataclass(frozen=True, slots=True)
-class Backend:
-    """One upstream server, addressed by its base URL (scheme, host and port only).
-
-    In ``Settings.backends`` every field is resolved: a per-backend option if
-    one was given, else the global setting of the same name.
-    """
-
-    url: str
-    scheme: str
-    host: str
-    port: int
-    weight: int = 1  # 1..1000
-    backup: bool = False
-    max_fails: int = 1  # 0 = never marked down by failed requests
-    fail_timeout: float = 10.0
-    check: HealthCheck = HealthCheck()
-
-    @property
-    def authority(self) -> str:
-        """``host:port`` as it belongs in a Host header (IPv6 literals in brackets)."""
-        return _authority(self.host, self.port)
-
-
-def _authority(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-@dataclass(frozen=True, slots=True)
-class Settings:
-    """Everything a worker needs to know, fixed for the life of the worker."""
-
-    backends: tuple[Backend, ...] = ()
-    connect_timeout: float = 5.0
-    read_timeout: float = 60.0
-    client_timeout: float = 60.0
-    client_min_rate: int = 500
-    max_body_size: int = 1024**3
-    trusted_proxies: tuple[IPNetwork, ...] = ()
-    preserve_host: bool = True
-    pool_size: int = 64
-    backend_tls_verify: bool = True
-    backend_ca_bundle: str = ""  # absolute path; empty: the system's trust store
-    demo: bool = False
-    policy: str = "round_robin"
-    max_fails: int = 1
-    fail_timeout: float = 10.0
-    health_check: bool = False
-    health_path: str = "/"
-    health_interval: float = 2.0
-    health_timeout: float = 1.0
-    health_status: tuple[int, int] = (200, 399)
-    health_rise: int = 2
-    health_fall: int = 3
-    retries: int = 2
-    retry_timeout: float = 90.0
-    fail_open: bool = False
-    slow_start: float = 0.0
-    admin_path: str = "/_prefork_lb"
-    admin_allow: tuple[IPNetwork, ...] = (
-        ipaddress.ip_network("127.0.0.1/32"),
-        ipaddress.ip_network("::1/128"),
-    )
-    # Where the settings came from, for messages only.
-    sources: tuple[str, ...] = field(default=(), compare=False)
-
-
-@dataclass(frozen=True, slots=True)
 class Setting:
     """The declaration of one setting: its names, its parser and its documentation."""
 
@@ -154,6 +74,10 @@ class Setting:
     def env(self) -> str:
         """The environment variable that sets it."""
         return ENV_PREFIX + self.name.upper()
+
+
+def _authority(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def parse_backend_url(where: str, value: object) -> Backend:
@@ -281,39 +205,6 @@ def _parse_backends(where: str, value: object) -> tuple[_BackendSpec, ...]:
             f"{where}: every backend is a backup; at least one must take traffic normally"
         )
     return specs
-
-
-def _resolve_backend(spec: _BackendSpec, settings: Settings) -> Backend:
-    """The backend with every option final: its own override, else the global setting."""
-    overrides = dict(spec.overrides)
-
-    def option(name: str) -> Any:
-        return overrides.get(name, getattr(settings, name))
-
-    check = HealthCheck(
-        enabled=option("health_check"),
-        path=option("health_path"),
-        interval=option("health_interval"),
-        timeout=option("health_timeout"),
-        status=option("health_status"),
-        rise=option("health_rise"),
-        fall=option("health_fall"),
-    )
-    return replace(
-        spec.backend,
-        max_fails=option("max_fails"),
-        fail_timeout=option("fail_timeout"),
-        check=check,
-    )
-
-
-def inherit_settings(backend: Backend, settings: Settings) -> Backend:
-    """``backend`` with the global failure and health-check settings as its own.
-
-    For backends made after ``load_config``, such as the demo ones; those in
-    ``settings.backends`` already have theirs.
-    """
-    return _resolve_backend(_BackendSpec(backend), settings)
 
 
 SETTINGS: tuple[Setting, ...] = (
@@ -570,6 +461,115 @@ _BACKEND_OPTIONS: dict[str, Callable[[str, object], Any]] = {
     "backup": parse_bool,
     **{name: _BY_NAME[name].parse for name in _OVERRIDABLE},
 }
+
+
+@dataclass(frozen=True, slots=True)
+class HealthCheck:
+    """How the active health checker probes one backend."""
+
+    enabled: bool = False
+    path: str = "/"
+    interval: float = 2.0
+    timeout: float = 1.0
+    status: tuple[int, int] = (200, 399)  # inclusive range of good statuses
+    rise: int = 2
+    fall: int = 3
+
+
+@dataclass(frozen=True, slots=True)
+class Backend:
+    """One upstream server, addressed by its base URL (scheme, host and port only).
+
+    In ``Settings.backends`` every field is resolved: a per-backend option if
+    one was given, else the global setting of the same name.
+    """
+
+    url: str
+    scheme: str
+    host: str
+    port: int
+    weight: int = 1  # 1..1000
+    backup: bool = False
+    max_fails: int = 1  # 0 = never marked down by failed requests
+    fail_timeout: float = 10.0
+    check: HealthCheck = HealthCheck()
+
+    @property
+    def authority(self) -> str:
+        """``host:port`` as it belongs in a Host header (IPv6 literals in brackets)."""
+        return _authority(self.host, self.port)
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything a worker needs to know, fixed for the life of the worker."""
+
+    backends: tuple[Backend, ...] = ()
+    connect_timeout: float = 5.0
+    read_timeout: float = 60.0
+    client_timeout: float = 60.0
+    client_min_rate: int = 500
+    max_body_size: int = 1024**3
+    trusted_proxies: tuple[IPNetwork, ...] = ()
+    preserve_host: bool = True
+    pool_size: int = 64
+    backend_tls_verify: bool = True
+    backend_ca_bundle: str = ""  # absolute path; empty: the system's trust store
+    demo: bool = False
+    policy: str = "round_robin"
+    max_fails: int = 1
+    fail_timeout: float = 10.0
+    health_check: bool = False
+    health_path: str = "/"
+    health_interval: float = 2.0
+    health_timeout: float = 1.0
+    health_status: tuple[int, int] = (200, 399)
+    health_rise: int = 2
+    health_fall: int = 3
+    retries: int = 2
+    retry_timeout: float = 90.0
+    fail_open: bool = False
+    slow_start: float = 0.0
+    admin_path: str = "/_prefork_lb"
+    admin_allow: tuple[IPNetwork, ...] = (
+        ipaddress.ip_network("127.0.0.1/32"),
+        ipaddress.ip_network("::1/128"),
+    )
+    # Where the settings came from, for messages only.
+    sources: tuple[str, ...] = field(default=(), compare=False)
+
+
+def _resolve_backend(spec: _BackendSpec, settings: Settings) -> Backend:
+    """The backend with every option final: its own override, else the global setting."""
+    overrides = dict(spec.overrides)
+
+    def option(name: str) -> Any:
+        return overrides.get(name, getattr(settings, name))
+
+    check = HealthCheck(
+        enabled=option("health_check"),
+        path=option("health_path"),
+        interval=option("health_interval"),
+        timeout=option("health_timeout"),
+        status=option("health_status"),
+        rise=option("health_rise"),
+        fall=option("health_fall"),
+    )
+    return replace(
+        spec.backend,
+        max_fails=option("max_fails"),
+        fail_timeout=option("fail_timeout"),
+        check=check,
+    )
+
+
+def inherit_settings(backend: Backend, settings: Settings) -> Backend:
+    """``backend`` with the global failure and health-check settings as its own.
+
+    For backends made after ``load_config``, such as the demo ones; those in
+    ``settings.backends`` already have theirs.
+    """
+    return _resolve_backend(_BackendSpec(backend), settings)
 
 
 def _read_file(path: str) -> dict[str, Any]:
