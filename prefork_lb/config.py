@@ -3,8 +3,9 @@
 Settings come from a TOML file named by ``PREFORK_LB_CONFIG`` and from
 ``PREFORK_LB_*`` environment variables; a variable wins over the file. Every
 setting is declared once in ``SETTINGS`` below, with its parser (from
-``values.py``), its default and its documentation; the README's settings
-table is checked against it.
+``values.py``), its default and its documentation. The dataclasses that
+follow take their defaults from it, and the README's settings table is
+checked against it.
 
 A bad value raises ``ConfigError`` naming the setting and the value, before
 gunicorn binds its socket. Workers never read the environment: they inherit
@@ -62,98 +63,49 @@ CONFIG_FILE_ENV = "PREFORK_LB_CONFIG"
 
 
 @dataclass(frozen=True, slots=True)
-class HealthCheck:
-    """How the active health checker probes one backend."""
-
-    enabled: bool = False
-    path: str = "/"
-    interval: float = 2.0
-    timeout: float = 1.0
-    status: tuple[int, int] = (200, 399)  # inclusive range of good statuses
-    rise: int = 2
-    fall: int = 3
-
-
-@dataclass(frozen=True, slots=True)
-class Backend:
-    """One upstream server, addressed by its base URL (scheme, host and port only).
-
-    In ``Settings.backends`` every field is resolved: a per-backend option if
-    one was given, else the global setting of the same name.
-    """
-
-    url: str
-    scheme: str
-    host: str
-    port: int
-    weight: int = 1  # 1..1000
-    backup: bool = False
-    max_fails: int = 1  # 0 = never marked down by failed requests
-    fail_timeout: float = 10.0
-    check: HealthCheck = HealthCheck()
-
-    @property
-    def authority(self) -> str:
-        """``host:port`` as it belongs in a Host header (IPv6 literals in brackets)."""
-        return _authority(self.host, self.port)
-
-
-def _authority(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-@dataclass(frozen=True, slots=True)
-class Settings:
-    """Everything a worker needs to know, fixed for the life of the worker."""
-
-    backends: tuple[Backend, ...] = ()
-    connect_timeout: float = 5.0
-    read_timeout: float = 60.0
-    client_timeout: float = 60.0
-    client_min_rate: int = 500
-    max_body_size: int = 1024**3
-    trusted_proxies: tuple[IPNetwork, ...] = ()
-    preserve_host: bool = True
-    pool_size: int = 64
-    backend_tls_verify: bool = True
-    backend_ca_bundle: str = ""  # absolute path; empty: the system's trust store
-    demo: bool = False
-    policy: str = "round_robin"
-    max_fails: int = 1
-    fail_timeout: float = 10.0
-    health_check: bool = False
-    health_path: str = "/"
-    health_interval: float = 2.0
-    health_timeout: float = 1.0
-    health_status: tuple[int, int] = (200, 399)
-    health_rise: int = 2
-    health_fall: int = 3
-    retries: int = 2
-    retry_timeout: float = 90.0
-    fail_open: bool = False
-    slow_start: float = 0.0
-    admin_path: str = "/_prefork_lb"
-    admin_allow: tuple[IPNetwork, ...] = (
-        ipaddress.ip_network("127.0.0.1/32"),
-        ipaddress.ip_network("::1/128"),
-    )
-    # Where the settings came from, for messages only.
-    sources: tuple[str, ...] = field(default=(), compare=False)
-
-
-@dataclass(frozen=True, slots=True)
 class Setting:
-    """The declaration of one setting: its names, its parser and its documentation."""
+    """The declaration of one setting: its names, parser, default and documentation.
+
+    ``default`` is the typed value, as ``parse`` returns it; the dataclasses
+    below take their defaults from it. ``wording`` is for a default that reads
+    better in other words than its value's (``1g`` for 1073741824); the tests
+    check that it parses back to ``default``.
+    """
 
     name: str
     parse: Callable[[str, object], Any]
-    default_text: str
+    default: Any
     doc: str
+    wording: str = ""
 
     @property
     def env(self) -> str:
         """The environment variable that sets it."""
         return ENV_PREFIX + self.name.upper()
+
+    @property
+    def default_text(self) -> str:
+        """The default as the README's settings table gives it."""
+        return self.wording or _as_written(self.default)
+
+
+def _as_written(value: object) -> str:
+    """A default as a user would set it (reStructuredText: strings are literals)."""
+    if isinstance(value, str | tuple) and not value:
+        return "(none)"
+    if isinstance(value, tuple):
+        return ", ".join(_as_written(item) for item in value)
+    if isinstance(value, str):
+        return f"``{value}``"
+    if isinstance(value, IPNetwork) and value.num_addresses == 1:
+        return str(value.network_address)
+    if isinstance(value, bool):
+        return str(value).lower()
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _authority(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def parse_backend_url(where: str, value: object) -> Backend:
@@ -283,6 +235,344 @@ def _parse_backends(where: str, value: object) -> tuple[_BackendSpec, ...]:
     return specs
 
 
+SETTINGS: tuple[Setting, ...] = (
+    Setting(
+        "backends",
+        _parse_backends,
+        (),
+        "Backend base URLs, ``http://host:port`` or ``https://host:port``, each listed "
+        "once. A backend may have options: ``weight`` (1 to 1000, default 1: its share "
+        "of requests relative to the others), ``backup`` (used only while no other "
+        "backend is usable; at least one backend must not be a backup) and any setting "
+        "marked (per backend too), which then holds for that backend instead of the "
+        "global value. In the environment: comma-separated items, each a URL followed by "
+        "space-separated ``key=value`` options or the word ``backup``, as in "
+        "``http://10.0.0.5:8080 weight=5, http://10.0.0.6:8080, http://10.0.0.9:8080 "
+        "backup``. In the file: ``[[backends]]`` tables with a ``url`` key and the "
+        "options as further keys (``weight = 5``, ``backup = true``, "
+        '``health_path = "/healthz"``), or plain URL strings.',
+    ),
+    Setting(
+        "connect_timeout",
+        parse_seconds,
+        5.0,
+        "Seconds to wait for a backend to accept a connection before answering 504.",
+    ),
+    Setting(
+        "read_timeout",
+        parse_seconds,
+        60.0,
+        "Seconds a backend may stay silent (before its response, or between two reads "
+        "of it) before the balancer answers 504 or aborts the response.",
+    ),
+    Setting(
+        "client_timeout",
+        parse_seconds,
+        60.0,
+        "Seconds a client may stay silent: while it sends its request body (then the "
+        "balancer answers 408 and closes the backend connection), or while it leaves "
+        "the response unread (each piece of up to 64 KiB must be taken within it; then "
+        "the connection is reset and the backend's response dropped). Also bounds a "
+        "client's TLS handshake.",
+    ),
+    Setting(
+        "client_min_rate",
+        parse_count,
+        500,
+        "Bytes per second a request body must average, after a grace of "
+        "``client_timeout`` seconds, so that a body trickled a byte at a time cannot "
+        "hold a connection for ever (as Apache's ``mod_reqtimeout`` ``MinRate``); "
+        "slower gets 408. 0 turns the check off.",
+    ),
+    Setting(
+        "max_body_size",
+        parse_size,
+        1024**3,
+        "Largest request body forwarded, in bytes (``k``, ``m``, ``g`` suffixes: "
+        "binary units). A larger Content-Length gets 413 before anything is sent "
+        "upstream; a chunked body that grows past it gets 413 and its upstream request "
+        "is cut off before it is complete. 0 means no limit.",
+        wording="1g",
+    ),
+    Setting(
+        "trusted_proxies",
+        parse_networks,
+        (),
+        "Addresses or CIDR networks of proxies in front of the balancer whose "
+        "forwarding headers are kept (``X-Forwarded-For`` is extended with their "
+        "address). From anyone else ``X-Forwarded-*``, ``Forwarded`` and ``X-Real-IP`` "
+        "are replaced.",
+    ),
+    Setting(
+        "preserve_host",
+        parse_bool,
+        True,
+        "Forward the client's ``Host`` header. When false, send the backend's own "
+        "``host:port`` instead (the client's host still goes in ``X-Forwarded-Host``).",
+    ),
+    Setting(
+        "pool_size",
+        parse_positive_int,
+        64,
+        "Idle keep-alive connections each worker keeps open to each backend.",
+    ),
+    Setting(
+        "backend_tls_verify",
+        parse_bool,
+        True,
+        "Check the certificate of every ``https://`` backend, for requests and health "
+        "checks alike: it must chain to a CA in ``backend_ca_bundle`` and name the host "
+        "of the backend's URL. A backend that fails the check gets no request (502, "
+        "``TLS failed`` in the log). False turns the check off (the balancer warns at "
+        "start): traffic is still encrypted, but anyone on the path can pose as the "
+        "backend.",
+    ),
+    Setting(
+        "backend_ca_bundle",
+        parse_ca_bundle,
+        "",
+        "A PEM file of the CA certificates that ``https://`` backends' certificates must "
+        "chain to, such as an internal CA's, instead of the system's trust store. Read "
+        "at start: a missing or unreadable file stops the balancer.",
+        wording="(the system's)",
+    ),
+    Setting(
+        "demo",
+        parse_bool,
+        False,
+        "When no backends are configured, start three built-in demo backends that "
+        "answer with their own name (``scripts/serve`` turns this on).",
+    ),
+    Setting(
+        "policy",
+        parse_policy,
+        "round_robin",
+        "How a request's backend is picked among the usable ones: ``round_robin`` "
+        "(smooth weighted round robin: every run of requests is spread over the "
+        "backends in proportion to their weights) or ``least_conn`` (the fewest "
+        "requests in flight, counted over all workers, per unit of weight).",
+    ),
+    Setting(
+        "max_fails",
+        parse_count,
+        1,
+        "Failed requests (the backend refused or reset the connection, or timed out; "
+        "an invalid answer does not count) within ``fail_timeout`` seconds that mark a "
+        "backend down, "
+        "as nginx's passive checks do; 0: failed requests never mark it down "
+        "(per backend too).",
+    ),
+    Setting(
+        "fail_timeout",
+        parse_seconds,
+        10.0,
+        "Seconds over which ``max_fails`` failed requests are counted, and how long a "
+        "backend they marked down rests before requests may try it again (without "
+        "active health checks; with them, only passed checks bring it back) "
+        "(per backend too).",
+    ),
+    Setting(
+        "health_check",
+        parse_bool,
+        False,
+        "Check backends actively: a ``GET`` of ``health_path`` on a fresh connection "
+        "every ``health_interval`` seconds, made by one worker for all of them; "
+        "``health_fall`` failures in a row mark a backend down, ``health_rise`` "
+        "passes bring it back (per backend too).",
+    ),
+    Setting(
+        "health_path",
+        parse_health_path,
+        "/",
+        "The path (and query) a health check requests: starts with ``/``, printable "
+        "ASCII without spaces or ``#`` (per backend too).",
+    ),
+    Setting(
+        "health_interval",
+        parse_seconds,
+        2.0,
+        "Seconds between two health checks of a backend (per backend too).",
+    ),
+    Setting(
+        "health_timeout",
+        parse_seconds,
+        1.0,
+        "Seconds a health check may take before it counts as failed (per backend too).",
+    ),
+    Setting(
+        "health_status",
+        parse_status_range,
+        (200, 399),
+        "The statuses that pass a health check: an inclusive range such as "
+        "``200-399``, or one status such as ``204``, within 100 to 599 "
+        "(per backend too).",
+        wording="200-399",
+    ),
+    Setting(
+        "health_rise",
+        parse_positive_int,
+        2,
+        "Passed health checks in a row that bring a down backend back up (per backend too).",
+    ),
+    Setting(
+        "health_fall",
+        parse_positive_int,
+        3,
+        "Failed health checks in a row that mark an up backend down (per backend too).",
+    ),
+    Setting(
+        "retries",
+        parse_count,
+        2,
+        "How many other backends a failed request may be tried on: always when the "
+        "request never reached the backend, otherwise only for an idempotent method "
+        "whose body the balancer still holds (POST and PATCH are never sent twice). "
+        "0: never retry.",
+    ),
+    Setting(
+        "retry_timeout",
+        parse_seconds,
+        90.0,
+        "Seconds since a request's first try after which no further try starts. Keep "
+        "it above ``connect_timeout`` + ``read_timeout``, or a timed-out try is never "
+        "retried (the balancer warns at start when it is not).",
+    ),
+    Setting(
+        "fail_open",
+        parse_bool,
+        False,
+        "When no backend is usable (every primary and every backup is down), send "
+        "requests to all the primaries anyway, as Envoy's panic mode does, instead of "
+        "answering 503.",
+    ),
+    Setting(
+        "slow_start",
+        parse_seconds_or_zero,
+        0.0,
+        "Seconds over which a backend that comes back up has its share of requests "
+        "ramped up from little to its full weight; 0: at once.",
+    ),
+    Setting(
+        "admin_path",
+        parse_admin_path,
+        "/_prefork_lb",
+        "Path prefix of the admin endpoint (``<admin_path>/backends``: backend states as "
+        "JSON), answered by the balancer itself for clients in ``admin_allow``; must "
+        "start with ``/``, printable ASCII without spaces, ``?`` or ``#``. Empty or "
+        "``off`` turns it off.",
+    ),
+    Setting(
+        "admin_allow",
+        parse_networks,
+        (ipaddress.ip_network("127.0.0.1/32"), ipaddress.ip_network("::1/128")),
+        "Client addresses or CIDR networks (the TCP peer, never a forwarded header) "
+        "allowed to use the admin endpoint. For anyone else its path is ordinary "
+        "traffic, forwarded to a backend.",
+    ),
+)
+
+# Options a backend may set for itself: its own two, and the global settings
+# it may override, with the same parsers (so the same rules and messages).
+_OVERRIDABLE = (
+    "max_fails",
+    "fail_timeout",
+    "health_check",
+    "health_path",
+    "health_interval",
+    "health_timeout",
+    "health_status",
+    "health_rise",
+    "health_fall",
+)
+
+_BY_NAME = {setting.name: setting for setting in SETTINGS}
+_BY_ENV = {setting.env: setting for setting in SETTINGS}
+_BACKEND_OPTIONS: dict[str, Callable[[str, object], Any]] = {
+    "weight": parse_weight,
+    "backup": parse_bool,
+    **{name: _BY_NAME[name].parse for name in _OVERRIDABLE},
+}
+
+
+# The dataclasses' defaults are the declared ones: a backend without options
+# of its own has what it would inherit from the default settings.
+_DEFAULT = {setting.name: setting.default for setting in SETTINGS}
+
+
+@dataclass(frozen=True, slots=True)
+class HealthCheck:
+    """How the active health checker probes one backend."""
+
+    enabled: bool = _DEFAULT["health_check"]
+    path: str = _DEFAULT["health_path"]
+    interval: float = _DEFAULT["health_interval"]
+    timeout: float = _DEFAULT["health_timeout"]
+    status: tuple[int, int] = _DEFAULT["health_status"]  # inclusive range of good statuses
+    rise: int = _DEFAULT["health_rise"]
+    fall: int = _DEFAULT["health_fall"]
+
+
+@dataclass(frozen=True, slots=True)
+class Backend:
+    """One upstream server, addressed by its base URL (scheme, host and port only).
+
+    In ``Settings.backends`` every field is resolved: a per-backend option if
+    one was given, else the global setting of the same name.
+    """
+
+    url: str
+    scheme: str
+    host: str
+    port: int
+    weight: int = 1  # 1..1000
+    backup: bool = False
+    max_fails: int = _DEFAULT["max_fails"]  # 0 = never marked down by failed requests
+    fail_timeout: float = _DEFAULT["fail_timeout"]
+    check: HealthCheck = HealthCheck()
+
+    @property
+    def authority(self) -> str:
+        """``host:port`` as it belongs in a Host header (IPv6 literals in brackets)."""
+        return _authority(self.host, self.port)
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything a worker needs to know, fixed for the life of the worker."""
+
+    backends: tuple[Backend, ...] = _DEFAULT["backends"]
+    connect_timeout: float = _DEFAULT["connect_timeout"]
+    read_timeout: float = _DEFAULT["read_timeout"]
+    client_timeout: float = _DEFAULT["client_timeout"]
+    client_min_rate: int = _DEFAULT["client_min_rate"]
+    max_body_size: int = _DEFAULT["max_body_size"]
+    trusted_proxies: tuple[IPNetwork, ...] = _DEFAULT["trusted_proxies"]
+    preserve_host: bool = _DEFAULT["preserve_host"]
+    pool_size: int = _DEFAULT["pool_size"]
+    backend_tls_verify: bool = _DEFAULT["backend_tls_verify"]
+    # An absolute path; empty: the system's trust store.
+    backend_ca_bundle: str = _DEFAULT["backend_ca_bundle"]
+    demo: bool = _DEFAULT["demo"]
+    policy: str = _DEFAULT["policy"]
+    max_fails: int = _DEFAULT["max_fails"]
+    fail_timeout: float = _DEFAULT["fail_timeout"]
+    health_check: bool = _DEFAULT["health_check"]
+    health_path: str = _DEFAULT["health_path"]
+    health_interval: float = _DEFAULT["health_interval"]
+    health_timeout: float = _DEFAULT["health_timeout"]
+    health_status: tuple[int, int] = _DEFAULT["health_status"]
+    health_rise: int = _DEFAULT["health_rise"]
+    health_fall: int = _DEFAULT["health_fall"]
+    retries: int = _DEFAULT["retries"]
+    retry_timeout: float = _DEFAULT["retry_timeout"]
+    fail_open: bool = _DEFAULT["fail_open"]
+    slow_start: float = _DEFAULT["slow_start"]
+    admin_path: str = _DEFAULT["admin_path"]
+    admin_allow: tuple[IPNetwork, ...] = _DEFAULT["admin_allow"]
+    # Where the settings came from, for messages only.
+    sources: tuple[str, ...] = field(default=(), compare=False)
+
+
 def _resolve_backend(spec: _BackendSpec, settings: Settings) -> Backend:
     """The backend with every option final: its own override, else the global setting."""
     overrides = dict(spec.overrides)
@@ -314,262 +604,6 @@ def inherit_settings(backend: Backend, settings: Settings) -> Backend:
     ``settings.backends`` already have theirs.
     """
     return _resolve_backend(_BackendSpec(backend), settings)
-
-
-SETTINGS: tuple[Setting, ...] = (
-    Setting(
-        "backends",
-        _parse_backends,
-        "(none)",
-        "Backend base URLs, ``http://host:port`` or ``https://host:port``, each listed "
-        "once. A backend may have options: ``weight`` (1 to 1000, default 1: its share "
-        "of requests relative to the others), ``backup`` (used only while no other "
-        "backend is usable; at least one backend must not be a backup) and any setting "
-        "marked (per backend too), which then holds for that backend instead of the "
-        "global value. In the environment: comma-separated items, each a URL followed by "
-        "space-separated ``key=value`` options or the word ``backup``, as in "
-        "``http://10.0.0.5:8080 weight=5, http://10.0.0.6:8080, http://10.0.0.9:8080 "
-        "backup``. In the file: ``[[backends]]`` tables with a ``url`` key and the "
-        "options as further keys (``weight = 5``, ``backup = true``, "
-        '``health_path = "/healthz"``), or plain URL strings.',
-    ),
-    Setting(
-        "connect_timeout",
-        parse_seconds,
-        "5",
-        "Seconds to wait for a backend to accept a connection before answering 504.",
-    ),
-    Setting(
-        "read_timeout",
-        parse_seconds,
-        "60",
-        "Seconds a backend may stay silent (before its response, or between two reads "
-        "of it) before the balancer answers 504 or aborts the response.",
-    ),
-    Setting(
-        "client_timeout",
-        parse_seconds,
-        "60",
-        "Seconds a client may stay silent: while it sends its request body (then the "
-        "balancer answers 408 and closes the backend connection), or while it leaves "
-        "the response unread (each piece of up to 64 KiB must be taken within it; then "
-        "the connection is reset and the backend's response dropped). Also bounds a "
-        "client's TLS handshake.",
-    ),
-    Setting(
-        "client_min_rate",
-        parse_count,
-        "500",
-        "Bytes per second a request body must average, after a grace of "
-        "``client_timeout`` seconds, so that a body trickled a byte at a time cannot "
-        "hold a connection for ever (as Apache's ``mod_reqtimeout`` ``MinRate``); "
-        "slower gets 408. 0 turns the check off.",
-    ),
-    Setting(
-        "max_body_size",
-        parse_size,
-        "1g",
-        "Largest request body forwarded, in bytes (``k``, ``m``, ``g`` suffixes: "
-        "binary units). A larger Content-Length gets 413 before anything is sent "
-        "upstream; a chunked body that grows past it gets 413 and its upstream request "
-        "is cut off before it is complete. 0 means no limit.",
-    ),
-    Setting(
-        "trusted_proxies",
-        parse_networks,
-        "(none)",
-        "Addresses or CIDR networks of proxies in front of the balancer whose "
-        "forwarding headers are kept (``X-Forwarded-For`` is extended with their "
-        "address). From anyone else ``X-Forwarded-*``, ``Forwarded`` and ``X-Real-IP`` "
-        "are replaced.",
-    ),
-    Setting(
-        "preserve_host",
-        parse_bool,
-        "true",
-        "Forward the client's ``Host`` header. When false, send the backend's own "
-        "``host:port`` instead (the client's host still goes in ``X-Forwarded-Host``).",
-    ),
-    Setting(
-        "pool_size",
-        parse_positive_int,
-        "64",
-        "Idle keep-alive connections each worker keeps open to each backend.",
-    ),
-    Setting(
-        "backend_tls_verify",
-        parse_bool,
-        "true",
-        "Check the certificate of every ``https://`` backend, for requests and health "
-        "checks alike: it must chain to a CA in ``backend_ca_bundle`` and name the host "
-        "of the backend's URL. A backend that fails the check gets no request (502, "
-        "``TLS failed`` in the log). False turns the check off (the balancer warns at "
-        "start): traffic is still encrypted, but anyone on the path can pose as the "
-        "backend.",
-    ),
-    Setting(
-        "backend_ca_bundle",
-        parse_ca_bundle,
-        "(the system's)",
-        "A PEM file of the CA certificates that ``https://`` backends' certificates must "
-        "chain to, such as an internal CA's, instead of the system's trust store. Read "
-        "at start: a missing or unreadable file stops the balancer.",
-    ),
-    Setting(
-        "demo",
-        parse_bool,
-        "false",
-        "When no backends are configured, start three built-in demo backends that "
-        "answer with their own name (``scripts/serve`` turns this on).",
-    ),
-    Setting(
-        "policy",
-        parse_policy,
-        "round_robin",
-        "How a request's backend is picked among the usable ones: ``round_robin`` "
-        "(smooth weighted round robin: every run of requests is spread over the "
-        "backends in proportion to their weights) or ``least_conn`` (the fewest "
-        "requests in flight, counted over all workers, per unit of weight).",
-    ),
-    Setting(
-        "max_fails",
-        parse_count,
-        "1",
-        "Failed requests (the backend refused or reset the connection, or timed out; "
-        "an invalid answer does not count) within ``fail_timeout`` seconds that mark a "
-        "backend down, "
-        "as nginx's passive checks do; 0: failed requests never mark it down "
-        "(per backend too).",
-    ),
-    Setting(
-        "fail_timeout",
-        parse_seconds,
-        "10",
-        "Seconds over which ``max_fails`` failed requests are counted, and how long a "
-        "backend they marked down rests before requests may try it again (without "
-        "active health checks; with them, only passed checks bring it back) "
-        "(per backend too).",
-    ),
-    Setting(
-        "health_check",
-        parse_bool,
-        "false",
-        "Check backends actively: a ``GET`` of ``health_path`` on a fresh connection "
-        "every ``health_interval`` seconds, made by one worker for all of them; "
-        "``health_fall`` failures in a row mark a backend down, ``health_rise`` "
-        "passes bring it back (per backend too).",
-    ),
-    Setting(
-        "health_path",
-        parse_health_path,
-        "``/``",
-        "The path (and query) a health check requests: starts with ``/``, printable "
-        "ASCII without spaces or ``#`` (per backend too).",
-    ),
-    Setting(
-        "health_interval",
-        parse_seconds,
-        "2",
-        "Seconds between two health checks of a backend (per backend too).",
-    ),
-    Setting(
-        "health_timeout",
-        parse_seconds,
-        "1",
-        "Seconds a health check may take before it counts as failed (per backend too).",
-    ),
-    Setting(
-        "health_status",
-        parse_status_range,
-        "200-399",
-        "The statuses that pass a health check: an inclusive range such as "
-        "``200-399``, or one status such as ``204``, within 100 to 599 "
-        "(per backend too).",
-    ),
-    Setting(
-        "health_rise",
-        parse_positive_int,
-        "2",
-        "Passed health checks in a row that bring a down backend back up (per backend too).",
-    ),
-    Setting(
-        "health_fall",
-        parse_positive_int,
-        "3",
-        "Failed health checks in a row that mark an up backend down (per backend too).",
-    ),
-    Setting(
-        "retries",
-        parse_count,
-        "2",
-        "How many other backends a failed request may be tried on: always when the "
-        "request never reached the backend, otherwise only for an idempotent method "
-        "whose body the balancer still holds (POST and PATCH are never sent twice). "
-        "0: never retry.",
-    ),
-    Setting(
-        "retry_timeout",
-        parse_seconds,
-        "90",
-        "Seconds since a request's first try after which no further try starts. Keep "
-        "it above ``connect_timeout`` + ``read_timeout``, or a timed-out try is never "
-        "retried (the balancer warns at start when it is not).",
-    ),
-    Setting(
-        "fail_open",
-        parse_bool,
-        "false",
-        "When no backend is usable (every primary and every backup is down), send "
-        "requests to all the primaries anyway, as Envoy's panic mode does, instead of "
-        "answering 503.",
-    ),
-    Setting(
-        "slow_start",
-        parse_seconds_or_zero,
-        "0",
-        "Seconds over which a backend that comes back up has its share of requests "
-        "ramped up from little to its full weight; 0: at once.",
-    ),
-    Setting(
-        "admin_path",
-        parse_admin_path,
-        "``/_prefork_lb``",
-        "Path prefix of the admin endpoint (``<admin_path>/backends``: backend states as "
-        "JSON), answered by the balancer itself for clients in ``admin_allow``; must "
-        "start with ``/``, printable ASCII without spaces, ``?`` or ``#``. Empty or "
-        "``off`` turns it off.",
-    ),
-    Setting(
-        "admin_allow",
-        parse_networks,
-        "127.0.0.1, ::1",
-        "Client addresses or CIDR networks (the TCP peer, never a forwarded header) "
-        "allowed to use the admin endpoint. For anyone else its path is ordinary "
-        "traffic, forwarded to a backend.",
-    ),
-)
-
-# Options a backend may set for itself: its own two, and the global settings
-# it may override, with the same parsers (so the same rules and messages).
-_OVERRIDABLE = (
-    "max_fails",
-    "fail_timeout",
-    "health_check",
-    "health_path",
-    "health_interval",
-    "health_timeout",
-    "health_status",
-    "health_rise",
-    "health_fall",
-)
-
-_BY_NAME = {setting.name: setting for setting in SETTINGS}
-_BY_ENV = {setting.env: setting for setting in SETTINGS}
-_BACKEND_OPTIONS: dict[str, Callable[[str, object], Any]] = {
-    "weight": parse_weight,
-    "backup": parse_bool,
-    **{name: _BY_NAME[name].parse for name in _OVERRIDABLE},
-}
 
 
 def _read_file(path: str) -> dict[str, Any]:

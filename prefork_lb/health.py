@@ -47,13 +47,13 @@ class Event(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class HealthPolicy:
-    """The thresholds that apply to one backend (from its settings)."""
+    """The thresholds that apply to one backend (from its settings, which hold the defaults)."""
 
-    max_fails: int = 1
-    fail_timeout: float = 10.0
-    active: bool = False
-    rise: int = 2
-    fall: int = 3
+    max_fails: int
+    fail_timeout: float
+    active: bool
+    rise: int
+    fall: int
 
 
 @dataclass(frozen=True, slots=True)

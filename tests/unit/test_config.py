@@ -149,6 +149,18 @@ def test_defaults() -> None:
     )
 
 
+def test_settings_fields_are_the_declared_settings() -> None:
+    """Settings has one field per declared setting, in order, whose default is the declared one."""
+    fields = [f for f in dataclasses.fields(Settings) if f.name != "sources"]
+    assert [(f.name, f.default) for f in fields] == [(s.name, s.default) for s in SETTINGS]
+
+
+def test_backend_defaults_are_the_inherited_ones() -> None:
+    """A backend made without options has exactly what it inherits from the default settings."""
+    backend = parse_backend_url("test", "http://h:1")
+    assert inherit_settings(backend, Settings()) == backend
+
+
 def test_environment_settings() -> None:
     """Timeouts, trusted proxies and pool size are read from their PREFORK_LB_* variables."""
     settings = load_config(

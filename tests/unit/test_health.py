@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from prefork_lb.health import BackendHealth, Event, HealthPolicy, Transition, observe, ramp
 
-PASSIVE = HealthPolicy(max_fails=3, fail_timeout=10.0, active=False)
+PASSIVE = HealthPolicy(max_fails=3, fail_timeout=10.0, active=False, rise=2, fall=3)
 ACTIVE = HealthPolicy(max_fails=3, fail_timeout=10.0, active=True, rise=2, fall=3)
 
 
