@@ -7,6 +7,9 @@
 #   scripts/loadtest.sh --workers 4 --connections 200 --duration 30
 #   scripts/loadtest.sh --quick              # 2 s per target: a smoke check
 #
+# The Python half (ports, readiness, /proc, wrk results, the report) is the
+# package scripts/bench, run as `python -m scripts.bench COMMAND`.
+#
 # Every process it starts runs in its own process group on ephemeral loopback
 # ports, and is stopped on exit, error or Ctrl-C. Results: a table on stdout,
 # the same figures as JSON (.loadtest/last.json), raw wrk output and server
@@ -45,6 +48,7 @@ readonly CACHE_DIR=.loadtest
 readonly SNIPPET_VENV="$CACHE_DIR/snippet-venv"
 readonly BULK_BYTES=50000000     # the bulk row's body: 50 MB
 readonly READY_TIMEOUT=30        # seconds a server may take to answer its first request
+readonly WRK_LUA=scripts/bench/done.lua  # prints each run's exact figures as one JSON line
 
 parse_args() {
     while [ $# -gt 0 ]; do
@@ -192,7 +196,7 @@ wait_ready() {
     return 1
 }
 
-helper() { .venv/bin/python scripts/loadtest.py "$@"; }
+helper() { .venv/bin/python -m scripts.bench "$@"; }
 
 cleanup() {
     local status=$?
@@ -223,28 +227,9 @@ make_work_dir() {
     mkdir -p "$OUT" "$WORK_DIR/www" "$WORK_DIR/nginx-temp"
     head -c "$BULK_BYTES" /dev/urandom >"$WORK_DIR/www/bulk"
     chmod 644 "$WORK_DIR/www/bulk"
-    write_wrk_script
 }
 
 # ---- wrk ------------------------------------------------------------------------------
-
-# wrk's done() hands Lua the exact counts and latencies (in µs); print them as one
-# JSON line, rather than parse the rounded, unit-suffixed human output.
-write_wrk_script() {
-    WRK_LUA="$WORK_DIR/report.lua"
-    cat >"$WRK_LUA" <<'EOF'
-done = function(summary, latency, requests)
-  local e = summary.errors
-  io.write(string.format(
-    'LOADTEST_RESULT {"requests": %d, "duration_us": %d, "bytes": %d, ' ..
-    '"p50_us": %d, "p99_us": %d, "max_us": %d, "errors": {"connect": %d, ' ..
-    '"read": %d, "write": %d, "timeout": %d, "status": %d}}\n',
-    summary.requests, summary.duration, summary.bytes,
-    latency:percentile(50), latency:percentile(99), latency.max,
-    e.connect, e.read, e.write, e.timeout, e.status))
-end
-EOF
-}
 
 # run_wrk OUTPUT THREADS CONNECTIONS SECONDS TIMEOUT URL: in the background, so a
 # signal to this script interrupts the wait at once instead of after the run.
@@ -399,7 +384,7 @@ start_python_backends() {
     for port in "${ports[@]}"; do
         n=$((n + 1))
         start_service "$OUT/backend-$n.log" \
-            .venv/bin/python scripts/loadtest.py backend "$port" "backend-$n" "$WORK_DIR/www/bulk"
+            .venv/bin/python -m scripts.bench backend "$port" "backend-$n" "$WORK_DIR/www/bulk"
         pids+=("$LAST_PID")
         BACKEND_URLS+=("http://127.0.0.1:$port")
     done
