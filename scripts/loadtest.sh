@@ -5,7 +5,8 @@
 #
 #   scripts/loadtest.sh                      # 2 workers, 10 s per target, 50 connections
 #   scripts/loadtest.sh --workers 4 --connections 200 --duration 30
-#   scripts/loadtest.sh --quick              # 2 s per target: a smoke check
+#   scripts/loadtest.sh --quick              # 2 s per target, under a minute: a smoke check,
+#                                            # and prefork_lb's CPU per request to compare commits
 #
 # The Python half (ports, readiness, /proc, wrk results, the report) is the
 # package scripts/bench, run as `python -m scripts.bench COMMAND`.
@@ -26,7 +27,9 @@ usage: scripts/loadtest.sh [--workers N] [--duration S] [--connections C] [--jso
                      1-connection latency runs take half as long, at least 3 s
   --connections C    concurrent connections wrk keeps open (default 50)
   --json FILE        where to write the figures as JSON (default .loadtest/last.json)
-  --quick            2 s per target, shorter bulk runs, no warm-up: a smoke check
+  --quick            2 s per target, shorter bulk runs, no warm-up: a smoke check in
+                     under a minute; its CPU per request (and the ratio to nginx's)
+                     is the figure to compare between two commits
   --python-backends  use the slower Python backends even when nginx is installed
 
 Needs wrk. Uses nginx and HAProxy when installed (as backends and as balancers to
@@ -243,13 +246,17 @@ run_wrk() {
     return "$status"
 }
 
-# measure KEY URL [BULK_URL]: the small-response run, then (if given) the bulk run.
+# measure KEY PID URL [BULK_URL]: the small-response run, then (if given) the bulk
+# run. With a PID, the CPU time of that server (its process and all under it)
+# is sampled just before and after the small-response run.
 measure() {
-    local key=$1 url=$2 bulk_url=${3-}
+    local key=$1 pid=$2 url=$3 bulk_url=${4-}
     if [ "$WARMUP" -gt 0 ]; then
         run_wrk "$OUT/$key.warmup.wrk" "$THREADS" "$CONNECTIONS" "$WARMUP" 2 "$url" || true
     fi
+    [ -z "$pid" ] || helper cpu "$pid" "$OUT/$key.cpu-before.json"
     run_wrk "$OUT/$key.wrk" "$THREADS" "$CONNECTIONS" "$DURATION" 2 "$url" || true
+    [ -z "$pid" ] || helper cpu "$pid" "$OUT/$key.cpu-after.json"
     show_result "$key" "$OUT/$key.wrk"
     if [ -n "$bulk_url" ]; then
         measure_bulk "$key" "$bulk_url"
@@ -404,7 +411,7 @@ start_python_backends() {
 
 measure_direct() {
     step "backend direct (${BACKEND_URLS[0]}): $DURATION s at $CONNECTIONS connections..."
-    measure direct "${BACKEND_URLS[0]}/" "${BACKEND_URLS[0]}/bulk"
+    measure direct "" "${BACKEND_URLS[0]}/" "${BACKEND_URLS[0]}/bulk"
     keep_for_latency direct "${BACKEND_URLS[0]}/" ""
 }
 
@@ -423,7 +430,7 @@ measure_prefork_lb() {
         stop_service "$pid"
         return 0
     fi
-    measure prefork_lb "http://127.0.0.1:$port/"
+    measure prefork_lb "$pid" "http://127.0.0.1:$port/"
     progress "      workers' memory before bulk: $(helper rss "$pid" "$OUT/rss-before.json")"
     measure_bulk prefork_lb "http://127.0.0.1:$port/bulk"
     progress "      workers' memory after bulk: $(helper rss "$pid" "$OUT/rss-after.json")"
@@ -473,7 +480,7 @@ EOF
         stop_service "$pid"
         return 0
     fi
-    measure nginx "http://127.0.0.1:$port/" "http://127.0.0.1:$port/bulk"
+    measure nginx "$pid" "http://127.0.0.1:$port/" "http://127.0.0.1:$port/bulk"
     keep_for_latency nginx "http://127.0.0.1:$port/" "$pid"
 }
 
@@ -516,7 +523,7 @@ EOF
         stop_service "$pid"
         return 0
     fi
-    measure haproxy "http://127.0.0.1:$port/" "http://127.0.0.1:$port/bulk"
+    measure haproxy "$pid" "http://127.0.0.1:$port/" "http://127.0.0.1:$port/bulk"
     keep_for_latency haproxy "http://127.0.0.1:$port/" "$pid"
 }
 
@@ -566,7 +573,7 @@ EOF
         stop_service "$pid"
         return 0
     fi
-    measure snippet "http://127.0.0.1:$port/"
+    measure snippet "$pid" "http://127.0.0.1:$port/"
     stop_service "$pid"
 }
 

@@ -5,7 +5,7 @@ Python runs as ``python -m scripts.bench COMMAND`` (see ``__main__``).
 Standard library only: it runs with the project's .venv python.
 
   wrk          one run's figures, from the line done.lua makes wrk print
-  procfs       /proc: liveness, children, memory
+  procfs       /proc: liveness, children, memory, CPU time of a process tree
   results      a finished run's directory, and the figures derived from it
   formatting   figures as a person reads them
   table        the table printed at the end

@@ -5,6 +5,7 @@ wait-ready URL PID SECONDS        until URL answers 200, or PID exits, or time i
 summary WRK_OUTPUT [--bulk | --latency]
                                   one progress line from a wrk run
 rss MASTER_PID SAVE_AS            sum of the resident memory of MASTER_PID's children
+cpu PID SAVE_AS                   CPU time so far of PID and its descendants
 backend PORT NAME BULK_FILE       a small HTTP/1.1 keep-alive server (no nginx)
 report RESULTS_DIR ...            the table on stdout and the figures as JSON
 """
@@ -23,7 +24,7 @@ from scripts.bench.backend import serve_backend
 from scripts.bench.formatting import format_mib, summary_line
 from scripts.bench.json_report import Provenance, render_figures
 from scripts.bench.machine import git_revision, machine_info, package_versions
-from scripts.bench.procfs import workers_memory
+from scripts.bench.procfs import cpu_sample, workers_memory
 from scripts.bench.readiness import free_ports, wait_ready
 from scripts.bench.results import Settings, load_results
 from scripts.bench.table import render_table
@@ -50,9 +51,10 @@ def _parser() -> argparse.ArgumentParser:
     kind.add_argument("--bulk", action="store_true")
     kind.add_argument("--latency", action="store_true")
 
-    rss = commands.add_parser("rss")
-    rss.add_argument("master", type=int)
-    rss.add_argument("save_as", type=Path)
+    for name, pid in (("rss", "master"), ("cpu", "pid")):
+        sample = commands.add_parser(name)
+        sample.add_argument(pid, type=int)
+        sample.add_argument("save_as", type=Path)
 
     backend = commands.add_parser("backend")
     backend.add_argument("port", type=int)
@@ -119,7 +121,7 @@ def report(args: argparse.Namespace) -> None:
             if name.startswith("PREFORK_LB_") and name != "PREFORK_LB_BACKENDS"
         },
     )
-    print(render_table(run, settings, provenance.machine))
+    print(render_table(run, settings, provenance.machine, revision))
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(render_figures(run, settings, provenance), indent=2) + "\n")
 
@@ -146,6 +148,8 @@ def main(argv: list[str]) -> int:
             memory = workers_memory(args.master)
             args.save_as.write_text(json.dumps(memory) + "\n")
             print(f"{format_mib(memory['rss_kib'])} in {memory['workers']} workers")
+        case "cpu":
+            args.save_as.write_text(json.dumps(cpu_sample(args.pid)) + "\n")
         case "backend":
             serve_backend(args.port, args.name, args.bulk_file)
         case "report":

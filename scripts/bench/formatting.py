@@ -15,6 +15,13 @@ def format_ms(ms: float) -> str:
     return f"{ms:.1f} ms" if ms < 10 else f"{ms:,.0f} ms"
 
 
+def format_us(us: float | None) -> str:
+    """Microseconds to about two digits: 9.8 µs, 12 µs, 474 µs, 1,200 µs; '-' for None."""
+    if us is None:
+        return "-"
+    return f"{us:.1f} µs" if us < 10 else f"{us:,.0f} µs"
+
+
 def format_added_ms(ms: float) -> str:
     """A latency difference with its sign: +0.37 ms, -0.02 ms."""
     return f"{'-' if ms < 0 else '+'}{format_ms(abs(ms))}"

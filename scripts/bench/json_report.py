@@ -46,6 +46,7 @@ def _target_figures(run: RunResults, key: str) -> dict[str, object]:
             "requests": result.requests,
             "duration_s": round(result.duration_s, 3),
             "errors": result.errors | {"total": result.error_count},
+            "cpu_us_per_request": rounded(run.cpu_us_per_request(key), 1),
             "vs_nginx": rounded(ratio(result.requests_per_s, run.requests_per_s("nginx"))),
         }
     bulk = run.bulk.get(key)
@@ -113,6 +114,8 @@ def render_figures(
             "bytes read / duration, MB = 10^6 bytes",
             "errors": "wrk socket errors (connect, read, write, timeout after 2 s) "
             "plus responses with status 400 or higher",
+            "cpu_method": "user+system clock ticks of the target's process tree (/proc/PID/stat) "
+            "before and after its small-response run, per completed request",
             "prefork_lb_environment": provenance.environment,
         },
         "machine": provenance.machine,
@@ -128,6 +131,9 @@ def render_figures(
             "prefork_lb_vs_snippet": rounded(ratio(prefork_rps, run.requests_per_s("snippet"))),
             "prefork_lb_bulk_vs_nginx": rounded(
                 ratio(run.bulk_mb_per_s("prefork_lb"), run.bulk_mb_per_s("nginx"))
+            ),
+            "prefork_lb_cpu_vs_nginx": rounded(
+                ratio(run.cpu_us_per_request("prefork_lb"), run.cpu_us_per_request("nginx")), 2
             ),
         },
     }

@@ -1,4 +1,4 @@
-"""What /proc says about the servers under test: liveness, children, memory.
+"""What /proc says about the servers under test: liveness, children, memory, CPU time.
 
 Parsing is kept apart from reading, so the rules (the command name in
 /proc/PID/stat may hold spaces and parentheses) are tested on captured text.
@@ -6,6 +6,7 @@ Parsing is kept apart from reading, so the rules (the command name in
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +20,7 @@ class ProcessStat:
     pid: int
     state: str
     ppid: int
+    cpu_ticks: int  # utime + stime, every thread included, in clock ticks
 
 
 def parse_stat(text: str) -> ProcessStat:
@@ -26,10 +28,15 @@ def parse_stat(text: str) -> ProcessStat:
     # The command name sits in parentheses and may itself hold ") ": split at the last one.
     head, paren, tail = text.rpartition(")")
     fields = tail.split()
-    if not paren or "(" not in head or len(fields) < 2:
+    if not paren or "(" not in head or len(fields) < 13:
         raise ValueError(f"not a /proc/PID/stat line: {text[:80]!r}")
-    # After the name: state(3) ppid(4) ..., numbered as in proc(5).
-    return ProcessStat(pid=int(head.split("(", 1)[0]), state=fields[0], ppid=int(fields[1]))
+    # After the name: state(3) ppid(4) ... utime(14) stime(15), numbered as in proc(5).
+    return ProcessStat(
+        pid=int(head.split("(", 1)[0]),
+        state=fields[0],
+        ppid=int(fields[1]),
+        cpu_ticks=int(fields[11]) + int(fields[12]),
+    )
 
 
 def parse_status_kib(text: str, field: str) -> int:
@@ -70,6 +77,23 @@ def children(parent: int, processes: list[ProcessStat]) -> list[int]:
     return sorted(stat.pid for stat in processes if stat.ppid == parent)
 
 
+def process_tree(root: int, processes: list[ProcessStat]) -> list[ProcessStat]:
+    """``root`` and all its descendants among ``processes``, root first; empty if it is gone."""
+    by_parent: dict[int, list[ProcessStat]] = {}
+    own = None
+    for stat in processes:
+        by_parent.setdefault(stat.ppid, []).append(stat)
+        if stat.pid == root:
+            own = stat
+    if own is None:
+        return []
+    tree, index = [own], 0
+    while index < len(tree):
+        tree += sorted(by_parent.get(tree[index].pid, []), key=lambda stat: stat.pid)
+        index += 1
+    return tree
+
+
 def status_kib(pid: int, field: str) -> int:
     """A ``kB`` field of /proc/PID/status; 0 if the process is gone."""
     try:
@@ -86,4 +110,19 @@ def workers_memory(master: int) -> dict[str, object]:
         "pids": workers,
         "rss_kib": sum(status_kib(pid, "VmRSS") for pid in workers),
         "peak_kib": sum(status_kib(pid, "VmHWM") for pid in workers),
+    }
+
+
+def cpu_sample(root: int) -> dict[str, object]:
+    """CPU time used so far by ``root`` and its descendants (a server's master and workers).
+
+    ``ticks`` sums user and system time over the tree, in units of
+    ``ticks_per_s``; two samples around a run give the CPU it cost (see
+    ``results.cpu_us_per_request``).
+    """
+    tree = process_tree(root, all_processes())
+    return {
+        "pids": [stat.pid for stat in tree],
+        "ticks": sum(stat.cpu_ticks for stat in tree),
+        "ticks_per_s": os.sysconf("SC_CLK_TCK"),
     }

@@ -8,6 +8,7 @@ from scripts.bench.formatting import (
     format_mib,
     format_ms,
     format_ratio,
+    format_us,
     plural,
     upstream_version,
 )
@@ -35,11 +36,13 @@ def aligned(rows: list[tuple[str, ...]]) -> list[str]:
     return lines
 
 
-def _header(settings: Settings, machine: dict[str, object]) -> list[str]:
-    """What was run, and where."""
+def _header(settings: Settings, machine: dict[str, object], revision: str | None) -> list[str]:
+    """What was run, where, at which commit."""
     warmup = f" after a {settings.warmup_s} s warm-up" if settings.warmup_s else ""
+    quick = ", --quick" if settings.quick else ""
     return [
-        f"prefork_lb load test: {plural(settings.workers, 'worker')} "
+        f"prefork_lb load test (git {revision or 'unknown'}{quick}): "
+        f"{plural(settings.workers, 'worker')} "
         f"(nginx: {plural(settings.workers, 'worker process')}, "
         f"haproxy: {plural(settings.workers, 'thread')}), "
         f"{plural(settings.connections, 'connection')}, {settings.duration_s} s per target{warmup}",
@@ -54,13 +57,15 @@ def _header(settings: Settings, machine: dict[str, object]) -> list[str]:
 
 
 def _target_rows(run: RunResults, notes: list[str]) -> list[tuple[str, ...]]:
-    """The small-response table: rate, latency, errors, ratio to nginx."""
+    """The small-response table: rate, latency, errors, CPU per request, ratio to nginx."""
     nginx_rps = run.requests_per_s("nginx")
-    rows: list[tuple[str, ...]] = [("target", "req/s", "p50", "p99", "errors", "vs nginx")]
+    rows: list[tuple[str, ...]] = [
+        ("target", "req/s", "p50", "p99", "errors", "CPU/req", "vs nginx")
+    ]
     for key, label in TARGETS.items():
         result = run.small[key]
         if result is None:
-            rows.append((label, "-", "-", "-", "-", run.why_missing[key]))
+            rows.append((label, "-", "-", "-", "-", "-", run.why_missing[key]))
             continue
         rows.append(
             (
@@ -69,6 +74,7 @@ def _target_rows(run: RunResults, notes: list[str]) -> list[tuple[str, ...]]:
                 format_ms(result.p50_ms),
                 format_ms(result.p99_ms),
                 f"{result.error_count:,}",
+                format_us(run.cpu_us_per_request(key)),
                 format_ratio(ratio(result.requests_per_s, nginx_rps)),
             )
         )
@@ -138,18 +144,40 @@ def _latency_lines(
     return lines
 
 
-def render_table(run: RunResults, settings: Settings, machine: dict[str, object]) -> str:
-    """The whole table: header, one row per target, bulk, latency, then any notes."""
+def cpu_line(run: RunResults) -> str | None:
+    """The figure to compare between commits: prefork_lb's CPU per request, and nginx's.
+
+    None when prefork_lb has no CPU figure.
+    """
+    prefork_us, nginx_us = run.cpu_us_per_request("prefork_lb"), run.cpu_us_per_request("nginx")
+    if prefork_us is None:
+        return None
+    line = f"prefork_lb CPU per request: {format_us(prefork_us)}"
+    if nginx_us:
+        line += f", {format_ratio(prefork_us / nginx_us)} nginx's {format_us(nginx_us)}"
+    return line + " (user+system time of master and workers during the run, from /proc)"
+
+
+def render_table(
+    run: RunResults, settings: Settings, machine: dict[str, object], revision: str | None
+) -> str:
+    """The whole table: header, one row per target, bulk, latency, CPU, then any notes."""
     notes: list[str] = []
     rows = _target_rows(run, notes)
-    lines = _header(settings, machine) + aligned(rows)
+    lines = _header(settings, machine, revision) + aligned(rows)
     # The blocks' figures start where the table's second column does.
     label_width = max(len(row[0]) for row in rows) + 3
     lines += _bulk_lines(run, settings, label_width, notes)
     lines += _latency_lines(run, settings, label_width, notes)
+    lines.append("")
+    cpu = cpu_line(run)
+    if cpu is not None:
+        lines.append(cpu)
     vs_snippet = ratio(run.requests_per_s("prefork_lb"), run.requests_per_s("snippet"))
     if vs_snippet is not None:
-        lines += ["", f"prefork_lb serves {format_ratio(vs_snippet)} the flask snippet's req/s"]
+        lines.append(f"prefork_lb serves {format_ratio(vs_snippet)} the flask snippet's req/s")
+    if lines[-1] == "":
+        lines.pop()
     if notes:
         lines += ["", *notes]
     return "\n".join(lines)

@@ -10,6 +10,7 @@ from scripts.bench.formatting import (
     format_mib,
     format_ms,
     format_ratio,
+    format_us,
     plural,
     summary_line,
     upstream_version,
@@ -29,6 +30,21 @@ from scripts.bench.wrk import WrkResult
 def test_format_ms(ms: float, text: str) -> None:
     """Milliseconds keep about two significant digits, with thousands separated."""
     assert format_ms(ms) == text
+
+
+@pytest.mark.parametrize(
+    ("us", "text"),
+    [
+        pytest.param(None, "-", id="none"),
+        pytest.param(9.84, "9.8 µs", id="below-10"),
+        pytest.param(12.4, "12 µs", id="tens"),
+        pytest.param(474.4, "474 µs", id="hundreds"),
+        pytest.param(1203.0, "1,203 µs", id="thousands"),
+    ],
+)
+def test_format_us(us: float | None, text: str) -> None:
+    """CPU microseconds keep a decimal only below 10, and a missing figure is a dash."""
+    assert format_us(us) == text
 
 
 @pytest.mark.parametrize(

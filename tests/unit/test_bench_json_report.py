@@ -45,28 +45,30 @@ def test_document_says_how_and_where() -> None:
 
 
 @pytest.mark.parametrize(
-    ("key", "vs_nginx"),
+    ("key", "cpu_us", "vs_nginx"),
     [
-        pytest.param("direct", 2.466, id="direct"),
-        pytest.param("prefork_lb", 0.0553, id="prefork_lb"),
-        pytest.param("nginx", 1.0, id="nginx"),
-        pytest.param("snippet", 0.0209, id="snippet"),
+        pytest.param("direct", None, 2.466, id="direct-not-sampled"),
+        pytest.param("prefork_lb", 540.2, 0.0553, id="prefork_lb"),
+        pytest.param("nginx", 17.3, 1.0, id="nginx"),
+        pytest.param("snippet", 1707.8, 0.0209, id="snippet"),
     ],
 )
-def test_target_figures(key: str, vs_nginx: float) -> None:
-    """Each target that ran has its rate against nginx's."""
+def test_target_figures(key: str, cpu_us: float | None, vs_nginx: float) -> None:
+    """Each target has its CPU per request (when sampled) and its rate against nginx's."""
     target = next(t for t in _figures()["targets"] if t["key"] == key)
     assert target["status"] == "ok"
+    assert target["cpu_us_per_request"] == cpu_us
     assert target["vs_nginx"] == pytest.approx(vs_nginx, abs=1e-4)
 
 
 def test_ratios_and_latency() -> None:
-    """The ratios to nginx and the snippet, and what prefork_lb adds at one connection."""
+    """The ratios to compare commits by, and what prefork_lb adds at one connection."""
     figures = _figures()
     assert figures["ratios"] == {
         "prefork_lb_vs_nginx": 0.0553,
         "prefork_lb_vs_snippet": 2.6485,
         "prefork_lb_bulk_vs_nginx": 1.1979,
+        "prefork_lb_cpu_vs_nginx": 31.17,
     }
     assert figures["latency_1conn"]["prefork_lb_added_p50_ms"] == 0.448
     assert figures["latency_1conn"]["prefork_lb"]["added_p99_ms"] == 2.62
@@ -82,5 +84,6 @@ def test_skipped_target(tmp_path: Path) -> None:
     figures = _figures(tmp_path)
     nginx = next(t for t in figures["targets"] if t["key"] == "nginx")
     assert nginx == {"key": "nginx", "label": "nginx", "status": "skipped: nginx is not installed"}
+    assert figures["ratios"]["prefork_lb_cpu_vs_nginx"] is None
     assert figures["ratios"]["prefork_lb_vs_nginx"] is None
     assert figures["latency_1conn"]["nginx"] == {"status": "skipped: nginx is not installed"}

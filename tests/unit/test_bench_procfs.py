@@ -9,6 +9,7 @@ from scripts.bench.procfs import (
     children,
     parse_stat,
     parse_status_kib,
+    process_tree,
 )
 
 # Captured on this machine: an nginx worker, a process whose command name was
@@ -37,14 +38,15 @@ ZOMBIE = "4242 (gunicorn) Z 4200 4200 4200 0 -1 4227084 0 0 0 0 7 3 0 0 20 0 1 0
 @pytest.mark.parametrize(
     ("line", "expected"),
     [
-        pytest.param(NGINX_WORKER, ProcessStat(16563, "S", 16560), id="nginx-worker"),
-        pytest.param(ODD_NAME, ProcessStat(17238, "R", 17236), id="name-with-parentheses"),
-        pytest.param(INIT, ProcessStat(1, "S", 0), id="pid-1"),
-        pytest.param(ZOMBIE, ProcessStat(4242, "Z", 4200), id="zombie"),
+        pytest.param(NGINX_WORKER, ProcessStat(16563, "S", 16560, 18 + 118), id="nginx-worker"),
+        pytest.param(ODD_NAME, ProcessStat(17238, "R", 17236, 0), id="name-with-parentheses"),
+        # Children's times (cutime 4160, cstime 3210) are not the process's own.
+        pytest.param(INIT, ProcessStat(1, "S", 0, 38 + 218), id="pid-1-own-time-only"),
+        pytest.param(ZOMBIE, ProcessStat(4242, "Z", 4200, 10), id="zombie"),
     ],
 )
 def test_parse_stat(line: str, expected: ProcessStat) -> None:
-    """State and parent are read after the last parenthesis, whatever the name is."""
+    """State, parent and utime+stime are read after the last parenthesis, whatever the name."""
     assert parse_stat(line) == expected
 
 
@@ -53,7 +55,7 @@ def test_parse_stat(line: str, expected: ProcessStat) -> None:
     [
         pytest.param("", id="empty"),
         pytest.param("16563 nginx S 16560", id="no-parentheses"),
-        pytest.param("16563 (nginx) S", id="cut-short"),
+        pytest.param("16563 (nginx) S 16560 16560", id="cut-short"),
     ],
 )
 def test_parse_stat_rejects_other_text(line: str) -> None:
@@ -81,13 +83,26 @@ def test_parse_status_kib(field: str, kib: int) -> None:
 
 # A gunicorn master (100) with two workers, one of which forked a helper; and strangers.
 PROCESSES = [
-    ProcessStat(1, "S", 0),
-    ProcessStat(100, "S", 1),
-    ProcessStat(102, "S", 100),
-    ProcessStat(101, "R", 100),
-    ProcessStat(103, "S", 102),
-    ProcessStat(200, "S", 1),
+    ProcessStat(1, "S", 0, 5),
+    ProcessStat(100, "S", 1, 2),
+    ProcessStat(102, "S", 100, 300),
+    ProcessStat(101, "R", 100, 250),
+    ProcessStat(103, "S", 102, 7),
+    ProcessStat(200, "S", 1, 9),
 ]
+
+
+@pytest.mark.parametrize(
+    ("root", "pids"),
+    [
+        pytest.param(100, [100, 101, 102, 103], id="master-workers-grandchild"),
+        pytest.param(101, [101], id="leaf"),
+        pytest.param(999, [], id="gone"),
+    ],
+)
+def test_process_tree(root: int, pids: list[int]) -> None:
+    """A tree is its root, then its descendants level by level; a process that is gone has none."""
+    assert [stat.pid for stat in process_tree(root, PROCESSES)] == pids
 
 
 @pytest.mark.parametrize(

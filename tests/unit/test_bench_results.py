@@ -8,12 +8,48 @@ from pathlib import Path
 import pytest
 
 from scripts.bench.results import (
+    CPU_TARGETS,
     TARGETS,
+    cpu_us_per_request,
     load_results,
     ratio,
     rounded,
 )
 from tests.support.bench_run import RUN
+
+
+def _sample(ticks: int, pids: list[int] | None = None, rate: int = 100) -> dict[str, object]:
+    return {"pids": [100, 101] if pids is None else pids, "ticks": ticks, "ticks_per_s": rate}
+
+
+@pytest.mark.parametrize(
+    ("before", "after", "requests", "expected"),
+    [
+        pytest.param(_sample(47), _sample(197), 2777, 540.15, id="prefork_lb-captured"),
+        pytest.param(_sample(0), _sample(87), 50202, 17.33, id="nginx-captured"),
+        pytest.param(_sample(5, rate=1000), _sample(6, rate=1000), 1, 1000.0, id="other-clock"),
+        pytest.param(_sample(5), _sample(5), 10, 0.0, id="idle"),
+        pytest.param(None, _sample(87), 10, None, id="no-sample-before"),
+        pytest.param(_sample(0), None, 10, None, id="no-sample-after"),
+        pytest.param(_sample(0), _sample(87), 0, None, id="no-requests"),
+        pytest.param(_sample(0), _sample(87, rate=1000), 10, None, id="clocks-differ"),
+        pytest.param(_sample(90), _sample(87), 10, None, id="time-went-backwards"),
+        pytest.param(_sample(0), _sample(0, pids=[]), 10, None, id="server-gone"),
+        pytest.param({"ticks": "0"}, _sample(87), 10, None, id="malformed"),
+    ],
+)
+def test_cpu_us_per_request(
+    before: dict[str, object] | None,
+    after: dict[str, object] | None,
+    requests: int,
+    expected: float | None,
+) -> None:
+    """CPU per request is the tick difference over the requests; any doubt gives None."""
+    result = cpu_us_per_request(before, after, requests)
+    if expected is None:
+        assert result is None
+    else:
+        assert result == pytest.approx(expected, abs=0.01)
 
 
 @pytest.mark.parametrize(
@@ -31,7 +67,7 @@ def test_ratio(value: float | None, reference: float | None, expected: float | N
 
 
 def test_load_results_reads_every_file() -> None:
-    """Every target of the captured run has its runs, and prefork_lb its memory figures."""
+    """Every target of the captured run has its runs, and the balancers their CPU figures."""
     run = load_results(RUN)
     assert all(run.small[key] is not None for key in TARGETS)
     assert all(result is not None for result in run.bulk.values())
@@ -43,6 +79,9 @@ def test_load_results_reads_every_file() -> None:
         "rss_kib": 70852,
         "peak_kib": 70852,
     }
+    figures = {key: rounded(run.cpu_us_per_request(key), 1) for key in CPU_TARGETS}
+    assert figures == {"prefork_lb": 540.2, "nginx": 17.3, "haproxy": 18.0, "snippet": 1707.8}
+    assert run.cpu_us_per_request("direct") is None
 
 
 def test_load_results_of_a_skipped_target(tmp_path: Path) -> None:
@@ -55,6 +94,7 @@ def test_load_results_of_a_skipped_target(tmp_path: Path) -> None:
     assert run.small["haproxy"] is None
     assert run.bulk["haproxy"] is None
     assert run.why_missing["haproxy"] == "skipped: haproxy is not installed"
+    assert run.cpu_us_per_request("haproxy") is None
     assert run.bulk_mb_per_s("haproxy") is None
     assert run.added_ms("haproxy") is None
 
