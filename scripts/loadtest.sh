@@ -5,7 +5,11 @@
 #
 #   scripts/loadtest.sh                      # 2 workers, 10 s per target, 50 connections
 #   scripts/loadtest.sh --workers 4 --connections 200 --duration 30
-#   scripts/loadtest.sh --quick              # 2 s per target: a smoke check
+#   scripts/loadtest.sh --quick              # 2 s per target, under a minute: a smoke check,
+#                                            # and prefork_lb's CPU per request to compare commits
+#
+# The Python half (ports, readiness, /proc, wrk results, the report) is the
+# package scripts/bench, run as `python -m scripts.bench COMMAND`.
 #
 # Every process it starts runs in its own process group on ephemeral loopback
 # ports, and is stopped on exit, error or Ctrl-C. Results: a table on stdout,
@@ -23,7 +27,9 @@ usage: scripts/loadtest.sh [--workers N] [--duration S] [--connections C] [--jso
                      1-connection latency runs take half as long, at least 3 s
   --connections C    concurrent connections wrk keeps open (default 50)
   --json FILE        where to write the figures as JSON (default .loadtest/last.json)
-  --quick            2 s per target, shorter bulk runs, no warm-up: a smoke check
+  --quick            2 s per target, shorter bulk runs, no warm-up: a smoke check in
+                     under a minute; its CPU per request (and the ratio to nginx's)
+                     is the figure to compare between two commits
   --python-backends  use the slower Python backends even when nginx is installed
 
 Needs wrk. Uses nginx and HAProxy when installed (as backends and as balancers to
@@ -45,6 +51,7 @@ readonly CACHE_DIR=.loadtest
 readonly SNIPPET_VENV="$CACHE_DIR/snippet-venv"
 readonly BULK_BYTES=50000000     # the bulk row's body: 50 MB
 readonly READY_TIMEOUT=30        # seconds a server may take to answer its first request
+readonly WRK_LUA=scripts/bench/done.lua  # prints each run's exact figures as one JSON line
 
 parse_args() {
     while [ $# -gt 0 ]; do
@@ -192,7 +199,7 @@ wait_ready() {
     return 1
 }
 
-helper() { .venv/bin/python scripts/loadtest.py "$@"; }
+helper() { .venv/bin/python -m scripts.bench "$@"; }
 
 cleanup() {
     local status=$?
@@ -223,28 +230,9 @@ make_work_dir() {
     mkdir -p "$OUT" "$WORK_DIR/www" "$WORK_DIR/nginx-temp"
     head -c "$BULK_BYTES" /dev/urandom >"$WORK_DIR/www/bulk"
     chmod 644 "$WORK_DIR/www/bulk"
-    write_wrk_script
 }
 
 # ---- wrk ------------------------------------------------------------------------------
-
-# wrk's done() hands Lua the exact counts and latencies (in µs); print them as one
-# JSON line, rather than parse the rounded, unit-suffixed human output.
-write_wrk_script() {
-    WRK_LUA="$WORK_DIR/report.lua"
-    cat >"$WRK_LUA" <<'EOF'
-done = function(summary, latency, requests)
-  local e = summary.errors
-  io.write(string.format(
-    'LOADTEST_RESULT {"requests": %d, "duration_us": %d, "bytes": %d, ' ..
-    '"p50_us": %d, "p99_us": %d, "max_us": %d, "errors": {"connect": %d, ' ..
-    '"read": %d, "write": %d, "timeout": %d, "status": %d}}\n',
-    summary.requests, summary.duration, summary.bytes,
-    latency:percentile(50), latency:percentile(99), latency.max,
-    e.connect, e.read, e.write, e.timeout, e.status))
-end
-EOF
-}
 
 # run_wrk OUTPUT THREADS CONNECTIONS SECONDS TIMEOUT URL: in the background, so a
 # signal to this script interrupts the wait at once instead of after the run.
@@ -258,13 +246,17 @@ run_wrk() {
     return "$status"
 }
 
-# measure KEY URL [BULK_URL]: the small-response run, then (if given) the bulk run.
+# measure KEY PID URL [BULK_URL]: the small-response run, then (if given) the bulk
+# run. With a PID, the CPU time of that server (its process and all under it)
+# is sampled just before and after the small-response run.
 measure() {
-    local key=$1 url=$2 bulk_url=${3-}
+    local key=$1 pid=$2 url=$3 bulk_url=${4-}
     if [ "$WARMUP" -gt 0 ]; then
         run_wrk "$OUT/$key.warmup.wrk" "$THREADS" "$CONNECTIONS" "$WARMUP" 2 "$url" || true
     fi
+    [ -z "$pid" ] || helper cpu "$pid" "$OUT/$key.cpu-before.json"
     run_wrk "$OUT/$key.wrk" "$THREADS" "$CONNECTIONS" "$DURATION" 2 "$url" || true
+    [ -z "$pid" ] || helper cpu "$pid" "$OUT/$key.cpu-after.json"
     show_result "$key" "$OUT/$key.wrk"
     if [ -n "$bulk_url" ]; then
         measure_bulk "$key" "$bulk_url"
@@ -399,7 +391,7 @@ start_python_backends() {
     for port in "${ports[@]}"; do
         n=$((n + 1))
         start_service "$OUT/backend-$n.log" \
-            .venv/bin/python scripts/loadtest.py backend "$port" "backend-$n" "$WORK_DIR/www/bulk"
+            .venv/bin/python -m scripts.bench backend "$port" "backend-$n" "$WORK_DIR/www/bulk"
         pids+=("$LAST_PID")
         BACKEND_URLS+=("http://127.0.0.1:$port")
     done
@@ -419,7 +411,7 @@ start_python_backends() {
 
 measure_direct() {
     step "backend direct (${BACKEND_URLS[0]}): $DURATION s at $CONNECTIONS connections..."
-    measure direct "${BACKEND_URLS[0]}/" "${BACKEND_URLS[0]}/bulk"
+    measure direct "" "${BACKEND_URLS[0]}/" "${BACKEND_URLS[0]}/bulk"
     keep_for_latency direct "${BACKEND_URLS[0]}/" ""
 }
 
@@ -438,7 +430,7 @@ measure_prefork_lb() {
         stop_service "$pid"
         return 0
     fi
-    measure prefork_lb "http://127.0.0.1:$port/"
+    measure prefork_lb "$pid" "http://127.0.0.1:$port/"
     progress "      workers' memory before bulk: $(helper rss "$pid" "$OUT/rss-before.json")"
     measure_bulk prefork_lb "http://127.0.0.1:$port/bulk"
     progress "      workers' memory after bulk: $(helper rss "$pid" "$OUT/rss-after.json")"
@@ -488,7 +480,7 @@ EOF
         stop_service "$pid"
         return 0
     fi
-    measure nginx "http://127.0.0.1:$port/" "http://127.0.0.1:$port/bulk"
+    measure nginx "$pid" "http://127.0.0.1:$port/" "http://127.0.0.1:$port/bulk"
     keep_for_latency nginx "http://127.0.0.1:$port/" "$pid"
 }
 
@@ -531,7 +523,7 @@ EOF
         stop_service "$pid"
         return 0
     fi
-    measure haproxy "http://127.0.0.1:$port/" "http://127.0.0.1:$port/bulk"
+    measure haproxy "$pid" "http://127.0.0.1:$port/" "http://127.0.0.1:$port/bulk"
     keep_for_latency haproxy "http://127.0.0.1:$port/" "$pid"
 }
 
@@ -581,7 +573,7 @@ EOF
         stop_service "$pid"
         return 0
     fi
-    measure snippet "http://127.0.0.1:$port/"
+    measure snippet "$pid" "http://127.0.0.1:$port/"
     stop_service "$pid"
 }
 
