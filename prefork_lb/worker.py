@@ -44,7 +44,7 @@ LINGER_SECONDS = 2.0
 class Worker(GeventWorker):  # type: ignore[misc]  # gunicorn has no type hints
     """The gevent worker prefork_lb runs (``worker_class`` in gunicorn.conf.py)."""
 
-    client_timeout: float = 60.0
+    client_timeout: float  # from the settings, in init_process
     _in_flight: shared.InFlightTable | None = None
     _slot: int | None = None
 
