@@ -37,6 +37,9 @@ class RequestRecord:
     # The failure's class name ("BackendTimeout"), or "aborted:<name>" after the head.
     error: str | None = None
     body_bytes: int = 0
+    # A tunnel's bytes (after a 101): client to backend, backend to client.
+    tunnel_up: int | None = None
+    tunnel_down: int | None = None
 
     def log_fields(self) -> dict[str, str]:
         """The access log's ``%({prefork_lb.*}e)s`` values, "-" for what did not happen."""
@@ -52,6 +55,9 @@ LOG_FIELDS: dict[str, Callable[[RequestRecord], str]] = {
     "prefork_lb.retries": lambda record: str(record.retries) if record.retries else "-",
     "prefork_lb.error": lambda record: record.error or "-",
     "prefork_lb.request_id": lambda record: record.request_id or "-",
+    "prefork_lb.tunnel": lambda record: (
+        "-" if record.tunnel_up is None else f"{record.tunnel_up}/{record.tunnel_down}"
+    ),
 }
 
 

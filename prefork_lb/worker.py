@@ -31,6 +31,7 @@ import ssl
 import time
 from typing import Any
 
+from gunicorn.workers.base_async import ALREADY_HANDLED
 from gunicorn.workers.ggevent import GeventWorker
 
 from prefork_lb import request_context, shared
@@ -54,7 +55,21 @@ class Worker(GeventWorker):  # type: ignore[misc]  # gunicorn has no type hints
         self.client_timeout = state.settings.client_timeout
         self._in_flight = state.in_flight
         self._slot = shared.worker_slot()
+        request_context.access_log = self.log.access
         super().init_process()
+
+    def is_already_handled(self, respiter: Any) -> bool:
+        """Whether the app answered on the socket itself (a tunnel); then the connection ends.
+
+        Gunicorn's async worker returns from the request and, with keepalive
+        on, reads the next request from the same socket: after a tunnel that
+        socket is shut down, and a TLS one no longer speaks TLS.
+        ``StopIteration`` ends the connection instead (as gunicorn's comment
+        on this method suggests).
+        """
+        if respiter is ALREADY_HANDLED:
+            raise StopIteration
+        return False
 
     def handle(self, listener: Any, client: Any, addr: Any) -> None:
         """Serve one client connection, counted in the shared table while it is open."""
