@@ -19,6 +19,10 @@ Gunicorn's request object is handed to the app (``request_context``) here,
 around each request, rather than by a server hook that an operator's own
 ``pre_request`` would replace.
 
+A tunnel (``tunnel.py``) answers on the socket itself and returns gunicorn's
+``ALREADY_HANDLED``: the connection then ends here, rather than being read
+for another request; the tunnel's access line goes through this worker's log.
+
 Each open client connection (one greenlet) is counted in the shared table,
 for the admin document and the ``prefork_lb_client_connections`` metric.
 """
