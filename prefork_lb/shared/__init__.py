@@ -10,11 +10,14 @@ it indexes them. One concern per module:
 - ``in_flight``: requests in flight and open client connections, one row per
   worker;
 - ``stats``: responses, errors, retries and latency, one row per worker;
+- ``figures``: one typed, read-only ``BackendFigures`` per backend, every
+  figure under its name, for whoever shows them;
 - ``handover``: the master installs the state (and reinstalls it on HUP),
   hands each worker its slot, and workers attach to what it installed.
 """
 
 from prefork_lb.shared.counter import RotationCounter
+from prefork_lb.shared.figures import BackendFigures, BalancerFigures, Figures
 from prefork_lb.shared.handover import (
     SharedState,
     assign_worker_slot,
@@ -38,7 +41,10 @@ from prefork_lb.shared.stats import (
 __all__ = [
     "LATENCY_BUCKETS",
     "STATUS_CLASSES",
+    "BackendFigures",
     "BackendStats",
+    "BalancerFigures",
+    "Figures",
     "HealthTable",
     "InFlightTable",
     "ProberLease",

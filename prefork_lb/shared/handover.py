@@ -27,6 +27,7 @@ from prefork_lb.config import Settings
 from prefork_lb.errors import ERROR_KINDS
 from prefork_lb.health import BackendHealth
 from prefork_lb.shared.counter import RotationCounter
+from prefork_lb.shared.figures import Figures, read_figures
 from prefork_lb.shared.health_table import HealthTable
 from prefork_lb.shared.in_flight import InFlightTable
 from prefork_lb.shared.stats import StatsTable, subtract_row
@@ -42,6 +43,15 @@ class SharedState:
     in_flight: InFlightTable
     stats: StatsTable
     started_at: float  # wall-clock time the master installed it
+
+    def figures(self, health: Sequence[BackendHealth] | None = None) -> Figures:
+        """Every backend's figures as they are now, summed over all workers.
+
+        ``health`` is the rows as a reader already has them (a ``Selector``
+        keeps a copy); without it they are read from the health table.
+        """
+        rows = self.health.snapshot()[1] if health is None else health
+        return read_figures(self.settings.backends, rows, self.in_flight, self.stats)
 
     def close(self) -> None:
         """Release everything (in this process only)."""
