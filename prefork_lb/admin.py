@@ -26,10 +26,9 @@ from typing import Any
 
 from prefork_lb import metrics
 from prefork_lb.headers import AddressSet
-from prefork_lb.health import BackendHealth
 from prefork_lb.request import ProxyRequest
 from prefork_lb.selector import Selector
-from prefork_lb.shared import SharedState
+from prefork_lb.shared import Figures, SharedState
 from prefork_lb.status_page import BackendTraffic, render_status_page
 
 StartResponse = Callable[..., Any]
@@ -75,7 +74,7 @@ class AdminEndpoint:
         if request.method not in ("GET", "HEAD"):
             return _method_not_allowed(request, start_response)
         if is_metrics:
-            text = metrics.render(self._state, self._selector.health(), now=time.monotonic())
+            text = metrics.render(self._state, self._figures(), now=time.monotonic())
             start_response(
                 "200 OK",
                 [
@@ -85,39 +84,24 @@ class AdminEndpoint:
                 ],
             )
             return [] if request.method == "HEAD" else [text]
-        body = _json(start_response, "200 OK", self._document())
+        body = _json(start_response, "200 OK", self._document(self._figures()))
         return [] if request.method == "HEAD" else body
 
-    def _document(self) -> dict[str, Any]:
-        """The ``/backends`` document as it is now."""
-        return backends_document(
-            self._state,
-            self._selector.health(),
-            self._state.in_flight.totals(),
-            now=time.monotonic(),
-            wall_now=time.time(),
-        )
+    def _figures(self) -> Figures:
+        """Every backend's shared figures, with the health rows this worker acts on."""
+        return self._state.figures(self._selector.health())
 
-    def _traffic(self) -> dict[str, BackendTraffic]:
-        """Requests, errors and upstream latency so far, per backend URL, over all workers."""
-        traffic = {}
-        for backend, stats in zip(
-            self._state.settings.backends, self._state.stats.totals(), strict=False
-        ):
-            traffic[backend.url] = BackendTraffic(
-                requests=sum(stats.responses),
-                errors=sum(stats.errors) + stats.aborted,
-                latency_sum=stats.latency_sum,
-                latency_count=sum(stats.latency_buckets),
-            )
-        return traffic
+    def _document(self, figures: Figures) -> dict[str, Any]:
+        """The ``/backends`` document for figures just read."""
+        return backends_document(self._state, figures, now=time.monotonic(), wall_now=time.time())
 
     def _status_page(self, request: ProxyRequest, start_response: StartResponse) -> list[bytes]:
         """The ``/backends`` document as an HTML page for a person with a browser."""
         if request.method not in ("GET", "HEAD"):
             return _method_not_allowed(request, start_response)
+        figures = self._figures()
         page = render_status_page(
-            self._document(), self._traffic(), json_href=f"{self._path}/backends"
+            self._document(figures), traffic(figures), json_href=f"{self._path}/backends"
         )
         body = page.encode()
         start_response(
@@ -132,17 +116,13 @@ class AdminEndpoint:
 
 
 def backends_document(
-    state: SharedState,
-    rows: tuple[BackendHealth, ...],
-    in_flight: list[int],
-    *,
-    now: float,
-    wall_now: float,
+    state: SharedState, figures: Figures, *, now: float, wall_now: float
 ) -> dict[str, Any]:
     """The JSON document for ``/backends``: settings and live state of every backend."""
     settings = state.settings
     backends = []
-    for backend, row, count in zip(settings.backends, rows, in_flight, strict=True):
+    for shown in figures.backends:
+        backend, row = shown.backend, shown.health
         since = state.started_at if row.since == 0.0 else wall_now - (now - row.since)
         backends.append(
             {
@@ -157,7 +137,7 @@ def backends_document(
                 ),
                 "consecutive_failures": row.failures,
                 "consecutive_successes": row.successes,
-                "in_flight": count,
+                "in_flight": shown.in_flight,
                 "weight": backend.weight,
                 "backup": backend.backup,
                 "health_check": backend.check.enabled,
@@ -168,8 +148,21 @@ def backends_document(
         "fail_open": settings.fail_open,
         "pid": os.getpid(),
         "time": _iso(wall_now),
-        "client_connections": state.in_flight.connections(),
+        "client_connections": figures.client_connections,
         "backends": backends,
+    }
+
+
+def traffic(figures: Figures) -> dict[str, BackendTraffic]:
+    """Requests, errors and upstream latency so far, per backend URL, over all workers."""
+    return {
+        shown.url: BackendTraffic(
+            requests=shown.requests,
+            errors=shown.failures,
+            latency_sum=shown.latency_sum,
+            latency_count=shown.latency_count,
+        )
+        for shown in figures.backends
     }
 
 

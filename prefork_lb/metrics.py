@@ -2,7 +2,7 @@
 
 The counting is done in ``shared.StatsTable`` (a few array additions per
 request, no lock, no files); prometheus_client only writes the exposition
-format, through a collector that reads the tables at scrape time. Its own
+format, from the shared figures read at scrape time. Its own
 multiprocess mode is not used: it needs a directory of per-process files set
 up before import and cleaned after every worker exit, and a lock and a dict
 look-up per observation, where the tables here are already shared, kill-safe
@@ -11,6 +11,7 @@ and kept across reloads.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterator
 
@@ -23,9 +24,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from prefork_lb.errors import ERROR_KINDS
-from prefork_lb.health import BackendHealth
-from prefork_lb.shared import LATENCY_BUCKETS, STATUS_CLASSES, BackendStats, SharedState
+from prefork_lb.shared import BackendFigures, Figures, SharedState
 
 __all__ = ["CONTENT_TYPE_LATEST", "render"]
 
@@ -34,32 +33,30 @@ BACKEND = "backend"
 
 
 class BalancerCollector(Collector):
-    """Yields every prefork_lb metric from the shared tables, summed over all workers."""
+    """Yields every prefork_lb metric from the shared figures, summed over all workers."""
 
-    def __init__(self, state: SharedState, health: tuple[BackendHealth, ...], now: float) -> None:
+    def __init__(self, state: SharedState, figures: Figures, now: float) -> None:
         self._state = state
-        self._health = health
+        self._figures = figures
         self._now = now
 
     def collect(self) -> Iterator[Metric]:
         """The metric families, as they are at this moment."""
-        urls = [backend.url for backend in self._state.settings.backends]
-        totals = self._state.stats.totals()
-        by_column = [*zip([*urls, ""], totals, strict=True)]
-        yield from _counters(by_column)
-        yield _latency(by_column[:-1])
+        backends = self._figures.backends
+        yield from _counters(self._figures)
+        yield _latency(backends)
         in_flight = GaugeMetricFamily(
             PREFIX + "in_flight",
             "Requests being forwarded to the backend now, over all workers.",
             labels=[BACKEND],
         )
-        for url, count in zip(urls, self._state.in_flight.totals(), strict=True):
-            in_flight.add_metric([url], count)
+        for backend in backends:
+            in_flight.add_metric([backend.url], backend.in_flight)
         yield in_flight
         yield GaugeMetricFamily(
             PREFIX + "client_connections",
             "Client connections open now, over all workers (a greenlet each).",
-            value=self._state.in_flight.connections(),
+            value=self._figures.client_connections,
         )
         up = GaugeMetricFamily(
             PREFIX + "backend_up",
@@ -72,14 +69,15 @@ class BalancerCollector(Collector):
             labels=[BACKEND],
         )
         started = time.time() - self._state.started_at
-        for url, row in zip(urls, self._health, strict=True):
-            up.add_metric([url], 1 if row.up else 0)
-            since.add_metric([url], started if row.since == 0.0 else self._now - row.since)
+        for backend in backends:
+            row = backend.health
+            up.add_metric([backend.url], 1 if row.up else 0)
+            since.add_metric([backend.url], started if row.since == 0.0 else self._now - row.since)
         yield up
         yield since
 
 
-def _counters(by_column: list[tuple[str, BackendStats]]) -> Iterator[Metric]:
+def _counters(figures: Figures) -> Iterator[Metric]:
     requests = CounterMetricFamily(
         PREFIX + "requests",
         "Responses the clients got, by backend and status class (backend is empty for "
@@ -102,38 +100,39 @@ def _counters(by_column: list[tuple[str, BackendStats]]) -> Iterator[Metric]:
         "Failures by kind: a try on the backend, or (backend empty) the request itself.",
         labels=[BACKEND, "kind"],
     )
-    for url, stats in by_column:
-        for name, count in zip(STATUS_CLASSES, stats.responses, strict=True):
+    answers = [(b.url, b.responses, b.errors) for b in figures.backends]
+    answers.append(("", figures.balancer.responses, figures.balancer.errors))
+    for url, by_class, by_kind in answers:
+        for name, count in by_class.items():
             if count or name != "1xx":
                 requests.add_metric([url, name], count)
-        for kind, count in zip(ERROR_KINDS, stats.errors, strict=True):
+        for kind, count in by_kind.items():
             if count:
                 errors.add_metric([url, kind], count)
-        if url:
-            aborted.add_metric([url], stats.aborted)
-            retries.add_metric([url], stats.retries)
+    for backend in figures.backends:
+        aborted.add_metric([backend.url], backend.aborted)
+        retries.add_metric([backend.url], backend.retries)
     yield from (requests, aborted, retries, errors)
 
 
-def _latency(by_backend: list[tuple[str, BackendStats]]) -> HistogramMetricFamily:
+def _latency(backends: tuple[BackendFigures, ...]) -> HistogramMetricFamily:
     latency = HistogramMetricFamily(
         PREFIX + "upstream_latency_seconds",
         "Time from sending a request to the backend to having its response head, "
         "for every try that got one.",
         labels=[BACKEND],
     )
-    bounds = [*(str(bound) for bound in LATENCY_BUCKETS), "+Inf"]
-    for url, stats in by_backend:
+    for backend in backends:
         cumulative, buckets = 0, []
-        for bound, count in zip(bounds, stats.latency_buckets, strict=True):
+        for bound, count in backend.latency:
             cumulative += count
-            buckets.append((bound, float(cumulative)))
-        latency.add_metric([url], buckets, stats.latency_sum)
+            buckets.append(("+Inf" if math.isinf(bound) else str(bound), float(cumulative)))
+        latency.add_metric([backend.url], buckets, backend.latency_sum)
     return latency
 
 
-def render(state: SharedState, health: tuple[BackendHealth, ...], *, now: float) -> bytes:
+def render(state: SharedState, figures: Figures, *, now: float) -> bytes:
     """The metrics in Prometheus' text format (``CONTENT_TYPE_LATEST``)."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(BalancerCollector(state, health, now))
+    registry.register(BalancerCollector(state, figures, now))
     return generate_latest(registry)

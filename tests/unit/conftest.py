@@ -6,16 +6,16 @@ from collections.abc import Iterator
 
 import pytest
 
-from prefork_lb import shared
+from prefork_lb.shared import handover
 
 
 @pytest.fixture
 def empty_slot() -> Iterator[None]:
     """No shared state installed before the test, and none left after it."""
-    shared._installed = None
+    handover._installed = None
     yield
-    if shared._installed is not None:
-        shared._installed.close()
-    shared._installed = None
-    shared._retired_slots.clear()
-    shared._retired_stats.clear()
+    if handover._installed is not None:
+        handover._installed.close()
+    handover._installed = None
+    handover._retired_slots.clear()
+    handover._retired_stats.clear()

@@ -14,6 +14,7 @@ from prefork_lb import shared
 from prefork_lb.config import Backend, HealthCheck, Settings, parse_backend_url
 from prefork_lb.errors import NoBackendAvailable
 from prefork_lb.selector import Selector
+from prefork_lb.shared import handover
 
 
 def _backend(i: int, **options: object) -> Backend:
@@ -26,7 +27,7 @@ def state() -> Iterator[shared.SharedState]:
     installed = shared.install(settings)
     yield installed
     installed.close()
-    shared._installed = None
+    handover._installed = None
 
 
 def _selector(state: shared.SharedState, **settings: object) -> Selector:

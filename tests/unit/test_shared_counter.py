@@ -1,4 +1,4 @@
-"""The shared rotation counter, across real forked processes, and the installed-state slot."""
+"""The shared rotation counter, across real forked processes."""
 
 from __future__ import annotations
 
@@ -10,8 +10,6 @@ from collections.abc import Iterator
 
 import pytest
 
-from prefork_lb import shared
-from prefork_lb.config import Settings, parse_backend_url
 from prefork_lb.shared import RotationCounter
 from tests.support.forking import exit_code
 
@@ -180,43 +178,3 @@ def test_killed_process_never_wedges_the_counter(counter: RotationCounter) -> No
         assert not seen or first > seen[-1]
         seen.extend((first, second))
     assert len(set(seen)) == len(seen)
-
-
-def test_installed_before_install(empty_slot: None) -> None:
-    """Before install(), installed() explains that the balancer must be started through gunicorn."""
-    with pytest.raises(RuntimeError, match=r"start it with `gunicorn -c gunicorn\.conf\.py`"):
-        shared.installed()
-
-
-def test_install_then_installed(empty_slot: None) -> None:
-    """installed() returns the state install() made: the given settings and a fresh counter."""
-    settings = Settings(demo=True, pool_size=3)
-    state = shared.install(settings)
-    assert shared.installed() is state
-    assert state.settings is settings
-    assert state.rotation.next() == 0
-
-
-def test_install_again_replaces_state(empty_slot: None) -> None:
-    """A second install() replaces the state, with a counter that starts again at 0."""
-    first = shared.install(Settings(demo=True))
-    first.rotation.next()
-    second_settings = Settings(demo=True, pool_size=7)
-    second = shared.install(second_settings)
-    assert second is not first
-    assert shared.installed() is second
-    assert shared.installed().settings is second_settings
-    assert second.rotation.peek() == 0
-
-
-def test_orphaned_slots_are_freed(empty_slot: None) -> None:
-    """Slots of workers gunicorn forgot without child_exit are cleared and handed out again."""
-    state = shared.install(Settings(backends=(parse_backend_url("test", "http://a:1"),)))
-    kept, lost_a, lost_b = (shared.assign_worker_slot() for _ in range(3))
-    assert None not in (kept, lost_a, lost_b)
-    state.in_flight.add(lost_a, 0, 3)  # type: ignore[arg-type]
-    state.in_flight.add(kept, 0, 1)  # type: ignore[arg-type]
-    assert sorted(shared.release_orphaned_slots([kept])) == sorted([lost_a, lost_b])
-    assert state.in_flight.totals() == [1]
-    assert shared.release_orphaned_slots([kept]) == []
-    assert shared.assign_worker_slot() in (lost_a, lost_b)

@@ -1,4 +1,4 @@
-"""The shared health table, in-flight rows and prober lease, across real forked processes."""
+"""The shared health table and prober lease, across real forked processes."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from dataclasses import replace
 import pytest
 
 from prefork_lb.health import BackendHealth
-from prefork_lb.shared import HealthTable, InFlightTable
+from prefork_lb.shared import HealthTable
 from tests.support.forking import exit_code, fork_running
 
 CHILDREN = 4
@@ -23,13 +23,6 @@ def table() -> Iterator[HealthTable]:
     health = HealthTable(3)
     yield health
     health.close()
-
-
-@pytest.fixture
-def in_flight() -> Iterator[InFlightTable]:
-    counts = InFlightTable(2)
-    yield counts
-    counts.close()
 
 
 def _count_failure(row: BackendHealth) -> tuple[BackendHealth, None]:
@@ -127,62 +120,3 @@ def test_one_prober_lease_until_its_holder_dies(table: HealthTable) -> None:
     os.kill(holder, signal.SIGKILL)
     assert exit_code(holder) == -signal.SIGKILL
     assert exit_code(fork_running(try_it)) == 0
-
-
-def test_in_flight_rows_sum_over_workers(in_flight: InFlightTable) -> None:
-    """Each worker counts in its own row; the totals add every row up."""
-    first, second = in_flight.claim(), in_flight.claim()
-    assert first is not None
-    assert second is not None
-    assert first != second
-
-    def busy() -> None:
-        in_flight.add(first, 0, 1)
-        in_flight.add(first, 0, 1)
-        in_flight.add(first, 1, 1)
-
-    assert exit_code(fork_running(busy)) == 0
-    in_flight.add(second, 0, 1)
-    in_flight.add(second, 0, 1)
-    in_flight.add(second, 0, -1)
-    assert in_flight.totals() == [3, 1]
-
-
-def test_releasing_a_dead_workers_slot_forgets_its_requests(in_flight: InFlightTable) -> None:
-    """When the master releases a killed worker's slot, its in-flight requests no longer count."""
-    dead, alive = in_flight.claim(), in_flight.claim()
-    assert dead is not None
-    assert alive is not None
-    in_flight.add(dead, 0, 5)
-    in_flight.add(alive, 0, 2)
-    in_flight.release(dead)
-    assert in_flight.totals() == [2, 0]
-    assert in_flight.claim() == dead
-
-
-def test_client_connections_sum_over_workers_and_leave_with_a_dead_one(
-    in_flight: InFlightTable,
-) -> None:
-    """Client connections are counted per slot, apart from in-flight requests."""
-    dead, alive = in_flight.claim(), in_flight.claim()
-    assert dead is not None
-    assert alive is not None
-
-    def connected() -> None:
-        in_flight.add_connection(dead, 1)
-        in_flight.add_connection(dead, 1)
-
-    assert exit_code(fork_running(connected)) == 0
-    in_flight.add_connection(alive, 1)
-    in_flight.add_connection(alive, 1)
-    in_flight.add_connection(alive, -1)
-    assert (in_flight.connections(), in_flight.totals()) == (3, [0, 0])
-    in_flight.release(dead)
-    assert in_flight.connections() == 1
-
-
-def test_slots_run_out(in_flight: InFlightTable) -> None:
-    """There are SLOTS slots; after that claim() says so with None instead of sharing one."""
-    slots = [in_flight.claim() for _ in range(InFlightTable.SLOTS)]
-    assert sorted(slots) == list(range(InFlightTable.SLOTS))  # type: ignore[type-var]
-    assert in_flight.claim() is None

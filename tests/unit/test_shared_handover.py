@@ -1,4 +1,4 @@
-"""A reload's new shared state: what carries over from the old one, and what starts afresh."""
+"""The installed state, worker slots, and a reload's new state: what carries over, what not."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from prefork_lb import shared
 from prefork_lb.config import Settings, parse_backend_url
 from prefork_lb.health import BackendHealth
 from prefork_lb.hooks import describe_changes
+from prefork_lb.shared import handover
 
 A, B, C = "http://127.0.0.1:9001", "http://127.0.0.1:9002", "http://127.0.0.1:9003"
 
@@ -28,6 +29,46 @@ def _down(reason: str) -> BackendHealth:
 
 def _set_row(state: shared.SharedState, index: int, row: BackendHealth) -> None:
     state.health.update(index, lambda _: (row, None))
+
+
+def test_installed_before_install(empty_slot: None) -> None:
+    """Before install(), installed() explains that the balancer must be started through gunicorn."""
+    with pytest.raises(RuntimeError, match=r"start it with `gunicorn -c gunicorn\.conf\.py`"):
+        shared.installed()
+
+
+def test_install_then_installed(empty_slot: None) -> None:
+    """installed() returns the state install() made: the given settings and a fresh counter."""
+    settings = Settings(demo=True, pool_size=3)
+    state = shared.install(settings)
+    assert shared.installed() is state
+    assert state.settings is settings
+    assert state.rotation.next() == 0
+
+
+def test_install_again_replaces_state(empty_slot: None) -> None:
+    """A second install() replaces the state, with a counter that starts again at 0."""
+    first = shared.install(Settings(demo=True))
+    first.rotation.next()
+    second_settings = Settings(demo=True, pool_size=7)
+    second = shared.install(second_settings)
+    assert second is not first
+    assert shared.installed() is second
+    assert shared.installed().settings is second_settings
+    assert second.rotation.peek() == 0
+
+
+def test_orphaned_slots_are_freed(empty_slot: None) -> None:
+    """Slots of workers gunicorn forgot without child_exit are cleared and handed out again."""
+    state = shared.install(Settings(backends=(parse_backend_url("test", "http://a:1"),)))
+    kept, lost_a, lost_b = (shared.assign_worker_slot() for _ in range(3))
+    assert None not in (kept, lost_a, lost_b)
+    state.in_flight.add(lost_a, 0, 3)  # type: ignore[arg-type]
+    state.in_flight.add(kept, 0, 1)  # type: ignore[arg-type]
+    assert sorted(shared.release_orphaned_slots([kept])) == sorted([lost_a, lost_b])
+    assert state.in_flight.totals() == [1]
+    assert shared.release_orphaned_slots([kept]) == []
+    assert shared.assign_worker_slot() in (lost_a, lost_b)
 
 
 def test_health_is_carried_over_by_url(empty_slot: None) -> None:
@@ -109,7 +150,7 @@ def test_slots_of_old_workers_stay_taken_until_they_exit(empty_slot: None) -> No
     # The freed slot goes to the next worker; the old worker's does not go twice.
     assert shared.assign_worker_slot() == 0
     shared.release_worker_slot(1)
-    assert shared._retired_slots == {}
+    assert handover._retired_slots == {}
 
 
 def test_slots_survive_two_reloads(empty_slot: None) -> None:
@@ -121,7 +162,7 @@ def test_slots_survive_two_reloads(empty_slot: None) -> None:
     second = shared.reinstall(_settings(A, B))
     assert shared.assign_worker_slot() == 2
     third = shared.reinstall(_settings(B))
-    assert shared._retired_slots == {0: first.in_flight, 1: first.in_flight, 2: second.in_flight}
+    assert handover._retired_slots == {0: first.in_flight, 1: first.in_flight, 2: second.in_flight}
     shared.release_worker_slot(0)
     assert first.in_flight.totals() == [3]
     assert third.in_flight.taken() == [1, 2]

@@ -1,0 +1,218 @@
+"""The install step: the master makes the shared state before it forks; workers attach to it.
+
+The master calls ``install()`` from the ``on_starting`` hook, before it
+forks; workers call ``installed()`` when they load the app. Because this
+module stays in the master's ``sys.modules``, what it holds survives a HUP
+(the config file is re-executed on HUP, an imported module is not).
+
+On HUP the master calls ``reinstall()``: workers forked from then on get new
+tables sized for the new backend list, while the old workers, draining, keep
+the tables they inherited. What must stay one across the change does: the
+rotation counter (the same object), the prober lease (the same file, so old
+and new workers contend for one lease), each in-flight slot (a slot an old
+worker holds stays taken until that worker exits), and the health of every
+backend whose URL is in both lists (copied row by row).
+
+The master also hands each worker its slot (its row in the in-flight and
+stats tables) just before forking it, and frees it once the worker exits.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+
+from prefork_lb.config import Settings
+from prefork_lb.errors import ERROR_KINDS
+from prefork_lb.health import BackendHealth
+from prefork_lb.shared.counter import RotationCounter
+from prefork_lb.shared.figures import Figures, read_figures
+from prefork_lb.shared.health_table import HealthTable
+from prefork_lb.shared.in_flight import InFlightTable
+from prefork_lb.shared.stats import StatsTable, subtract_row
+
+
+@dataclass(frozen=True, slots=True)
+class SharedState:
+    """What the master hands to every worker: the settings and the shared tables."""
+
+    settings: Settings
+    rotation: RotationCounter
+    health: HealthTable
+    in_flight: InFlightTable
+    stats: StatsTable
+    started_at: float  # wall-clock time the master installed it
+
+    def figures(self, health: Sequence[BackendHealth] | None = None) -> Figures:
+        """Every backend's figures as they are now, summed over all workers.
+
+        ``health`` is the rows as a reader already has them (a ``Selector``
+        keeps a copy); without it they are read from the health table.
+        """
+        rows = self.health.snapshot()[1] if health is None else health
+        return read_figures(self.settings.backends, rows, self.in_flight, self.stats)
+
+    def close(self) -> None:
+        """Release everything (in this process only)."""
+        self.rotation.close()
+        self.health.close()
+        self.health.lease.close()
+        self.in_flight.close()
+        self.stats.close()
+
+
+_installed: SharedState | None = None
+# The in-flight slot of this process: set by the master just before it forks a worker.
+_worker_slot: int | None = None
+# In the master: the slots that workers forked before a reload still hold, each
+# with the (older) in-flight table it belongs to.
+_retired_slots: dict[int, InFlightTable] = {}
+# In the master: the same slots' stats, each with its (older) table, its row as
+# it was at the reload (already counted in the newer table) and that table's
+# backend URLs.
+_retired_stats: dict[int, tuple[StatsTable, tuple[list[int], list[float]], tuple[str, ...]]] = {}
+
+
+def install(settings: Settings) -> SharedState:
+    """Create the shared state in the master, before any worker is forked."""
+    global _installed  # noqa: PLW0603 - the one slot the master fills for its workers
+    if _installed is not None:
+        _installed.close()
+    _retired_slots.clear()
+    _retired_stats.clear()
+    count = len(settings.backends)
+    _installed = SharedState(
+        settings=settings,
+        rotation=RotationCounter(),
+        health=HealthTable(count),
+        in_flight=InFlightTable(count),
+        stats=StatsTable(count, len(ERROR_KINDS)),
+        started_at=time.time(),
+    )
+    return _installed
+
+
+def reinstall(settings: Settings, *, now: float | None = None) -> SharedState:
+    """On reload, in the master: new shared state for ``settings``, for the workers forked next.
+
+    The workers already running keep the state they inherited until they
+    exit. The rotation counter and the prober lease are carried over as they
+    are; the health of a backend whose URL is in both lists is copied, and a
+    backend new to the list starts up, "since" now (``now`` is a
+    ``time.monotonic()`` value). Stats totals so far are carried over by
+    backend URL; what the old workers count from now on joins them when each
+    exits.
+    """
+    global _installed  # noqa: PLW0603 - the one slot the master fills for its workers
+    old = installed()
+    now = time.monotonic() if now is None else now
+    _, old_rows = old.health.snapshot()
+    known = {b.url: row for b, row in zip(old.settings.backends, old_rows, strict=True)}
+    added = BackendHealth(since=now, reason="added by a reload")
+    rows = [known.get(backend.url, added) for backend in settings.backends]
+    count = len(settings.backends)
+    # Everything that can fail (OSError: no memory to map) before anything changes.
+    health = HealthTable(count, rows=rows, lease=old.health.lease)
+    in_flight = old.in_flight.successor(count)
+    stats = StatsTable(count, len(ERROR_KINDS))
+    for slot in old.in_flight.taken():
+        _retired_slots.setdefault(slot, old.in_flight)
+    _carry_stats(old, stats, settings)
+    _installed = SharedState(
+        settings=settings,
+        rotation=old.rotation,
+        health=health,
+        in_flight=in_flight,
+        stats=stats,
+        started_at=old.started_at,
+    )
+    # Only this process's handles: the old workers keep theirs. The old
+    # in-flight table stays open while a slot in it is taken.
+    old.health.close(keep_lease=True)
+    if old.in_flight not in _retired_slots.values():
+        old.in_flight.close()
+    if old.stats not in (table for table, _, _ in _retired_stats.values()):
+        old.stats.close()
+    return _installed
+
+
+def _carry_stats(old: SharedState, stats: StatsTable, settings: Settings) -> None:
+    """Start the new ``stats`` (for ``settings``) from the old state's totals, by backend URL."""
+    urls = tuple(backend.url for backend in old.settings.backends)
+    columns = _columns(urls, settings)
+    stats.retire(old.stats.row(StatsTable.RETIRED), columns)
+    for slot in old.in_flight.taken():
+        if slot in _retired_stats:
+            continue  # a worker from before an earlier reload: it never wrote to this table
+        counted = old.stats.row(slot)
+        stats.retire(counted, columns)
+        _retired_stats[slot] = (old.stats, counted, urls)
+
+
+def _columns(urls: Sequence[str], settings: Settings) -> list[int | None]:
+    """Where each column of a table for ``urls`` goes in a table for ``settings``."""
+    index = {backend.url: i for i, backend in enumerate(settings.backends)}
+    return [index.get(url) for url in urls] + [len(settings.backends)]
+
+
+def installed() -> SharedState:
+    """Return the state the master installed, or explain how to start the balancer."""
+    if _installed is None:
+        raise RuntimeError(
+            "prefork_lb has no shared state: start it with `gunicorn -c gunicorn.conf.py` "
+            "so the master creates it before forking workers (--preload and "
+            "--check-config load the app before that and are not supported)"
+        )
+    return _installed
+
+
+def assign_worker_slot() -> int | None:
+    """In the master, just before a fork: give the next worker an in-flight slot."""
+    global _worker_slot  # noqa: PLW0603 - inherited by the worker about to be forked
+    _worker_slot = installed().in_flight.claim()
+    return _worker_slot
+
+
+def release_worker_slot(slot: int | None) -> None:
+    """In the master, after a worker exited: clear what it had in flight, free its slot."""
+    if slot is None or _installed is None:
+        return
+    retired = _retired_slots.pop(slot, None)
+    if retired is not None:
+        # A worker from before a reload: its counts are in the table it inherited.
+        retired.release(slot)
+        if retired not in _retired_slots.values():
+            retired.close()
+    _installed.in_flight.release(slot)
+    draining = _retired_stats.pop(slot, None)
+    if draining is None:
+        _installed.stats.release(slot)
+        return
+    # A worker from before a reload: what it counted since then, by URL.
+    table, counted, urls = draining
+    since = subtract_row(table.row(slot), counted)
+    _installed.stats.retire(since, _columns(urls, _installed.settings))
+    if table not in (other for other, _, _ in _retired_stats.values()):
+        table.close()
+
+
+def release_orphaned_slots(live: Collection[int | None]) -> list[int]:
+    """In the master: free the slots of workers gone without a ``child_exit``.
+
+    gunicorn skips that hook when a fork fails after ``pre_fork``, and when it
+    finds a worker already gone as it signals it; each would leak a slot.
+    ``live`` holds the slots of the workers gunicorn still knows. Returns the
+    slots freed.
+    """
+    if _installed is None:
+        return []
+    orphans = [slot for slot in _installed.in_flight.taken() if slot not in live]
+    for slot in orphans:
+        release_worker_slot(slot)
+    return orphans
+
+
+def worker_slot() -> int | None:
+    """In a worker: its in-flight slot (None if the master had none left)."""
+    return _worker_slot
