@@ -22,6 +22,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import urlsplit
 
+from prefork_lb.routes import Route
 from prefork_lb.values import (
     ConfigError,
     IPNetwork,
@@ -51,9 +52,13 @@ __all__ = [
     "ConfigError",
     "HealthCheck",
     "IPNetwork",
+    "Member",
+    "Pool",
+    "Route",
     "Setting",
     "Settings",
     "doubtful_settings",
+    "effective_pools",
     "inherit_settings",
     "load_config",
     "parse_backend_url",
@@ -234,6 +239,112 @@ def _parse_backends(where: str, value: object) -> tuple[_BackendSpec, ...]:
             f"{where}: every backend is a backup; at least one must take traffic normally"
         )
     return specs
+
+
+@dataclass(frozen=True, slots=True)
+class _PoolSpec:
+    """A ``[pools.NAME]`` table as listed: its backends and the settings it sets for itself."""
+
+    name: str
+    where: str
+    backends: tuple[_BackendSpec, ...]
+    options: tuple[tuple[str, Any], ...] = ()
+
+
+_POOL_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+
+
+def _parse_pools(where: str, value: object) -> tuple[_PoolSpec, ...]:
+    """The ``[pools.NAME]`` tables of the file (the environment has only the default pool)."""
+    if isinstance(value, str) and not value.strip():
+        return ()
+    if isinstance(value, str):
+        raise fail(where, value, "pools are [pools.NAME] tables in the PREFORK_LB_CONFIG file")
+    if not isinstance(value, dict):
+        raise fail(where, value, "must be [pools.NAME] tables")
+    pools = []
+    for name, table in value.items():
+        here = f"pools.{name}"
+        if not _POOL_NAME.fullmatch(name):
+            raise fail(here, name, "a pool name is 1 to 64 letters, digits, '_', '-' or '.'")
+        if not isinstance(table, dict):
+            raise fail(here, table, "must be a table with a backends list")
+        known = {"backends", *_POOL_OPTIONS}
+        unknown = sorted(set(table) - known)
+        if unknown:
+            raise ConfigError(
+                f"{here}: unknown key {unknown[0]!r} (known keys: {', '.join(sorted(known))})"
+            )
+        if not table.get("backends"):
+            raise ConfigError(f"{here}: missing key 'backends' (at least one [[{here}.backends]])")
+        backends = _parse_backends(f"{here}.backends", table["backends"])
+        options = tuple(
+            (key, _BY_NAME[key].parse(f"{here}.{key}", raw))
+            for key, raw in table.items()
+            if key != "backends"
+        )
+        pools.append(_PoolSpec(name, f"{here}.backends", backends, options))
+    return tuple(pools)
+
+
+# A route's host: a host name, or "*." and a domain (any subdomain of it).
+_ROUTE_HOST = re.compile(r"(\*\.)?([A-Za-z0-9_](?:[A-Za-z0-9_.-]*[A-Za-z0-9_])?)")
+_ROUTE_PREFIX = re.compile(r"/[!-~]*")
+_METHOD = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_ROUTE_KEYS = ("host", "path_prefix", "methods", "pool", "strip_prefix")
+
+
+def _parse_routes(where: str, value: object) -> tuple[Route, ...]:
+    """The ``[[routes]]`` entries of the file, each checked on its own (pools: later)."""
+    if isinstance(value, str) and not value.strip():
+        return ()
+    if isinstance(value, str):
+        raise fail(where, value, "routes are [[routes]] tables in the PREFORK_LB_CONFIG file")
+    if not isinstance(value, list):
+        raise fail(where, value, "must be a list of [[routes]] tables")
+    return tuple(_parse_route(f"routes[{i}]", table) for i, table in enumerate(value))
+
+
+def _parse_route(here: str, table: object) -> Route:
+    if not isinstance(table, dict):
+        raise fail(here, table, "must be a table with a pool key")
+    unknown = sorted(set(table) - set(_ROUTE_KEYS))
+    if unknown:
+        raise ConfigError(
+            f"{here}: unknown key {unknown[0]!r} (known keys: {', '.join(_ROUTE_KEYS)})"
+        )
+    pool = table.get("pool")
+    if not isinstance(pool, str) or not pool:
+        raise fail(f"{here}.pool", pool, "must name a pool")
+    host = table.get("host", "")
+    if not isinstance(host, str) or (host and not _ROUTE_HOST.fullmatch(host)):
+        raise fail(f"{here}.host", host, "must be a host name, or *.domain for its subdomains")
+    prefix = table.get("path_prefix", "/")
+    if not isinstance(prefix, str) or not _ROUTE_PREFIX.fullmatch(prefix) or "?" in prefix:
+        raise fail(
+            f"{here}.path_prefix", prefix, "must be a path starting with / (printable, no ? or #)"
+        )
+    if "#" in prefix:
+        raise fail(f"{here}.path_prefix", prefix, "must not contain #")
+    if prefix != "/" and prefix.endswith("/"):
+        raise fail(
+            f"{here}.path_prefix",
+            prefix,
+            f"must not end with / (prefixes match whole segments: {prefix.rstrip('/')!r} "
+            f"matches {prefix!r} and what is below it)",
+        )
+    methods = table.get("methods", [])
+    if not isinstance(methods, list) or not all(
+        isinstance(m, str) and _METHOD.fullmatch(m) for m in methods
+    ):
+        raise fail(f"{here}.methods", methods, 'must be a list of methods such as ["GET"]')
+    return Route(
+        pool=pool,
+        host=host.lower().rstrip("."),
+        path_prefix=prefix,
+        methods=tuple(m.upper() for m in methods),
+        strip_prefix=parse_bool(f"{here}.strip_prefix", table.get("strip_prefix", False)),
+    )
 
 
 SETTINGS: tuple[Setting, ...] = (
@@ -488,6 +599,28 @@ SETTINGS: tuple[Setting, ...] = (
         "before the balancer closes it (as HAProxy's ``timeout tunnel``). "
         "``read_timeout`` bounds the wait for the backend's ``101``.",
     ),
+    Setting(
+        "pools",
+        _parse_pools,
+        (),
+        "File only: named sets of backends, ``[pools.NAME]`` tables each with its "
+        "``[[pools.NAME.backends]]`` (the same per-backend options as ``backends``) and "
+        "any setting marked (per pool too), which then holds for that pool instead of "
+        "the global value, and any marked (per backend too), which then holds for the "
+        "pool's backends. The top-level ``backends`` are the pool ``default``. A "
+        "backend URL listed in two pools is one backend (one health state, one "
+        "in-flight count); its weight and backup are per pool.",
+    ),
+    Setting(
+        "routes",
+        _parse_routes,
+        (),
+        "File only: ``[[routes]]`` tables choosing a pool by ``host`` (exact, or "
+        "``*.example.com`` for any subdomain), ``path_prefix`` (whole segments of the "
+        "raw path), ``methods`` (a list) and ``pool``; ``strip_prefix = true`` removes "
+        "the prefix from the path sent upstream. See Routing for the precedence. A "
+        "request no route takes goes to the ``default`` pool, or gets 404 without one.",
+    ),
 )
 
 # Options a backend may set for itself: its own two, and the global settings
@@ -503,6 +636,9 @@ _OVERRIDABLE = (
     "health_rise",
     "health_fall",
 )
+
+# Settings a [pools.NAME] table may set for itself (and for its backends).
+_POOL_OPTIONS = ("policy", *_OVERRIDABLE)
 
 _BY_NAME = {setting.name: setting for setting in SETTINGS}
 _BY_ENV = {setting.env: setting for setting in SETTINGS}
@@ -556,6 +692,24 @@ class Backend:
 
 
 @dataclass(frozen=True, slots=True)
+class Member:
+    """A backend as one pool lists it: its index in ``Settings.backends``, weight, backup."""
+
+    index: int
+    weight: int = 1
+    backup: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Pool:
+    """A named set of backends, with the selection settings that hold for it."""
+
+    name: str
+    members: tuple[Member, ...]
+    policy: str = _DEFAULT["policy"]
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     """Everything a worker needs to know, fixed for the life of the worker."""
 
@@ -590,6 +744,9 @@ class Settings:
     admin_allow: tuple[IPNetwork, ...] = _DEFAULT["admin_allow"]
     upgrade_protocols: tuple[str, ...] = _DEFAULT["upgrade_protocols"]  # lower case
     tunnel_timeout: float = _DEFAULT["tunnel_timeout"]
+    # Empty: one pool, "default", of every backend (effective_pools).
+    pools: tuple[Pool, ...] = _DEFAULT["pools"]
+    routes: tuple[Route, ...] = _DEFAULT["routes"]
     # Where the settings came from, for messages only.
     sources: tuple[str, ...] = field(default=(), compare=False)
 
@@ -625,6 +782,63 @@ def inherit_settings(backend: Backend, settings: Settings) -> Backend:
     ``settings.backends`` already have theirs.
     """
     return _resolve_backend(_BackendSpec(backend), settings)
+
+
+def effective_pools(settings: Settings) -> tuple[Pool, ...]:
+    """The pools requests are balanced over: the configured ones, else ``default`` of all."""
+    if settings.pools:
+        return settings.pools
+    members = tuple(Member(i, b.weight, b.backup) for i, b in enumerate(settings.backends))
+    return (_pool("default", members, settings),)
+
+
+def _pool(name: str, members: tuple[Member, ...], settings: Settings) -> Pool:
+    """A pool whose options are those of ``settings`` (the global ones, or its own over them)."""
+    return Pool(name=name, members=members, policy=settings.policy)
+
+
+def _resolve_pools(
+    settings: Settings, default: tuple[_BackendSpec, ...], specs: tuple[_PoolSpec, ...]
+) -> Settings:
+    """One list of backends, each URL once, and the pools as indexes into it."""
+    if default:
+        if any(spec.name == "default" for spec in specs):
+            raise ConfigError(
+                "pools.default: duplicate pool: the top-level backends are the pool 'default'"
+            )
+        specs = (_PoolSpec("default", "backends", default), *specs)
+    backends: list[Backend] = []
+    first: dict[str, tuple[int, str]] = {}  # url -> (index, where first listed)
+    pools = []
+    for spec in specs:
+        own = replace(settings, **dict(spec.options))
+        members = []
+        for i, backend_spec in enumerate(spec.backends):
+            backend = _resolve_backend(backend_spec, own)
+            url = backend.url
+            if url not in first:
+                first[url] = (len(backends), f"{spec.where}[{i}]")
+                backends.append(backend)
+            index, where = first[url]
+            known = backends[index]
+            if replace(backend, weight=known.weight, backup=known.backup) != known:
+                raise fail(
+                    f"{spec.where}[{i}]",
+                    url,
+                    f"is also listed at {where} with other options; a backend in two pools "
+                    "is one server and needs the same health and failure settings in both",
+                )
+            members.append(Member(index, backend.weight, backend.backup))
+        pools.append(_pool(spec.name, tuple(members), own))
+    return replace(settings, backends=tuple(backends), pools=tuple(pools))
+
+
+def _check_routes(settings: Settings) -> None:
+    names = {pool.name for pool in effective_pools(settings)}
+    for i, route in enumerate(settings.routes):
+        if route.pool not in names:
+            known = ", ".join(sorted(names))
+            raise fail(f"routes[{i}].pool", route.pool, f"is not a pool (pools: {known})")
 
 
 def _read_file(path: str) -> dict[str, Any]:
@@ -686,8 +900,14 @@ def load_config(environ: Mapping[str, str]) -> Settings:
         sources.append(name)
     # Per-backend options are resolved last: only now are all the globals known.
     specs: tuple[_BackendSpec, ...] = values.pop("backends", ())
+    pool_specs: tuple[_PoolSpec, ...] = values.pop("pools", ())
     settings = Settings(**values, sources=tuple(sources))
-    settings = replace(settings, backends=tuple(_resolve_backend(spec, settings) for spec in specs))
+    if pool_specs:
+        settings = _resolve_pools(settings, specs, pool_specs)
+    else:
+        backends = tuple(_resolve_backend(spec, settings) for spec in specs)
+        settings = replace(settings, backends=backends)
+    _check_routes(settings)
     if not settings.backends and not settings.demo:
         raise ConfigError(
             "no backends configured: set PREFORK_LB_BACKENDS=http://host:port,... or "

@@ -81,6 +81,13 @@ class NoBackendAvailable(LBError):
     public = "no backend is available"
 
 
+class NoRoute(LBError):
+    """No route takes the request and there is no ``default`` pool."""
+
+    status = HTTPStatus.NOT_FOUND
+    public = "no route for this host and path"
+
+
 class BackendError(LBError):
     """A try on one backend failed; another backend may be able to answer.
 
@@ -158,6 +165,7 @@ ERROR_KINDS = (
     "RequestTooLarge",
     "UnsupportedTransferCoding",
     "MethodNotAllowed",
+    "NoRoute",
     "LBError",
 )
 _KIND_INDEX = {name: index for index, name in enumerate(ERROR_KINDS)}

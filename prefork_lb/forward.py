@@ -105,8 +105,9 @@ class Forwarder:
         body: RequestBody | None,
         record: RequestRecord,
         upgrade: str | None = None,
+        pool: int = 0,
     ) -> Answer:
-        """The first answer from a backend; raises the last failure if retrying must stop.
+        """The first answer from a backend of ``pool``; raises the last failure if retries stop.
 
         With ``upgrade`` (``headers.upgrade_offer``) the request asks to switch
         protocols, on a fresh connection; a ``101`` for one of them is a
@@ -116,7 +117,7 @@ class Forwarder:
         last_error: BackendError | None = None
         first_try = time.monotonic()
         while True:
-            index = self._choose(frozenset(tried), last_error)
+            index = self._choose(frozenset(tried), last_error, pool)
             record.backend = self._selector.backends[index].url
             record.tries += 1
             try:
@@ -145,9 +146,9 @@ class Forwarder:
                 )
                 last_error = err
 
-    def _choose(self, tried: frozenset[int], last_error: BackendError | None) -> int:
+    def _choose(self, tried: frozenset[int], last_error: BackendError | None, pool: int) -> int:
         try:
-            return self._selector.choose(tried)
+            return self._selector.choose(tried, pool)
         except NoBackendAvailable:
             if last_error is not None:
                 # Every other backend is down or was tried: report the last failure.

@@ -13,7 +13,7 @@ import logging
 import math
 import time
 
-from prefork_lb.config import Backend, Settings
+from prefork_lb.config import Backend, Pool, Settings, effective_pools
 from prefork_lb.health import BackendHealth, Event, HealthPolicy, observe, ramp
 from prefork_lb.scheduling import (
     LEAST_CONN,
@@ -47,33 +47,34 @@ class Selector:
         self._settings = settings
         self._state = state
         self._slot = slot
+        self.pools: tuple[Pool, ...] = effective_pools(settings)
         self._policies = tuple(health_policy(backend) for backend in self.backends)
         self._generation = -1
         self._rows: tuple[BackendHealth, ...] = ()
-        # The choice for a request with nothing excluded, valid until
+        # Per pool, the choice for a request with nothing excluded, valid until
         # _stable_until (a trial or a slow start changes it with time alone).
-        self._cached: Eligible | None = None
-        self._stable_until = 0.0
+        self._cached: list[Eligible | None] = [None] * len(self.pools)
+        self._stable_until = [0.0] * len(self.pools)
 
-    def choose(self, exclude: frozenset[int] = frozenset()) -> int:
-        """The index of the backend for the next try (raises NoBackendAvailable).
+    def choose(self, exclude: frozenset[int] = frozenset(), pool: int = 0) -> int:
+        """The index of a backend of ``pool`` for the next try (raises NoBackendAvailable).
 
         A down backend that is due a trial is chosen only by the one request
         that takes the trial; any other is sent elsewhere.
         """
         now = time.monotonic()
         while True:
-            index = self._pick(now, exclude)
+            index = self._pick(now, exclude, pool)
             row = self._rows[index]
             if row.up or not row.usable(now) or self._take_trial(index, now):
                 # Up; or down and chosen anyway (fail-open, a lone backend); or on trial.
                 return index
             exclude |= {index}
 
-    def _pick(self, now: float, exclude: frozenset[int]) -> int:
-        choice = self._eligible(now, exclude)
-        position = self._state.rotation.next()
-        if self._settings.policy == LEAST_CONN:
+    def _pick(self, now: float, exclude: frozenset[int], pool: int) -> int:
+        choice = self._eligible(now, exclude, pool)
+        position = self._state.rotations[pool].next()
+        if self.pools[pool].policy == LEAST_CONN:
             return pick_least_conn(choice, self._state.in_flight.totals(), position)
         return pick_round_robin(choice, position)
 
@@ -128,27 +129,29 @@ class Selector:
     def _refresh(self) -> None:
         if self._state.health.generation() != self._generation:
             self._generation, self._rows = self._state.health.snapshot()
-            self._cached = None
+            self._cached = [None] * len(self.pools)
 
-    def _eligible(self, now: float, exclude: frozenset[int]) -> Eligible:
+    def _eligible(self, now: float, exclude: frozenset[int], pool: int) -> Eligible:
         self._refresh()
-        if not exclude and self._cached is not None and now < self._stable_until:
-            return self._cached
+        cached = self._cached[pool]
+        if not exclude and cached is not None and now < self._stable_until[pool]:
+            return cached
         slow_start = self._settings.slow_start
+        rows = self._rows
         candidates = [
             Candidate(
-                index=i,
-                weight=backend.weight,
-                backup=backend.backup,
-                usable=row.usable(now),
-                share=ramp(row, now, slow_start),
+                index=member.index,
+                weight=member.weight,
+                backup=member.backup,
+                usable=rows[member.index].usable(now),
+                share=ramp(rows[member.index], now, slow_start),
             )
-            for i, (backend, row) in enumerate(zip(self.backends, self._rows, strict=True))
+            for member in self.pools[pool].members
         ]
         choice = eligible(candidates, exclude=exclude, fail_open=self._settings.fail_open)
         if not exclude:
-            self._cached = choice
-            self._stable_until = self._next_change(now, slow_start)
+            self._cached[pool] = choice
+            self._stable_until[pool] = self._next_change(now, slow_start)
         return choice
 
     def _next_change(self, now: float, slow_start: float) -> float:

@@ -7,12 +7,14 @@ built there. ``ProxyApp`` takes each request through named steps:
 1. **read** the client's request into a ``ProxyRequest`` (raw target, header
    lines, body framing) and its body (``downstream.py``); admin requests are
    answered here;
-2. **forward** it (``forward.py``): choose a backend, exchange with it, and
+2. **route** it to a pool (``routes.py``), with the target that pool gets
+   (only when ``[[routes]]`` are configured; otherwise the one pool);
+3. **forward** it (``forward.py``): choose a backend, exchange with it, and
    retry on the next one where that is safe, until a response head comes back;
-3. **relay** the answer: status and checked headers, then the body chunk by
+4. **relay** the answer: status and checked headers, then the body chunk by
    chunk. A failure before the status line becomes a short plain-text error
    response; after it, the client connection is aborted;
-4. **record**: every step writes what happened into the request's
+5. **record**: every step writes what happened into the request's
    ``RequestRecord`` (``record.py``), which the access log reads; the shared
    stats count the same events.
 """
@@ -22,18 +24,20 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import replace
 from typing import Any
 
 from prefork_lb import request_context, shared
 from prefork_lb.admin import AdminEndpoint
 from prefork_lb.config import Settings
 from prefork_lb.downstream import BodyLimits, request_body, reset_on_close
-from prefork_lb.errors import AbortResponse, BackendError, LBError
+from prefork_lb.errors import AbortResponse, BackendError, LBError, NoRoute
 from prefork_lb.forward import Answer, Forwarder
 from prefork_lb.headers import REQUEST_ID, canonical_name, client_request_id, upgrade_offer
 from prefork_lb.prober import HealthProber
 from prefork_lb.record import NO_STATS, RECORD_KEY, RequestRecord, Stats
-from prefork_lb.request import ProxyRequest, body_framing, check_host, upstream_target
+from prefork_lb.request import ProxyRequest, Target, body_framing, check_host, upstream_target
+from prefork_lb.routes import RouteTable
 from prefork_lb.selector import Selector
 from prefork_lb.tunnel import run_tunnel
 from prefork_lb.upstream import Upstream, backend_tls_options, release_without_body, stream_body
@@ -83,6 +87,12 @@ class ProxyApp:
         )
         self._upgrade_protocols = settings.upgrade_protocols
         self._tunnel_timeout = settings.tunnel_timeout
+        # Compiled once; None without [[routes]]: every request goes to pool 0.
+        self._routes = (
+            RouteTable(settings.routes, [pool.name for pool in selector.pools])
+            if settings.routes
+            else None
+        )
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes] | object:
         """Forward one request; the body of the answer streams from the backend.
@@ -96,11 +106,14 @@ class ProxyApp:
             if self._admin.serves(request):
                 return self._admin.respond(request, start_response)
             record.request_id = client_request_id(request.headers) or uuid.uuid4().hex
+            pool = 0
+            if self._routes is not None:
+                request, pool = route(self._routes, request)
             upgrade = None
             if "HTTP_UPGRADE" in environ and self._upgrade_protocols:
                 upgrade = upgrade_offer(request, self._upgrade_protocols)
             body = request_body(environ["wsgi.input"], request, self._body_limits)
-            answer = self._forwarder.forward(request, body, record, upgrade)
+            answer = self._forwarder.forward(request, body, record, upgrade, pool)
         except LBError as err:
             return self._answer_error(environ, start_response, record, err)
         client = environ.get("gunicorn.socket")
@@ -218,6 +231,19 @@ def read_request(environ: Environ) -> ProxyRequest:
         content_length=content_length,
         chunked=chunked,
     )
+
+
+def route(table: RouteTable, request: ProxyRequest) -> tuple[ProxyRequest, int]:
+    """The request as its pool gets it (its prefix stripped, if so routed), and the pool."""
+    host = request.target.authority
+    if host is None:
+        host = next((value for name, value in request.headers if name == "Host"), "")
+    found = table.match(host, request.target.path, request.method)
+    if found is None:
+        raise NoRoute(f"no route for host {host!r} and target {request.target.path!r}")
+    if found.target != request.target.path:
+        request = replace(request, target=Target(found.target, request.target.authority))
+    return request, found.pool
 
 
 def headers_from_environ(environ: Environ) -> list[tuple[str, str]]:

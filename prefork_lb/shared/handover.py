@@ -8,7 +8,7 @@ module stays in the master's ``sys.modules``, what it holds survives a HUP
 On HUP the master calls ``reinstall()``: workers forked from then on get new
 tables sized for the new backend list, while the old workers, draining, keep
 the tables they inherited. What must stay one across the change does: the
-rotation counter (the same object), the prober lease (the same file, so old
+rotation counters (each pool keeps its own, by name), the prober lease (the same file, so old
 and new workers contend for one lease), each in-flight slot (a slot an old
 worker holds stays taken until that worker exits), and the health of every
 backend whose URL is in both lists (copied row by row).
@@ -23,7 +23,7 @@ import time
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
-from prefork_lb.config import Settings
+from prefork_lb.config import Settings, effective_pools
 from prefork_lb.errors import ERROR_KINDS
 from prefork_lb.health import BackendHealth
 from prefork_lb.shared.counter import RotationCounter
@@ -38,11 +38,17 @@ class SharedState:
     """What the master hands to every worker: the settings and the shared tables."""
 
     settings: Settings
-    rotation: RotationCounter
+    # One rotation counter per pool, in the order of config.effective_pools.
+    rotations: tuple[RotationCounter, ...]
     health: HealthTable
     in_flight: InFlightTable
     stats: StatsTable
     started_at: float  # wall-clock time the master installed it
+
+    @property
+    def rotation(self) -> RotationCounter:
+        """The first pool's rotation counter (the ``default`` pool's, when it exists)."""
+        return self.rotations[0]
 
     def figures(self, health: Sequence[BackendHealth] | None = None) -> Figures:
         """Every backend's figures as they are now, summed over all workers.
@@ -55,7 +61,8 @@ class SharedState:
 
     def close(self) -> None:
         """Release everything (in this process only)."""
-        self.rotation.close()
+        for rotation in self.rotations:
+            rotation.close()
         self.health.close()
         self.health.lease.close()
         self.in_flight.close()
@@ -84,7 +91,7 @@ def install(settings: Settings) -> SharedState:
     count = len(settings.backends)
     _installed = SharedState(
         settings=settings,
-        rotation=RotationCounter(),
+        rotations=tuple(RotationCounter() for _ in effective_pools(settings)),
         health=HealthTable(count),
         in_flight=InFlightTable(count),
         stats=StatsTable(count, len(ERROR_KINDS)),
@@ -121,7 +128,7 @@ def reinstall(settings: Settings, *, now: float | None = None) -> SharedState:
     _carry_stats(old, stats, settings)
     _installed = SharedState(
         settings=settings,
-        rotation=old.rotation,
+        rotations=_carry_rotations(old, settings),
         health=health,
         in_flight=in_flight,
         stats=stats,
@@ -129,12 +136,23 @@ def reinstall(settings: Settings, *, now: float | None = None) -> SharedState:
     )
     # Only this process's handles: the old workers keep theirs. The old
     # in-flight table stays open while a slot in it is taken.
+    for counter in set(old.rotations) - set(_installed.rotations):
+        counter.close()
     old.health.close(keep_lease=True)
     if old.in_flight not in _retired_slots.values():
         old.in_flight.close()
     if old.stats not in (table for table, _, _ in _retired_stats.values()):
         old.stats.close()
     return _installed
+
+
+def _carry_rotations(old: SharedState, settings: Settings) -> tuple[RotationCounter, ...]:
+    """The new pools' rotation counters: a pool's own from before, by name, else a new one."""
+    known = {
+        pool.name: counter
+        for pool, counter in zip(effective_pools(old.settings), old.rotations, strict=True)
+    }
+    return tuple(known.get(pool.name) or RotationCounter() for pool in effective_pools(settings))
 
 
 def _carry_stats(old: SharedState, stats: StatsTable, settings: Settings) -> None:
