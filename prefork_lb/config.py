@@ -28,9 +28,11 @@ from prefork_lb.values import (
     IPNetwork,
     fail,
     parse_admin_path,
+    parse_balance_factor,
     parse_bool,
     parse_ca_bundle,
     parse_count,
+    parse_hash_key,
     parse_health_path,
     parse_networks,
     parse_policy,
@@ -462,7 +464,27 @@ SETTINGS: tuple[Setting, ...] = (
         "How a request's backend is picked among the usable ones: ``round_robin`` "
         "(smooth weighted round robin: every run of requests is spread over the "
         "backends in proportion to their weights) or ``least_conn`` (the fewest "
-        "requests in flight, counted over all workers, per unit of weight).",
+        "requests in flight, counted over all workers, per unit of weight) or ``hash`` "
+        "(consistent hashing on ``hash_key``: a key keeps going to the same backend) "
+        "(per pool too).",
+    ),
+    Setting(
+        "hash_key",
+        parse_hash_key,
+        "ip",
+        'What ``policy = "hash"`` hashes: ``ip`` (the client\'s address as the balancer '
+        "trusts it: from ``X-Forwarded-For`` only behind ``trusted_proxies``), ``path`` "
+        "(without the query), ``header:NAME``, ``cookie:NAME`` or ``query:NAME``. A "
+        "request without it goes round robin (per pool too).",
+    ),
+    Setting(
+        "hash_balance_factor",
+        parse_balance_factor,
+        1.25,
+        'Bounded load for ``policy = "hash"``: a key whose backend already has more '
+        "than this factor times its share of the pool's requests in flight (counted over "
+        "all workers) goes to the next backend in the hash table. 0 turns it off "
+        "(per pool too).",
     ),
     Setting(
         "max_fails",
@@ -638,7 +660,7 @@ _OVERRIDABLE = (
 )
 
 # Settings a [pools.NAME] table may set for itself (and for its backends).
-_POOL_OPTIONS = ("policy", *_OVERRIDABLE)
+_POOL_OPTIONS = ("policy", "hash_key", "hash_balance_factor", *_OVERRIDABLE)
 
 _BY_NAME = {setting.name: setting for setting in SETTINGS}
 _BY_ENV = {setting.env: setting for setting in SETTINGS}
@@ -707,6 +729,8 @@ class Pool:
     name: str
     members: tuple[Member, ...]
     policy: str = _DEFAULT["policy"]
+    hash_key: str = _DEFAULT["hash_key"]
+    hash_balance_factor: float = _DEFAULT["hash_balance_factor"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -727,6 +751,8 @@ class Settings:
     backend_ca_bundle: str = _DEFAULT["backend_ca_bundle"]
     demo: bool = _DEFAULT["demo"]
     policy: str = _DEFAULT["policy"]
+    hash_key: str = _DEFAULT["hash_key"]
+    hash_balance_factor: float = _DEFAULT["hash_balance_factor"]
     max_fails: int = _DEFAULT["max_fails"]
     fail_timeout: float = _DEFAULT["fail_timeout"]
     health_check: bool = _DEFAULT["health_check"]
@@ -794,7 +820,13 @@ def effective_pools(settings: Settings) -> tuple[Pool, ...]:
 
 def _pool(name: str, members: tuple[Member, ...], settings: Settings) -> Pool:
     """A pool whose options are those of ``settings`` (the global ones, or its own over them)."""
-    return Pool(name=name, members=members, policy=settings.policy)
+    return Pool(
+        name=name,
+        members=members,
+        policy=settings.policy,
+        hash_key=settings.hash_key,
+        hash_balance_factor=settings.hash_balance_factor,
+    )
 
 
 def _resolve_pools(

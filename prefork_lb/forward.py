@@ -24,6 +24,7 @@ from urllib3.response import BaseHTTPResponse
 from prefork_lb.config import Backend, Settings
 from prefork_lb.downstream import RequestBody
 from prefork_lb.errors import BackendError, LBError, NoBackendAvailable
+from prefork_lb.hashing import HashKey, key_hash, parse_hash_key, request_key
 from prefork_lb.headers import (
     AddressSet,
     response_head,
@@ -32,7 +33,7 @@ from prefork_lb.headers import (
 )
 from prefork_lb.record import RequestRecord, Stats
 from prefork_lb.request import ProxyRequest
-from prefork_lb.scheduling import may_retry
+from prefork_lb.scheduling import HASH, may_retry
 from prefork_lb.selector import Selector
 from prefork_lb.upstream import Upstream, release, switched_read_ahead
 
@@ -98,6 +99,10 @@ class Forwarder:
         self._upstream = upstream
         self._stats = stats
         self._trusted_proxies = AddressSet(settings.trusted_proxies)
+        self._hash_keys: list[HashKey | None] = [
+            parse_hash_key(pool.hash_key) if pool.policy == HASH else None
+            for pool in selector.pools
+        ]
 
     def forward(
         self,
@@ -116,8 +121,10 @@ class Forwarder:
         tried: list[int] = []
         last_error: BackendError | None = None
         first_try = time.monotonic()
+        hash_key = self._hash_keys[pool]
+        key = None if hash_key is None else self._key(hash_key, request)
         while True:
-            index = self._choose(frozenset(tried), last_error, pool)
+            index = self._choose(frozenset(tried), last_error, pool, key)
             record.backend = self._selector.backends[index].url
             record.tries += 1
             try:
@@ -146,9 +153,24 @@ class Forwarder:
                 )
                 last_error = err
 
-    def _choose(self, tried: frozenset[int], last_error: BackendError | None, pool: int) -> int:
+    def _key(self, hash_key: HashKey, request: ProxyRequest) -> int | None:
+        """The request's hash for a ``hash`` pool, None without its key."""
+        client = request.client_addr
+        if client in self._trusted_proxies:
+            forwarded = [v for n, v in request.headers if n == "X-Forwarded-For"]
+            if forwarded:
+                # The address the last trusted proxy saw.
+                client = forwarded[-1].rsplit(",", 1)[-1].strip() or client
+        data = request_key(
+            hash_key, client=client, target=request.target.path, headers=request.headers
+        )
+        return None if data is None else key_hash(data)
+
+    def _choose(
+        self, tried: frozenset[int], last_error: BackendError | None, pool: int, key: int | None
+    ) -> int:
         try:
-            return self._selector.choose(tried, pool)
+            return self._selector.choose(tried, pool, key)
         except NoBackendAvailable:
             if last_error is not None:
                 # Every other backend is down or was tried: report the last failure.

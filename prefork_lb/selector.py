@@ -14,8 +14,10 @@ import math
 import time
 
 from prefork_lb.config import Backend, Pool, Settings, effective_pools
+from prefork_lb.hashing import HashRing
 from prefork_lb.health import BackendHealth, Event, HealthPolicy, observe, ramp
 from prefork_lb.scheduling import (
+    HASH,
     LEAST_CONN,
     Candidate,
     Eligible,
@@ -55,24 +57,43 @@ class Selector:
         # _stable_until (a trial or a slow start changes it with time alone).
         self._cached: list[Eligible | None] = [None] * len(self.pools)
         self._stable_until = [0.0] * len(self.pools)
+        # Built once per worker, from URLs and weights only: the same in every process.
+        self._rings = [
+            HashRing.build((m.index, self.backends[m.index].url, m.weight) for m in pool.members)
+            if pool.policy == HASH
+            else None
+            for pool in self.pools
+        ]
 
-    def choose(self, exclude: frozenset[int] = frozenset(), pool: int = 0) -> int:
+    def choose(
+        self, exclude: frozenset[int] = frozenset(), pool: int = 0, key: int | None = None
+    ) -> int:
         """The index of a backend of ``pool`` for the next try (raises NoBackendAvailable).
+
+        ``key`` is the request's hash (``hashing.key_hash``) for a ``hash`` pool;
+        without one the request goes round robin.
 
         A down backend that is due a trial is chosen only by the one request
         that takes the trial; any other is sent elsewhere.
         """
         now = time.monotonic()
         while True:
-            index = self._pick(now, exclude, pool)
+            index = self._pick(now, exclude, pool, key)
             row = self._rows[index]
             if row.up or not row.usable(now) or self._take_trial(index, now):
                 # Up; or down and chosen anyway (fail-open, a lone backend); or on trial.
                 return index
             exclude |= {index}
 
-    def _pick(self, now: float, exclude: frozenset[int], pool: int) -> int:
+    def _pick(self, now: float, exclude: frozenset[int], pool: int, key: int | None) -> int:
         choice = self._eligible(now, exclude, pool)
+        ring = self._rings[pool]
+        if ring is not None and key is not None:
+            factor = self.pools[pool].hash_balance_factor
+            loads = self._state.in_flight.totals() if factor else None
+            index = ring.pick(key, frozenset(choice.indexes), loads, factor)
+            if index is not None:
+                return index
         position = self._state.rotations[pool].next()
         if self.pools[pool].policy == LEAST_CONN:
             return pick_least_conn(choice, self._state.in_flight.totals(), position)

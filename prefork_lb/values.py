@@ -139,13 +139,31 @@ def parse_protocols(where: str, value: object) -> tuple[str, ...]:
     return tuple(protocols)
 
 
-POLICIES = ("round_robin", "least_conn")
+POLICIES = ("round_robin", "least_conn", "hash")
 
 
 def parse_policy(where: str, value: object) -> str:
     if isinstance(value, str) and value.strip() in POLICIES:
         return value.strip()
     raise fail(where, value, f"must be one of {', '.join(POLICIES)}")
+
+
+_HASH_KEY = re.compile(r"ip|path|(?:header|cookie|query):[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+
+
+def parse_hash_key(where: str, value: object) -> str:
+    """What ``policy = "hash"`` hashes on: ip, path, header:NAME, cookie:NAME or query:NAME."""
+    if isinstance(value, str) and _HASH_KEY.fullmatch(value.strip()):
+        return value.strip()
+    raise fail(where, value, "must be ip, path, header:NAME, cookie:NAME or query:NAME")
+
+
+def parse_balance_factor(where: str, value: object) -> float:
+    """0 (off), or a factor of at least 1 over the average load."""
+    number = _to_seconds(value)
+    if number == 0 or 1 <= number <= 100:
+        return number
+    raise fail(where, value, "must be 0 (off) or a number from 1 to 100, such as 1.25")
 
 
 # A request-target in origin form: no spaces or controls, and no "#", which
