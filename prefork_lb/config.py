@@ -31,6 +31,7 @@ from prefork_lb.values import (
     parse_balance_factor,
     parse_bool,
     parse_ca_bundle,
+    parse_cookie_name,
     parse_count,
     parse_hash_key,
     parse_health_path,
@@ -40,6 +41,7 @@ from prefork_lb.values import (
     parse_protocols,
     parse_seconds,
     parse_seconds_or_zero,
+    parse_secret,
     parse_size,
     parse_status_range,
     parse_weight,
@@ -487,6 +489,26 @@ SETTINGS: tuple[Setting, ...] = (
         "(per pool too).",
     ),
     Setting(
+        "sticky_cookie",
+        parse_cookie_name,
+        "",
+        "Sticky sessions: the name of a cookie that keeps a client on the backend that "
+        "first answered it, while that backend is usable. A client without a valid one "
+        "is balanced as usual and gets ``NAME=<token>; Path=/; HttpOnly; SameSite=Lax`` "
+        "(and ``Secure`` over TLS); the token is opaque and signed with "
+        "``sticky_secret``. A forged or stale token counts as none. The backend never "
+        "sees this cookie. Empty: off (per pool too).",
+    ),
+    Setting(
+        "sticky_secret",
+        parse_secret,
+        "",
+        "The key (16 characters or more) that signs sticky-cookie tokens. Empty: one is "
+        "made at start, shared by the workers and kept across reloads, but not across "
+        "restarts; several instances behind one name must be given the same one.",
+        wording="(made at start)",
+    ),
+    Setting(
         "max_fails",
         parse_count,
         1,
@@ -660,7 +682,7 @@ _OVERRIDABLE = (
 )
 
 # Settings a [pools.NAME] table may set for itself (and for its backends).
-_POOL_OPTIONS = ("policy", "hash_key", "hash_balance_factor", *_OVERRIDABLE)
+_POOL_OPTIONS = ("policy", "hash_key", "hash_balance_factor", "sticky_cookie", *_OVERRIDABLE)
 
 _BY_NAME = {setting.name: setting for setting in SETTINGS}
 _BY_ENV = {setting.env: setting for setting in SETTINGS}
@@ -731,6 +753,7 @@ class Pool:
     policy: str = _DEFAULT["policy"]
     hash_key: str = _DEFAULT["hash_key"]
     hash_balance_factor: float = _DEFAULT["hash_balance_factor"]
+    sticky_cookie: str = _DEFAULT["sticky_cookie"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -753,6 +776,8 @@ class Settings:
     policy: str = _DEFAULT["policy"]
     hash_key: str = _DEFAULT["hash_key"]
     hash_balance_factor: float = _DEFAULT["hash_balance_factor"]
+    sticky_cookie: str = _DEFAULT["sticky_cookie"]
+    sticky_secret: str = field(default=_DEFAULT["sticky_secret"], repr=False)
     max_fails: int = _DEFAULT["max_fails"]
     fail_timeout: float = _DEFAULT["fail_timeout"]
     health_check: bool = _DEFAULT["health_check"]
@@ -826,6 +851,7 @@ def _pool(name: str, members: tuple[Member, ...], settings: Settings) -> Pool:
         policy=settings.policy,
         hash_key=settings.hash_key,
         hash_balance_factor=settings.hash_balance_factor,
+        sticky_cookie=settings.sticky_cookie,
     )
 
 

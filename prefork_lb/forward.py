@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from urllib3.connection import HTTPConnection
 from urllib3.response import BaseHTTPResponse
@@ -24,7 +24,7 @@ from urllib3.response import BaseHTTPResponse
 from prefork_lb.config import Backend, Settings
 from prefork_lb.downstream import RequestBody
 from prefork_lb.errors import BackendError, LBError, NoBackendAvailable
-from prefork_lb.hashing import HashKey, key_hash, parse_hash_key, request_key
+from prefork_lb.hashing import HashKey, cookie_value, key_hash, parse_hash_key, request_key
 from prefork_lb.headers import (
     AddressSet,
     response_head,
@@ -35,6 +35,7 @@ from prefork_lb.record import RequestRecord, Stats
 from prefork_lb.request import ProxyRequest
 from prefork_lb.scheduling import HASH, may_retry
 from prefork_lb.selector import Selector
+from prefork_lb.sticky import StickyCookie, without_cookie
 from prefork_lb.upstream import Upstream, release, switched_read_ahead
 
 log = logging.getLogger("gunicorn.error").getChild("prefork_lb")
@@ -103,6 +104,18 @@ class Forwarder:
             parse_hash_key(pool.hash_key) if pool.policy == HASH else None
             for pool in selector.pools
         ]
+        secret = settings.sticky_secret.encode()
+        self._sticky: list[StickyCookie | None] = [
+            StickyCookie(
+                pool.sticky_cookie,
+                pool.name,
+                secret,
+                ((m.index, selector.backends[m.index].url) for m in pool.members),
+            )
+            if pool.sticky_cookie and secret
+            else None
+            for pool in selector.pools
+        ]
 
     def forward(
         self,
@@ -123,12 +136,18 @@ class Forwarder:
         first_try = time.monotonic()
         hash_key = self._hash_keys[pool]
         key = None if hash_key is None else self._key(hash_key, request)
+        sticky = self._sticky[pool]
+        prefer = None
+        if sticky is not None:
+            prefer = sticky.backend(cookie_value(request.headers, sticky.name))
+            # The balancer's own cookie is not the backend's business.
+            request = replace(request, headers=without_cookie(request.headers, sticky.name))
         while True:
-            index = self._choose(frozenset(tried), last_error, pool, key)
+            index = self._choose(frozenset(tried), last_error, pool, key, prefer)
             record.backend = self._selector.backends[index].url
             record.tries += 1
             try:
-                return self._exchange(request, body, index, record, upgrade)
+                answer = self._exchange(request, body, index, record, upgrade)
             except BackendError as err:
                 tried.append(index)
                 self._stats.try_failed(index, err)
@@ -152,6 +171,11 @@ class Forwarder:
                     err.detail,
                 )
                 last_error = err
+                continue
+            if sticky is not None and index != prefer:
+                secure = request.scheme == "https"
+                answer.headers.append(("Set-Cookie", sticky.set_cookie(index, secure=secure)))
+            return answer
 
     def _key(self, hash_key: HashKey, request: ProxyRequest) -> int | None:
         """The request's hash for a ``hash`` pool, None without its key."""
@@ -167,10 +191,15 @@ class Forwarder:
         return None if data is None else key_hash(data)
 
     def _choose(
-        self, tried: frozenset[int], last_error: BackendError | None, pool: int, key: int | None
+        self,
+        tried: frozenset[int],
+        last_error: BackendError | None,
+        pool: int,
+        key: int | None,
+        prefer: int | None,
     ) -> int:
         try:
-            return self._selector.choose(tried, pool, key)
+            return self._selector.choose(tried, pool, key, prefer)
         except NoBackendAvailable:
             if last_error is not None:
                 # Every other backend is down or was tried: report the last failure.

@@ -16,6 +16,7 @@ would be imported before gevent patches the workers).
 from __future__ import annotations
 
 import os
+import secrets
 from dataclasses import fields, replace
 from typing import Any
 
@@ -25,6 +26,7 @@ from prefork_lb.config import (
     ConfigError,
     Settings,
     doubtful_settings,
+    effective_pools,
     inherit_settings,
     load_config,
 )
@@ -48,7 +50,7 @@ def on_starting(server: Any) -> None:
             "prefork_lb configuration: header_map 'dangerous' lets Transfer_Encoding "
             "stand in for Transfer-Encoding; use 'drop' (the default) or 'refuse'"
         )
-    settings = _with_demo_backends(server, settings)
+    settings = _with_sticky_secret(_with_demo_backends(server, settings), running="")
     for warning in doubtful_settings(settings):
         server.log.warning("prefork_lb configuration: %s", warning)
     shared.install(settings)
@@ -76,6 +78,7 @@ def on_reload(server: Any) -> None:
         return
     try:
         settings = _with_demo_backends(server, settings)
+        settings = _with_sticky_secret(settings, running=old.sticky_secret)
         shared.reinstall(settings)
     except Exception as err:
         # Whatever it is, the master must keep serving with what it has.
@@ -89,6 +92,17 @@ def on_reload(server: Any) -> None:
 
 
 _RELOAD_FAILED = "prefork_lb: reload failed, keeping the running settings: %s"
+
+
+def _with_sticky_secret(settings: Settings, *, running: str) -> Settings:
+    """The settings with a sticky secret if a pool needs one and none is set.
+
+    Made here, in the master, so that every worker signs with the same one;
+    on a reload the running one is kept (cookies already out stay valid).
+    """
+    if settings.sticky_secret or not any(p.sticky_cookie for p in effective_pools(settings)):
+        return settings
+    return replace(settings, sticky_secret=running or secrets.token_urlsafe(32))
 
 
 def _with_demo_backends(server: Any, settings: Settings) -> Settings:

@@ -66,10 +66,15 @@ class Selector:
         ]
 
     def choose(
-        self, exclude: frozenset[int] = frozenset(), pool: int = 0, key: int | None = None
+        self,
+        exclude: frozenset[int] = frozenset(),
+        pool: int = 0,
+        key: int | None = None,
+        prefer: int | None = None,
     ) -> int:
         """The index of a backend of ``pool`` for the next try (raises NoBackendAvailable).
 
+        ``prefer`` (a sticky cookie's backend) is chosen while it is eligible.
         ``key`` is the request's hash (``hashing.key_hash``) for a ``hash`` pool;
         without one the request goes round robin.
 
@@ -78,15 +83,19 @@ class Selector:
         """
         now = time.monotonic()
         while True:
-            index = self._pick(now, exclude, pool, key)
+            index = self._pick(now, exclude, pool, key, prefer)
             row = self._rows[index]
             if row.up or not row.usable(now) or self._take_trial(index, now):
                 # Up; or down and chosen anyway (fail-open, a lone backend); or on trial.
                 return index
             exclude |= {index}
 
-    def _pick(self, now: float, exclude: frozenset[int], pool: int, key: int | None) -> int:
+    def _pick(
+        self, now: float, exclude: frozenset[int], pool: int, key: int | None, prefer: int | None
+    ) -> int:
         choice = self._eligible(now, exclude, pool)
+        if prefer is not None and prefer in choice.indexes:
+            return prefer
         ring = self._rings[pool]
         if ring is not None and key is not None:
             factor = self.pools[pool].hash_balance_factor

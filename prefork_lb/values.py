@@ -166,6 +166,24 @@ def parse_balance_factor(where: str, value: object) -> float:
     raise fail(where, value, "must be 0 (off) or a number from 1 to 100, such as 1.25")
 
 
+_COOKIE_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+
+
+def parse_cookie_name(where: str, value: object) -> str:
+    """A cookie name (an HTTP token), or empty for none."""
+    if isinstance(value, str) and (not value.strip() or _COOKIE_NAME.fullmatch(value.strip())):
+        return value.strip()
+    raise fail(where, value, "must be a cookie name (letters, digits, !#$%&'*+-.^_`|~)")
+
+
+def parse_secret(where: str, value: object) -> str:
+    """A secret of at least 16 characters, or empty (one is made at start)."""
+    if isinstance(value, str) and (not value or len(value) >= 16):
+        return value
+    # The value itself stays out of the message: it is a secret.
+    raise ConfigError(f"{where}: must be at least 16 characters (or empty)")
+
+
 # A request-target in origin form: no spaces or controls, and no "#", which
 # HTTP does not allow in a target at all.
 _HEALTH_PATH = re.compile(r"/[!-~]*")

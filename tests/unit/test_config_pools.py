@@ -171,6 +171,24 @@ def load_config_text(tmp_path: Path, text: str):  # type: ignore[no-untyped-def]
             id="same-url-other-options",
         ),
         pytest.param('[pools."a b"]\nbackends = ["http://h:1"]\n', "pools.a b", id="bad-name"),
+        pytest.param(
+            'backends = ["http://h:1"]\nsticky_secret = "short"\n',
+            "sticky_secret: must be at least 16 characters (or empty)",
+            id="short-secret",
+        ),
+        pytest.param(
+            'backends = ["http://h:1"]\nsticky_cookie = "a b"\n', "sticky_cookie", id="cookie"
+        ),
+        pytest.param(
+            '[pools.a]\nbackends = ["http://h:1"]\nhash_key = "body"\n',
+            "pools.a.hash_key: must be ip, path, header:NAME, cookie:NAME or query:NAME",
+            id="hash-key",
+        ),
+        pytest.param(
+            'backends = ["http://h:1"]\nhash_balance_factor = 0.5\n',
+            "hash_balance_factor: must be 0 (off) or a number from 1 to 100",
+            id="factor",
+        ),
     ],
 )
 def test_pool_and_route_errors(tmp_path: Path, text: str, message: str) -> None:

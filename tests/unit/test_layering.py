@@ -44,6 +44,7 @@ PURE_MODULES = [
     "prefork_lb.status_page",  # the admin page rendered from a document
     "prefork_lb.routes",  # the route table: (host, raw target, method) -> pool
     "prefork_lb.hashing",  # Maglev table, hash keys, bounded load
+    "prefork_lb.sticky",  # signed sticky-cookie tokens
 ]
 
 # Standard-library modules that do I/O the core must leave to the shell.
