@@ -285,7 +285,7 @@ def test_health_checks_verify_like_requests(
         "a probe reaching the backend",
     )
     assert _state(verified, good_backend)["state"] == "up"
-    verified.stop()
+    verified.stop(quick=True)
 
     unverified = start_balancer([good_backend.url], workers=1, env=checks)
     wait_for(lambda: _state(unverified, good_backend)["state"] == "down", "backend down")
