@@ -509,6 +509,29 @@ SETTINGS: tuple[Setting, ...] = (
         wording="(made at start)",
     ),
     Setting(
+        "max_conns",
+        parse_count,
+        0,
+        "Requests in flight to a backend (open WebSocket tunnels included), counted over "
+        "every worker, that it never exceeds; a request finding every eligible backend "
+        "of its pool at its limit waits (``queue_timeout``, ``max_queue``). 0: no limit "
+        "(per backend and per pool too).",
+    ),
+    Setting(
+        "queue_timeout",
+        parse_seconds,
+        5.0,
+        "Seconds a request may wait for a backend below its ``max_conns`` before it gets "
+        "503 with ``Retry-After`` (per pool too).",
+    ),
+    Setting(
+        "max_queue",
+        parse_count,
+        1024,
+        "Requests that may wait for a pool's backends at once, over every worker; one "
+        "more gets 503 with ``Retry-After`` at once. 0: no waiting room (per pool too).",
+    ),
+    Setting(
         "max_fails",
         parse_count,
         1,
@@ -670,6 +693,7 @@ SETTINGS: tuple[Setting, ...] = (
 # Options a backend may set for itself: its own two, and the global settings
 # it may override, with the same parsers (so the same rules and messages).
 _OVERRIDABLE = (
+    "max_conns",
     "max_fails",
     "fail_timeout",
     "health_check",
@@ -682,7 +706,15 @@ _OVERRIDABLE = (
 )
 
 # Settings a [pools.NAME] table may set for itself (and for its backends).
-_POOL_OPTIONS = ("policy", "hash_key", "hash_balance_factor", "sticky_cookie", *_OVERRIDABLE)
+_POOL_OPTIONS = (
+    "policy",
+    "hash_key",
+    "hash_balance_factor",
+    "sticky_cookie",
+    "queue_timeout",
+    "max_queue",
+    *_OVERRIDABLE,
+)
 
 _BY_NAME = {setting.name: setting for setting in SETTINGS}
 _BY_ENV = {setting.env: setting for setting in SETTINGS}
@@ -725,6 +757,7 @@ class Backend:
     port: int
     weight: int = 1  # 1..1000
     backup: bool = False
+    max_conns: int = _DEFAULT["max_conns"]  # 0 = no limit
     max_fails: int = _DEFAULT["max_fails"]  # 0 = never marked down by failed requests
     fail_timeout: float = _DEFAULT["fail_timeout"]
     check: HealthCheck = HealthCheck()
@@ -754,6 +787,8 @@ class Pool:
     hash_key: str = _DEFAULT["hash_key"]
     hash_balance_factor: float = _DEFAULT["hash_balance_factor"]
     sticky_cookie: str = _DEFAULT["sticky_cookie"]
+    queue_timeout: float = _DEFAULT["queue_timeout"]
+    max_queue: int = _DEFAULT["max_queue"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -778,6 +813,9 @@ class Settings:
     hash_balance_factor: float = _DEFAULT["hash_balance_factor"]
     sticky_cookie: str = _DEFAULT["sticky_cookie"]
     sticky_secret: str = field(default=_DEFAULT["sticky_secret"], repr=False)
+    max_conns: int = _DEFAULT["max_conns"]
+    queue_timeout: float = _DEFAULT["queue_timeout"]
+    max_queue: int = _DEFAULT["max_queue"]
     max_fails: int = _DEFAULT["max_fails"]
     fail_timeout: float = _DEFAULT["fail_timeout"]
     health_check: bool = _DEFAULT["health_check"]
@@ -820,6 +858,7 @@ def _resolve_backend(spec: _BackendSpec, settings: Settings) -> Backend:
     )
     return replace(
         spec.backend,
+        max_conns=option("max_conns"),
         max_fails=option("max_fails"),
         fail_timeout=option("fail_timeout"),
         check=check,
@@ -852,6 +891,8 @@ def _pool(name: str, members: tuple[Member, ...], settings: Settings) -> Pool:
         hash_key=settings.hash_key,
         hash_balance_factor=settings.hash_balance_factor,
         sticky_cookie=settings.sticky_cookie,
+        queue_timeout=settings.queue_timeout,
+        max_queue=settings.max_queue,
     )
 
 

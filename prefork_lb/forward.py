@@ -17,10 +17,12 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, replace
+from typing import Any
 
 from urllib3.connection import HTTPConnection
 from urllib3.response import BaseHTTPResponse
 
+from prefork_lb.admission import AtCapacity
 from prefork_lb.config import Backend, Settings
 from prefork_lb.downstream import RequestBody
 from prefork_lb.errors import BackendError, LBError, NoBackendAvailable
@@ -37,6 +39,7 @@ from prefork_lb.scheduling import HASH, may_retry
 from prefork_lb.selector import Selector
 from prefork_lb.sticky import StickyCookie, without_cookie
 from prefork_lb.upstream import Upstream, release, switched_read_ahead
+from prefork_lb.waiting_room import WaitingRoom
 
 log = logging.getLogger("gunicorn.error").getChild("prefork_lb")
 
@@ -44,11 +47,13 @@ log = logging.getLogger("gunicorn.error").getChild("prefork_lb")
 class InFlight:
     """One try's place in its backend's in-flight count, given back exactly once."""
 
-    def __init__(self, selector: Selector, index: int) -> None:
+    def __init__(self, selector: Selector, index: int, *, counted: bool = False) -> None:
+        """``counted``: the selector counted it when it chose it (a pool with limits)."""
         self._selector = selector
         self._index = index
         self._ended = False
-        selector.started(index)
+        if not counted:
+            selector.started(index)
 
     def end(self) -> None:
         """The backend is done with this try (or it failed, or the client left)."""
@@ -105,6 +110,10 @@ class Forwarder:
             for pool in selector.pools
         ]
         secret = settings.sticky_secret.encode()
+        self._room: WaitingRoom | None = None
+        if any(selector.limited):
+            self._room = WaitingRoom(selector.admission, selector.slot, selector.pools)
+            selector.on_release = self._room.wake
         self._sticky: list[StickyCookie | None] = [
             StickyCookie(
                 pool.sticky_cookie,
@@ -117,19 +126,22 @@ class Forwarder:
             for pool in selector.pools
         ]
 
-    def forward(
+    def forward(  # noqa: PLR0917 - the request path's steps pass what they have
         self,
         request: ProxyRequest,
         body: RequestBody | None,
         record: RequestRecord,
         upgrade: str | None = None,
         pool: int = 0,
+        client: Any = None,
     ) -> Answer:
         """The first answer from a backend of ``pool``; raises the last failure if retries stop.
 
         With ``upgrade`` (``headers.upgrade_offer``) the request asks to switch
         protocols, on a fresh connection; a ``101`` for one of them is a
         switched answer (``Answer.switched``), any other a response as usual.
+        ``client`` (the client's socket) is watched while the request waits
+        for a backend below its limit.
         """
         tried: list[int] = []
         last_error: BackendError | None = None
@@ -143,11 +155,13 @@ class Forwarder:
             # The balancer's own cookie is not the backend's business.
             request = replace(request, headers=without_cookie(request.headers, sticky.name))
         while True:
-            index = self._choose(frozenset(tried), last_error, pool, key, prefer)
+            index = self._choose(frozenset(tried), last_error, pool, key, prefer, client)
             record.backend = self._selector.backends[index].url
             record.tries += 1
             try:
-                answer = self._exchange(request, body, index, record, upgrade)
+                answer = self._exchange(
+                    request, body, index, record, upgrade, counted=self._selector.limited[pool]
+                )
             except BackendError as err:
                 tried.append(index)
                 self._stats.try_failed(index, err)
@@ -190,16 +204,26 @@ class Forwarder:
         )
         return None if data is None else key_hash(data)
 
-    def _choose(
+    def _choose(  # noqa: PLR0917
         self,
         tried: frozenset[int],
         last_error: BackendError | None,
         pool: int,
         key: int | None,
         prefer: int | None,
+        client: Any,
     ) -> int:
         try:
-            return self._selector.choose(tried, pool, key, prefer)
+            try:
+                return self._selector.choose(tried, pool, key, prefer)
+            except AtCapacity:
+                if self._room is None:
+                    raise
+                return self._room.wait(
+                    pool,
+                    lambda ticket: self._selector.choose(tried, pool, key, prefer, ticket),
+                    client,
+                )
         except NoBackendAvailable:
             if last_error is not None:
                 # Every other backend is down or was tried: report the last failure.
@@ -213,10 +237,15 @@ class Forwarder:
         index: int,
         record: RequestRecord,
         upgrade: str | None,
+        *,
+        counted: bool = False,
     ) -> Answer:
-        """One try on backend ``index``: the request out, the response head back and checked."""
+        """One try on backend ``index``: the request out, the response head back and checked.
+
+        ``counted``: the backend was counted in flight when it was chosen.
+        """
         backend = self._selector.backends[index]
-        in_flight = InFlight(self._selector, index)
+        in_flight = InFlight(self._selector, index, counted=counted)
         connection = None
         try:
             response, connection = self._send(request, body, index, record, upgrade)

@@ -12,7 +12,9 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable
 
+from prefork_lb.admission import AtCapacity, at_limit, may_take_slot
 from prefork_lb.config import Backend, Pool, Settings, effective_pools
 from prefork_lb.hashing import HashRing
 from prefork_lb.health import BackendHealth, Event, HealthPolicy, observe, ramp
@@ -25,7 +27,7 @@ from prefork_lb.scheduling import (
     pick_least_conn,
     pick_round_robin,
 )
-from prefork_lb.shared import SharedState
+from prefork_lb.shared import AdmissionTable, SharedState
 
 log = logging.getLogger("gunicorn.error").getChild("prefork_lb")
 
@@ -57,6 +59,13 @@ class Selector:
         # _stable_until (a trial or a slow start changes it with time alone).
         self._cached: list[Eligible | None] = [None] * len(self.pools)
         self._stable_until = [0.0] * len(self.pools)
+        self._max_conns = tuple(backend.max_conns for backend in self.backends)
+        # Pools with a backend under max_conns: choosing takes a slot under the admission lock.
+        self.limited = tuple(
+            any(self._max_conns[m.index] for m in pool.members) for pool in self.pools
+        )
+        # Called when a request to a limited backend ends (the waiting room's wake).
+        self.on_release: Callable[[int], None] | None = None
         # Built once per worker, from URLs and weights only: the same in every process.
         self._rings = [
             HashRing.build((m.index, self.backends[m.index].url, m.weight) for m in pool.members)
@@ -71,6 +80,7 @@ class Selector:
         pool: int = 0,
         key: int | None = None,
         prefer: int | None = None,
+        ticket: int | None = None,
     ) -> int:
         """The index of a backend of ``pool`` for the next try (raises NoBackendAvailable).
 
@@ -80,7 +90,29 @@ class Selector:
 
         A down backend that is due a trial is chosen only by the one request
         that takes the trial; any other is sent elsewhere.
+
+        In a pool with ``max_conns`` limits the chosen backend is already
+        counted in flight (under the admission lock, so that no two workers
+        take its last slot); ``AtCapacity`` when every eligible backend is at
+        its limit or older requests (``ticket``: a waiting request's) wait.
         """
+        if not self.limited[pool]:
+            return self._choose(exclude, pool, key, prefer)
+        admission = self._state.admission
+        with admission.locked():
+            if not may_take_slot(admission.waiting(pool), admission.head(pool), ticket):
+                raise AtCapacity
+            choice = self._eligible(time.monotonic(), exclude, pool)
+            full = at_limit(choice.indexes, self._state.in_flight.totals(), self._max_conns)
+            if full.issuperset(choice.indexes):
+                raise AtCapacity
+            index = self._choose(exclude | full, pool, key, prefer)
+            self.started(index)
+            return index
+
+    def _choose(
+        self, exclude: frozenset[int], pool: int, key: int | None, prefer: int | None
+    ) -> int:
         now = time.monotonic()
         while True:
             index = self._pick(now, exclude, pool, key, prefer)
@@ -126,6 +158,18 @@ class Selector:
         """A request to this backend is over, however it ended."""
         if self._slot is not None:
             self._state.in_flight.add(self._slot, index, -1)
+        if self._max_conns[index] and self.on_release is not None:
+            self.on_release(index)
+
+    @property
+    def admission(self) -> AdmissionTable:
+        """The shared waiting rooms and admission lock."""
+        return self._state.admission
+
+    @property
+    def slot(self) -> int | None:
+        """This worker's row in the shared tables."""
+        return self._slot
 
     def request_failed(self, index: int, reason: str) -> None:
         """A request could not get a response from this backend."""

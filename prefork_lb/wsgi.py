@@ -113,10 +113,10 @@ class ProxyApp:
             if "HTTP_UPGRADE" in environ and self._upgrade_protocols:
                 upgrade = upgrade_offer(request, self._upgrade_protocols)
             body = request_body(environ["wsgi.input"], request, self._body_limits)
-            answer = self._forwarder.forward(request, body, record, upgrade, pool)
+            client = environ.get("gunicorn.socket")
+            answer = self._forwarder.forward(request, body, record, upgrade, pool, client)
         except LBError as err:
             return self._answer_error(environ, start_response, record, err)
-        client = environ.get("gunicorn.socket")
         if answer.switched:
             self._stats.responded(answer.index, 101)
             return run_tunnel(answer, client, environ, record, self._tunnel_timeout)

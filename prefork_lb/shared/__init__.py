@@ -9,6 +9,8 @@ it indexes them. One concern per module:
   prober lease;
 - ``in_flight``: requests in flight and open client connections, one row per
   worker;
+- ``admission``: the lock that admits requests to backends with
+  ``max_conns``, the pools' waiting rooms and their tickets;
 - ``stats``: responses, errors, retries and latency, one row per worker;
 - ``figures``: one typed, read-only ``BackendFigures`` per backend, every
   figure under its name, for whoever shows them;
@@ -16,6 +18,7 @@ it indexes them. One concern per module:
   hands each worker its slot, and workers attach to what it installed.
 """
 
+from prefork_lb.shared.admission import AdmissionTable
 from prefork_lb.shared.counter import RotationCounter
 from prefork_lb.shared.figures import BackendFigures, BalancerFigures, Figures
 from prefork_lb.shared.handover import (
@@ -41,6 +44,7 @@ from prefork_lb.shared.stats import (
 __all__ = [
     "LATENCY_BUCKETS",
     "STATUS_CLASSES",
+    "AdmissionTable",
     "BackendFigures",
     "BackendStats",
     "BalancerFigures",

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from prefork_lb.config import Settings, effective_pools
 from prefork_lb.errors import ERROR_KINDS
 from prefork_lb.health import BackendHealth
+from prefork_lb.shared.admission import AdmissionTable
 from prefork_lb.shared.counter import RotationCounter
 from prefork_lb.shared.figures import Figures, read_figures
 from prefork_lb.shared.health_table import HealthTable
@@ -43,6 +44,8 @@ class SharedState:
     health: HealthTable
     in_flight: InFlightTable
     stats: StatsTable
+    # Waiting rooms and the admission lock (pools in effective_pools order).
+    admission: AdmissionTable
     started_at: float  # wall-clock time the master installed it
 
     @property
@@ -67,6 +70,7 @@ class SharedState:
         self.health.lease.close()
         self.in_flight.close()
         self.stats.close()
+        self.admission.close()
 
 
 _installed: SharedState | None = None
@@ -79,6 +83,8 @@ _retired_slots: dict[int, InFlightTable] = {}
 # it was at the reload (already counted in the newer table) and that table's
 # backend URLs.
 _retired_stats: dict[int, tuple[StatsTable, tuple[list[int], list[float]], tuple[str, ...]]] = {}
+# In the master: the waiting rooms those slots' workers wait in.
+_retired_admission: dict[int, AdmissionTable] = {}
 
 
 def install(settings: Settings) -> SharedState:
@@ -88,6 +94,9 @@ def install(settings: Settings) -> SharedState:
         _installed.close()
     _retired_slots.clear()
     _retired_stats.clear()
+    for room in set(_retired_admission.values()):
+        room.close()
+    _retired_admission.clear()
     count = len(settings.backends)
     _installed = SharedState(
         settings=settings,
@@ -95,6 +104,7 @@ def install(settings: Settings) -> SharedState:
         health=HealthTable(count),
         in_flight=InFlightTable(count),
         stats=StatsTable(count, len(ERROR_KINDS)),
+        admission=AdmissionTable(len(effective_pools(settings))),
         started_at=time.time(),
     )
     return _installed
@@ -123,8 +133,10 @@ def reinstall(settings: Settings, *, now: float | None = None) -> SharedState:
     health = HealthTable(count, rows=rows, lease=old.health.lease)
     in_flight = old.in_flight.successor(count)
     stats = StatsTable(count, len(ERROR_KINDS))
+    admission = AdmissionTable(len(effective_pools(settings)))
     for slot in old.in_flight.taken():
         _retired_slots.setdefault(slot, old.in_flight)
+        _retired_admission.setdefault(slot, old.admission)
     _carry_stats(old, stats, settings)
     _installed = SharedState(
         settings=settings,
@@ -132,6 +144,7 @@ def reinstall(settings: Settings, *, now: float | None = None) -> SharedState:
         health=health,
         in_flight=in_flight,
         stats=stats,
+        admission=admission,
         started_at=old.started_at,
     )
     # Only this process's handles: the old workers keep theirs. The old
@@ -143,6 +156,8 @@ def reinstall(settings: Settings, *, now: float | None = None) -> SharedState:
         old.in_flight.close()
     if old.stats not in (table for table, _, _ in _retired_stats.values()):
         old.stats.close()
+    if old.admission not in _retired_admission.values():
+        old.admission.close()
     return _installed
 
 
@@ -203,6 +218,12 @@ def release_worker_slot(slot: int | None) -> None:
         if retired not in _retired_slots.values():
             retired.close()
     _installed.in_flight.release(slot)
+    room = _retired_admission.pop(slot, None)
+    if room is not None:
+        room.release(slot)
+        if room not in _retired_admission.values():
+            room.close()
+    _installed.admission.release(slot)
     draining = _retired_stats.pop(slot, None)
     if draining is None:
         _installed.stats.release(slot)

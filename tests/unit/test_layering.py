@@ -45,6 +45,7 @@ PURE_MODULES = [
     "prefork_lb.routes",  # the route table: (host, raw target, method) -> pool
     "prefork_lb.hashing",  # Maglev table, hash keys, bounded load
     "prefork_lb.sticky",  # signed sticky-cookie tokens
+    "prefork_lb.admission",  # connection limits and waiting-room rules
 ]
 
 # Standard-library modules that do I/O the core must leave to the shell.
