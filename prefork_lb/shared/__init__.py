@@ -20,7 +20,7 @@ it indexes them. One concern per module:
 
 from prefork_lb.shared.admission import AdmissionTable
 from prefork_lb.shared.counter import RotationCounter
-from prefork_lb.shared.figures import BackendFigures, BalancerFigures, Figures
+from prefork_lb.shared.figures import BackendFigures, BalancerFigures, Figures, PoolFigures
 from prefork_lb.shared.handover import (
     SharedState,
     assign_worker_slot,
@@ -51,6 +51,7 @@ __all__ = [
     "Figures",
     "HealthTable",
     "InFlightTable",
+    "PoolFigures",
     "ProberLease",
     "RotationCounter",
     "SharedState",

@@ -60,7 +60,14 @@ class SharedState:
         keeps a copy); without it they are read from the health table.
         """
         rows = self.health.snapshot()[1] if health is None else health
-        return read_figures(self.settings.backends, rows, self.in_flight, self.stats)
+        return read_figures(
+            self.settings.backends,
+            rows,
+            self.in_flight,
+            self.stats,
+            pools=effective_pools(self.settings),
+            admission=self.admission,
+        )
 
     def close(self) -> None:
         """Release everything (in this process only)."""

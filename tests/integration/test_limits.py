@@ -172,3 +172,43 @@ def test_a_client_that_hangs_up_leaves_the_queue(
     # Served when the holder's slot freed (about 0.5 s from here), not after the quitter's 10 s.
     assert time.monotonic() - started < 3
     holder.join()
+
+
+def _metric(text: str, name: str) -> float:
+    """The value of the sample named (with labels) ``name`` in a metrics page."""
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[-1])
+    raise AssertionError(f"no sample {name} in:\n{text}")
+
+
+def test_queue_figures_in_metrics_and_status_page(
+    limited: BalancerProcess, backends: list[ScriptedBackend]
+) -> None:
+    """The metrics and the status page show each pool's waiting requests, the waits so far
+    and the balancer's own 503s by reason."""
+    backends[4].route("/", Concurrency(1.0))
+    holder = _hold(limited.port, "/patient/1")
+    time.sleep(0.3)
+    waiters = [_hold(limited.port, f"/patient/{n}") for n in (2, 3)]
+    time.sleep(0.3)
+    metrics = fetch(limited.port, "/_prefork_lb/metrics").body.decode()
+    assert _metric(metrics, 'prefork_lb_queue_length{pool="patient"}') == 2
+    assert _metric(metrics, 'prefork_lb_queue_length{pool="default"}') == 0
+    page = fetch(limited.port, "/_prefork_lb/").body.decode()
+    assert '<td class="num waiting">2</td>' in page
+    backends[2].route("/", Concurrency(0.5))
+    busy = _hold(limited.port, "/tiny/1")
+    time.sleep(0.2)
+    assert fetch(limited.port, "/tiny/2").status == 503  # queue_full: tiny has no room
+    for thread in [holder, *waiters, busy]:
+        thread.join()
+    metrics = fetch(limited.port, "/_prefork_lb/metrics").body.decode()
+    assert _metric(metrics, 'prefork_lb_queue_length{pool="patient"}') == 0
+    assert _metric(metrics, 'prefork_lb_queue_wait_seconds_count{pool="patient"}') >= 2
+    assert _metric(metrics, 'prefork_lb_queue_wait_seconds_bucket{le="0.001",pool="patient"}') < (
+        _metric(metrics, 'prefork_lb_queue_wait_seconds_count{pool="patient"}')
+    )
+    assert _metric(metrics, 'prefork_lb_unavailable_total{reason="queue_full"}') >= 1
+    assert 'prefork_lb_unavailable_total{reason="no_backend"}' in metrics
+    assert 'id="unavailable"' in fetch(limited.port, "/_prefork_lb/").body.decode()
