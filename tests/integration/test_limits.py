@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import threading
 import time
@@ -212,3 +214,45 @@ def test_queue_figures_in_metrics_and_status_page(
     assert _metric(metrics, 'prefork_lb_unavailable_total{reason="queue_full"}') >= 1
     assert 'prefork_lb_unavailable_total{reason="no_backend"}' in metrics
     assert 'id="unavailable"' in fetch(limited.port, "/_prefork_lb/").body.decode()
+
+
+def test_a_worker_killed_while_requests_wait_leaves_no_trace(
+    limited: BalancerProcess, backends: list[ScriptedBackend]
+) -> None:
+    """SIGKILL a worker while requests wait on both: the master frees its places in the
+    room (and its slot), and the other worker's waiters are served in time, not after
+    queue_timeout (10 s) behind tickets nobody holds any more."""
+    backends[4].route("/", Concurrency(0.3))
+    results: list[int | str] = []
+
+    def client(n: int) -> None:
+        try:
+            results.append(fetch(limited.port, f"/patient/{n}", timeout=15).status)
+        except OSError as err:
+            results.append(type(err).__name__)
+
+    threads = [threading.Thread(target=client, args=(n,), daemon=True) for n in range(8)]
+    for thread in threads:
+        thread.start()
+        time.sleep(0.02)
+    time.sleep(0.3)
+    metrics = fetch(limited.port, "/_prefork_lb/metrics").body.decode()
+    assert _metric(metrics, 'prefork_lb_queue_length{pool="patient"}') >= 5
+    victim = limited.worker_pids()[0]
+    os.kill(victim, signal.SIGKILL)
+    started = time.monotonic()
+    for thread in threads:
+        thread.join(timeout=15)
+    assert time.monotonic() - started < 6
+    assert 200 in results
+    assert set(results) <= {200, "RemoteDisconnected", "ConnectionResetError"}
+    deadline = time.monotonic() + 5
+    while True:
+        metrics = fetch(limited.port, "/_prefork_lb/metrics").body.decode()
+        if _metric(metrics, 'prefork_lb_queue_length{pool="patient"}') == 0:
+            break
+        assert time.monotonic() < deadline, metrics
+        time.sleep(0.1)
+    started = time.monotonic()
+    assert fetch(limited.port, "/patient/after").status == 200
+    assert time.monotonic() - started < 2
