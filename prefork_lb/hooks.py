@@ -31,6 +31,7 @@ from prefork_lb.config import (
     load_config,
 )
 from prefork_lb.demo import DemoBackends, start_demo_backends
+from prefork_lb.selector import hash_rings
 
 _demo: DemoBackends | None = None
 
@@ -54,6 +55,7 @@ def on_starting(server: Any) -> None:
     for warning in doubtful_settings(settings):
         server.log.warning("prefork_lb configuration: %s", warning)
     shared.install(settings)
+    hash_rings(settings)  # built once here, inherited by every worker
     for backend in settings.backends:
         server.log.info("prefork_lb: backend %s", backend.url)
 
@@ -80,6 +82,7 @@ def on_reload(server: Any) -> None:
         settings = _with_demo_backends(server, settings)
         settings = _with_sticky_secret(settings, running=old.sticky_secret)
         shared.reinstall(settings)
+        hash_rings(settings)
     except Exception as err:
         # Whatever it is, the master must keep serving with what it has.
         server.log.exception(_RELOAD_FAILED, f"cannot set up the new shared state: {err}")

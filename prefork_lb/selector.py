@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 from prefork_lb.admission import AtCapacity, at_limit, may_take_slot
 from prefork_lb.config import Backend, Pool, Settings, effective_pools
-from prefork_lb.hashing import HashRing
+from prefork_lb.hashing import HashRing, ring_for
 from prefork_lb.health import BackendHealth, Event, HealthPolicy, observe, ramp
 from prefork_lb.scheduling import (
     HASH,
@@ -30,6 +30,21 @@ from prefork_lb.scheduling import (
 from prefork_lb.shared import AdmissionTable, SharedState
 
 log = logging.getLogger("gunicorn.error").getChild("prefork_lb")
+
+
+def hash_rings(settings: Settings) -> list[HashRing | None]:
+    """Each pool's hash table (None for a pool that does not hash).
+
+    The master calls it before it forks (``hooks``), so that workers find the
+    tables already built (``hashing.ring_for`` remembers them).
+    """
+    backends = settings.backends
+    return [
+        ring_for(tuple((m.index, backends[m.index].url, m.weight) for m in pool.members))
+        if pool.policy == HASH
+        else None
+        for pool in effective_pools(settings)
+    ]
 
 
 def health_policy(backend: Backend) -> HealthPolicy:
@@ -66,13 +81,8 @@ class Selector:
         )
         # Called when a request to a limited backend ends (the waiting room's wake).
         self.on_release: Callable[[int], None] | None = None
-        # Built once per worker, from URLs and weights only: the same in every process.
-        self._rings = [
-            HashRing.build((m.index, self.backends[m.index].url, m.weight) for m in pool.members)
-            if pool.policy == HASH
-            else None
-            for pool in self.pools
-        ]
+        # From URLs and weights only: the same in every process (made by the master).
+        self._rings = hash_rings(settings)
 
     def choose(
         self,
