@@ -87,11 +87,11 @@ class ProxyApp:
         )
         self._upgrade_protocols = settings.upgrade_protocols
         self._tunnel_timeout = settings.tunnel_timeout
-        # Compiled once; None without [[routes]]: every request goes to pool 0.
+        # Compiled once. None without [[routes]] when pool 0 is "default": every
+        # request goes there (without a default pool each one is a 404).
+        names = [pool.name for pool in selector.pools]
         self._routes = (
-            RouteTable(settings.routes, [pool.name for pool in selector.pools])
-            if settings.routes
-            else None
+            RouteTable(settings.routes, names) if settings.routes or names[0] != "default" else None
         )
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes] | object:

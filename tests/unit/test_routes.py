@@ -139,3 +139,8 @@ def test_prefixes_match_on_segment_boundaries(prefix: list[str], extra: str) -> 
     longer = path_prefix + extra.lstrip("/")
     if longer != path_prefix and not longer.startswith(path_prefix + "/"):
         assert table.match("h", longer, "GET") == Match(0, longer)
+
+
+def test_no_routes_and_no_default_pool() -> None:
+    """With pools but neither routes nor a default pool, no request has a pool."""
+    assert RouteTable([], ["api", "web"]).match("h", "/", "GET") is None
