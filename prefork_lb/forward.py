@@ -47,7 +47,7 @@ log = logging.getLogger("gunicorn.error").getChild("prefork_lb")
 class InFlight:
     """One try's place in its backend's in-flight count, given back exactly once."""
 
-    def __init__(self, selector: Selector, index: int, *, counted: bool = False) -> None:
+    def __init__(self, selector: Selector, index: int, counted: bool = False) -> None:
         """``counted``: the selector counted it when it chose it (a pool with limits)."""
         self._selector = selector
         self._index = index
@@ -125,6 +125,11 @@ class Forwarder:
             else None
             for pool in selector.pools
         ]
+        # Pools whose requests carry a hash key or a sticky cookie to read.
+        self._affinity = [
+            hash_key is not None or sticky is not None
+            for hash_key, sticky in zip(self._hash_keys, self._sticky, strict=True)
+        ]
 
     def forward(  # noqa: PLR0917 - the request path's steps pass what they have
         self,
@@ -146,22 +151,23 @@ class Forwarder:
         tried: list[int] = []
         last_error: BackendError | None = None
         first_try = time.monotonic()
-        hash_key = self._hash_keys[pool]
-        key = None if hash_key is None else self._key(hash_key, request)
-        sticky = self._sticky[pool]
-        prefer = None
-        if sticky is not None:
-            prefer = sticky.backend(cookie_value(request.headers, sticky.name))
-            # The balancer's own cookie is not the backend's business.
-            request = replace(request, headers=without_cookie(request.headers, sticky.name))
+        key = prefer = sticky = None
+        if self._affinity[pool]:
+            hash_key = self._hash_keys[pool]
+            if hash_key is not None:
+                key = self._key(hash_key, request)
+            sticky = self._sticky[pool]
+            if sticky is not None:
+                prefer = sticky.backend(cookie_value(request.headers, sticky.name))
+                # The balancer's own cookie is not the backend's business.
+                request = replace(request, headers=without_cookie(request.headers, sticky.name))
+        limited = self._selector.limited[pool]
         while True:
             index = self._choose(frozenset(tried), last_error, pool, key, prefer, client)
             record.backend = self._selector.backends[index].url
             record.tries += 1
             try:
-                answer = self._exchange(
-                    request, body, index, record, upgrade, counted=self._selector.limited[pool]
-                )
+                answer = self._exchange(request, body, index, record, upgrade, limited)
             except BackendError as err:
                 tried.append(index)
                 self._stats.try_failed(index, err)
@@ -214,14 +220,14 @@ class Forwarder:
         client: Any,
     ) -> int:
         try:
-            try:
+            if self._room is None or not self._selector.limited[pool]:
                 return self._selector.choose(tried, pool, key, prefer)
+            try:
+                return self._selector.admit(tried, pool, key, prefer)
             except AtCapacity:
-                if self._room is None:
-                    raise
                 return self._room.wait(
                     pool,
-                    lambda ticket: self._selector.choose(tried, pool, key, prefer, ticket),
+                    lambda ticket: self._selector.admit(tried, pool, key, prefer, ticket),
                     client,
                 )
         except NoBackendAvailable:
@@ -230,14 +236,13 @@ class Forwarder:
                 raise last_error from None
             raise
 
-    def _exchange(
+    def _exchange(  # noqa: PLR0917 - hot path: positional is cheaper
         self,
         request: ProxyRequest,
         body: RequestBody | None,
         index: int,
         record: RequestRecord,
         upgrade: str | None,
-        *,
         counted: bool = False,
     ) -> Answer:
         """One try on backend ``index``: the request out, the response head back and checked.
@@ -245,7 +250,7 @@ class Forwarder:
         ``counted``: the backend was counted in flight when it was chosen.
         """
         backend = self._selector.backends[index]
-        in_flight = InFlight(self._selector, index, counted=counted)
+        in_flight = InFlight(self._selector, index, counted)
         connection = None
         try:
             response, connection = self._send(request, body, index, record, upgrade)

@@ -106,7 +106,7 @@ class HashRing:
         in_flight: Sequence[int] | None = None,
         factor: float = 0.0,
     ) -> int | None:
-        """The backend for ``key`` among ``allowed``; None if none of them is in the table.
+        """The backend for ``key`` among ``allowed`` (a few indexes); None if none is in the table.
 
         With ``in_flight`` (per backend index) and ``factor`` > 0, a backend
         at or over its bound is passed over for the next in the table.

@@ -83,6 +83,7 @@ class Selector:
         self.on_release: Callable[[int], None] | None = None
         # From URLs and weights only: the same in every process (made by the master).
         self._rings = hash_rings(settings)
+        self._least_conn = tuple(pool.policy == LEAST_CONN for pool in self.pools)
 
     def choose(
         self,
@@ -90,7 +91,6 @@ class Selector:
         pool: int = 0,
         key: int | None = None,
         prefer: int | None = None,
-        ticket: int | None = None,
     ) -> int:
         """The index of a backend of ``pool`` for the next try (raises NoBackendAvailable).
 
@@ -99,30 +99,9 @@ class Selector:
         without one the request goes round robin.
 
         A down backend that is due a trial is chosen only by the one request
-        that takes the trial; any other is sent elsewhere.
-
-        In a pool with ``max_conns`` limits the chosen backend is already
-        counted in flight (under the admission lock, so that no two workers
-        take its last slot); ``AtCapacity`` when every eligible backend is at
-        its limit or older requests (``ticket``: a waiting request's) wait.
+        that takes the trial; any other is sent elsewhere. For a pool with
+        ``max_conns`` limits, use ``admit``.
         """
-        if not self.limited[pool]:
-            return self._choose(exclude, pool, key, prefer)
-        admission = self._state.admission
-        with admission.locked():
-            if not may_take_slot(admission.waiting(pool), admission.head(pool), ticket):
-                raise AtCapacity
-            choice = self._eligible(time.monotonic(), exclude, pool)
-            full = at_limit(choice.indexes, self._state.in_flight.totals(), self._max_conns)
-            if full.issuperset(choice.indexes):
-                raise AtCapacity
-            index = self._choose(exclude | full, pool, key, prefer)
-            self.started(index)
-            return index
-
-    def _choose(
-        self, exclude: frozenset[int], pool: int, key: int | None, prefer: int | None
-    ) -> int:
         now = time.monotonic()
         while True:
             index = self._pick(now, exclude, pool, key, prefer)
@@ -132,23 +111,58 @@ class Selector:
                 return index
             exclude |= {index}
 
+    def admit(
+        self,
+        exclude: frozenset[int],
+        pool: int,
+        key: int | None,
+        prefer: int | None,
+        ticket: int | None = None,
+    ) -> int:
+        """``choose`` for a pool with ``max_conns`` limits: the backend is counted in flight.
+
+        It is chosen and counted under the admission lock, so that no two
+        workers take a backend's last slot. ``AtCapacity`` when every eligible
+        backend is at its limit, or when older requests wait (``ticket``: a
+        waiting request's own).
+        """
+        admission = self._state.admission
+        with admission.locked():
+            if not may_take_slot(admission.waiting(pool), admission.head(pool), ticket):
+                raise AtCapacity
+            choice = self._eligible(time.monotonic(), exclude, pool)
+            full = at_limit(choice.indexes, self._state.in_flight.totals(), self._max_conns)
+            if full.issuperset(choice.indexes):
+                raise AtCapacity
+            index = self.choose(exclude | full, pool, key, prefer)
+            self.started(index)
+            return index
+
     def _pick(
         self, now: float, exclude: frozenset[int], pool: int, key: int | None, prefer: int | None
     ) -> int:
         choice = self._eligible(now, exclude, pool)
+        if key is not None or prefer is not None:
+            found = self._affinity(choice, pool, key, prefer)
+            if found is not None:
+                return found
+        position = self._state.rotations[pool].next()
+        if self._least_conn[pool]:
+            return pick_least_conn(choice, self._state.in_flight.totals(), position)
+        return pick_round_robin(choice, position)
+
+    def _affinity(
+        self, choice: Eligible, pool: int, key: int | None, prefer: int | None
+    ) -> int | None:
+        """The sticky backend if eligible, else the key's on the hash table, else None."""
         if prefer is not None and prefer in choice.indexes:
             return prefer
         ring = self._rings[pool]
-        if ring is not None and key is not None:
-            factor = self.pools[pool].hash_balance_factor
-            loads = self._state.in_flight.totals() if factor else None
-            index = ring.pick(key, frozenset(choice.indexes), loads, factor)
-            if index is not None:
-                return index
-        position = self._state.rotations[pool].next()
-        if self.pools[pool].policy == LEAST_CONN:
-            return pick_least_conn(choice, self._state.in_flight.totals(), position)
-        return pick_round_robin(choice, position)
+        if ring is None or key is None:
+            return None
+        factor = self.pools[pool].hash_balance_factor
+        loads = self._state.in_flight.totals() if factor else None
+        return ring.pick(key, choice.indexes, loads, factor)
 
     def _take_trial(self, index: int, now: float) -> bool:
         policy = self._policies[index]
@@ -168,7 +182,7 @@ class Selector:
         """A request to this backend is over, however it ended."""
         if self._slot is not None:
             self._state.in_flight.add(self._slot, index, -1)
-        if self._max_conns[index] and self.on_release is not None:
+        if self.on_release is not None and self._max_conns[index]:
             self.on_release(index)
 
     @property
