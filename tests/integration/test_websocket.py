@@ -487,6 +487,28 @@ def test_refused_upgrade_keeps_the_connection_http(
     assert [r.target for r in seen] == ["/ws", "/after"]
 
 
+@pytest.mark.parametrize(
+    ("version", "body"),
+    [pytest.param("1.1", b"hello", id="with-a-body"), pytest.param("1.0", b"", id="http-1.0")],
+)
+def test_an_upgrade_with_a_body_or_over_http10_is_a_plain_request(
+    scripted: ScriptedBackend, raw_balancer: BalancerProcess, version: str, body: bytes
+) -> None:
+    """Such an upgrade request is forwarded as a plain one, Upgrade stripped, body intact."""
+    switch_anyway = switch(scripted)
+    scripted.route("/ws", fixed(200, "OK", [], b"plain"))
+    length = f"Content-Length: {len(body)}\r\n" if body else ""
+    request = upgrade_request(extra=length).replace(b"HTTP/1.1", f"HTTP/{version}".encode(), 1)
+    with RawConnection(raw_balancer.port) as conn:
+        conn.send(request + body)
+        answer = conn.read_response()
+        assert (answer.status, answer.body) == (200, b"plain")
+    (seen,) = scripted.wait_for_requests(1)
+    assert seen.header("Upgrade") == seen.header("Connection") == []
+    assert seen.body == body
+    assert switch_anyway == []
+
+
 def test_a_switch_to_another_protocol_is_a_bad_gateway(
     scripted: ScriptedBackend, raw_balancer: BalancerProcess
 ) -> None:
