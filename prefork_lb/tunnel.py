@@ -20,6 +20,11 @@ of its own. From there:
    back, one access line written (status 101, the record's tunnel bytes),
    and gunicorn is told the connection is handled (``ALREADY_HANDLED``): the
    worker then ends it rather than read another request from it.
+
+While open, a tunnel is counted in the shared tables (``Stats``: open now,
+opened, bytes each way as they go). At a graceful stop the worker ends every
+open tunnel (``end_open_tunnels``) just before gunicorn's deadline; a tunnel
+killed anyway still gets its access line.
 """
 
 from __future__ import annotations
