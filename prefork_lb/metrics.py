@@ -44,6 +44,7 @@ class BalancerCollector(Collector):
         """The metric families, as they are at this moment."""
         backends = self._figures.backends
         yield from _counters(self._figures)
+        yield from _tunnels(backends)
         yield _latency(backends)
         yield from _waiting_rooms(self._figures)
         in_flight = GaugeMetricFamily(
@@ -148,6 +149,32 @@ def _cumulative(histogram: tuple[tuple[float, int], ...]) -> list[tuple[str, flo
         cumulative += count
         buckets.append(("+Inf" if math.isinf(bound) else str(bound), float(cumulative)))
     return buckets
+
+
+def _tunnels(backends: tuple[BackendFigures, ...]) -> Iterator[Metric]:
+    open_now = GaugeMetricFamily(
+        PREFIX + "tunnels_open",
+        "Tunnels (WebSocket and other upgrades) open to the backend now, over all workers "
+        "(also counted in prefork_lb_in_flight).",
+        labels=[BACKEND],
+    )
+    opened = CounterMetricFamily(
+        PREFIX + "tunnels_opened",
+        "Tunnels opened to the backend: its 101 went to the client.",
+        labels=[BACKEND],
+    )
+    relayed = CounterMetricFamily(
+        PREFIX + "tunnel_bytes",
+        "Bytes relayed through tunnels, by direction: to_backend (from clients) or "
+        "to_client (from the backend).",
+        labels=[BACKEND, "direction"],
+    )
+    for backend in backends:
+        open_now.add_metric([backend.url], backend.tunnels_open)
+        opened.add_metric([backend.url], backend.tunnels_opened)
+        relayed.add_metric([backend.url, "to_backend"], backend.tunnel_bytes_up)
+        relayed.add_metric([backend.url, "to_client"], backend.tunnel_bytes_down)
+    yield from (open_now, opened, relayed)
 
 
 def _latency(backends: tuple[BackendFigures, ...]) -> HistogramMetricFamily:

@@ -55,7 +55,7 @@ def create_app() -> ProxyApp:
     slot = shared.worker_slot()
     selector = Selector(state.settings, state, slot)
     HealthProber(selector, state.health, backend_tls_options(state.settings)).start()
-    stats = Stats(state.stats, slot) if slot is not None else NO_STATS
+    stats = Stats(state.stats, slot, state.in_flight) if slot is not None else NO_STATS
     return ProxyApp(state.settings, selector, AdminEndpoint(state, selector), stats)
 
 
@@ -119,7 +119,14 @@ class ProxyApp:
             return self._answer_error(environ, start_response, record, err)
         if answer.switched:
             self._stats.responded(answer.index, 101)
-            return run_tunnel(answer, client, environ, record, self._tunnel_timeout)
+            return run_tunnel(
+                answer,
+                client,
+                environ,
+                record,
+                idle_timeout=self._tunnel_timeout,
+                stats=self._stats,
+            )
         return self._relay(answer, request, start_response, record, client)
 
     def _relay(

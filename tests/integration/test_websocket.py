@@ -14,6 +14,7 @@ import json
 import os
 import queue
 import re
+import signal
 import socket
 import ssl
 import threading
@@ -23,6 +24,7 @@ from pathlib import Path
 
 import pytest
 import trustme
+from prometheus_client.parser import text_string_to_metric_families
 from websockets.asyncio.client import connect as async_connect
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
@@ -31,6 +33,7 @@ from tests.support.backend import RecordedRequest, Responder, ScriptedBackend, f
 from tests.support.balancer import BalancerProcess
 from tests.support.client import fetch
 from tests.support.polling import wait_for
+from tests.support.procfs import open_fds
 from tests.support.rawhttp import RawConnection, ResponseStream
 from tests.support.wsbackend import BACKEND_CLOSE, WebSocketBackend
 
@@ -123,6 +126,22 @@ def in_flight(lb: BalancerProcess) -> int:
     return sum(entry["in_flight"] for entry in json.loads(reply.body)["backends"])
 
 
+def client_connections(lb: BalancerProcess) -> int:
+    """Client connections open in the balancer (a greenlet each), not counting this query's."""
+    reply = fetch(lb.port, "/_prefork_lb/backends")
+    return int(json.loads(reply.body)["client_connections"]) - 1
+
+
+def metric(lb: BalancerProcess, name: str, **labels: str) -> float:
+    """One sample of ``/_prefork_lb/metrics`` (0 if it is not there)."""
+    reply = fetch(lb.port, "/_prefork_lb/metrics")
+    for family in text_string_to_metric_families(reply.body.decode()):
+        for sample in family.samples:
+            if sample.name == name and sample.labels == labels:
+                return float(sample.value)
+    return 0.0
+
+
 def tunnel_lines(lb: BalancerProcess) -> list[str]:
     return [line for line in lb.log().splitlines() if '" 101 ' in line]
 
@@ -189,17 +208,63 @@ def test_backend_close_code_and_reason_reach_the_client(
 def test_client_vanishing_is_seen_by_the_backend(
     ws: WebSocketBackend, ws_balancer: BalancerProcess
 ) -> None:
-    """A client that goes without a close frame: the backend sees the connection end (1006)."""
-    with RawConnection(ws_balancer.port, timeout=5) as conn:
-        conn.send(upgrade_request("/vanish"))
-        assert conn.read_head().status == 101
-        wait_for(lambda: "/vanish" in drain(ws.opened), "the backend has the tunnel")
-        assert in_flight(ws_balancer) == 1
-        conn.sock.setsockopt(
-            socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00"
-        )
-    assert ws.end_of("/vanish").code == 1006
-    wait_for(lambda: in_flight(ws_balancer) == 0, "the tunnel is no longer in flight")
+    """Clients that go without a close frame: the backend sees each end (1006), nothing leaks.
+
+    Afterwards no tunnel is in flight, no greenlet serves a connection, and the
+    workers hold as many descriptors as before.
+    """
+    workers = ws_balancer.worker_pids()
+    fetch(ws_balancer.port, "/_prefork_lb/backends")  # warm up: the admin path, once
+    fds_before = sum(open_fds(pid) for pid in workers)
+    for _ in range(20):
+        with RawConnection(ws_balancer.port, timeout=5) as conn:
+            conn.send(upgrade_request("/vanish"))
+            assert conn.read_head().status == 101
+            wait_for(lambda: "/vanish" in drain(ws.opened), "the backend has the tunnel")
+            assert in_flight(ws_balancer) == 1
+            conn.sock.setsockopt(
+                socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00"
+            )
+        assert ws.end_of("/vanish").code == 1006
+    wait_for(lambda: in_flight(ws_balancer) == 0, "the tunnels are no longer in flight")
+    wait_for(lambda: client_connections(ws_balancer) == 0, "no greenlet left serving")
+    wait_for(
+        lambda: sum(open_fds(pid) for pid in workers) <= fds_before,
+        "the workers' descriptors back",
+    )
+    assert ws_balancer.worker_pids() == workers
+
+
+def test_tunnels_in_metrics_and_the_backends_document(
+    ws: WebSocketBackend, ws_balancer: BalancerProcess
+) -> None:
+    """Open tunnels show per backend (metrics, JSON) while open; opened and bytes are counted."""
+    url = ws.url
+    opened_before = metric(ws_balancer, "prefork_lb_tunnels_opened_total", backend=url)
+    up_before = metric(
+        ws_balancer, "prefork_lb_tunnel_bytes_total", backend=url, direction="to_backend"
+    )
+    down_before = metric(
+        ws_balancer, "prefork_lb_tunnel_bytes_total", backend=url, direction="to_client"
+    )
+    with connect(ws_url(ws_balancer), compression=None) as one, connect(ws_url(ws_balancer)) as two:
+        one.send(b"u" * 5000)
+        assert len(one.recv(timeout=5)) == 5000
+        two.send("hi")
+        assert two.recv(timeout=5) == "hi"
+        assert metric(ws_balancer, "prefork_lb_tunnels_open", backend=url) == 2
+        (entry,) = json.loads(fetch(ws_balancer.port, "/_prefork_lb/backends").body)["backends"]
+        assert (entry["tunnels_open"], entry["in_flight"]) == (2, 2)
+        page = fetch(ws_balancer.port, "/_prefork_lb/").body.decode()
+        assert '<td class="num tunnels">2</td>' in page
+    wait_for(lambda: in_flight(ws_balancer) == 0, "the tunnels ended")
+    assert metric(ws_balancer, "prefork_lb_tunnels_open", backend=url) == 0
+    opened = metric(ws_balancer, "prefork_lb_tunnels_opened_total", backend=url)
+    up = metric(ws_balancer, "prefork_lb_tunnel_bytes_total", backend=url, direction="to_backend")
+    down = metric(ws_balancer, "prefork_lb_tunnel_bytes_total", backend=url, direction="to_client")
+    assert opened - opened_before == 2
+    assert up - up_before > 5000
+    assert down - down_before > 5000
 
 
 def test_many_tunnels_at_once_across_both_workers(
@@ -251,6 +316,74 @@ def test_one_access_line_per_tunnel_when_it_ends(
     up, down = (int(n) for n in re.search(r"tunnel=(\d+)/(\d+)", line).groups())  # type: ignore[union-attr]
     assert up > 1000
     assert down > 1000
+
+
+# --- graceful stops: HUP and TERM ----------------------------------------------------------------
+
+GRACEFUL = 3.0  # seconds of gunicorn's graceful_timeout for these balancers
+
+
+def echoes(client: object, text: str) -> bool:
+    """Whether ``text`` sent on the (sync websockets) client comes back."""
+    client.send(text)  # type: ignore[attr-defined]
+    return bool(client.recv(timeout=5) == text)  # type: ignore[attr-defined]
+
+
+def closed_after(client: object, limit: float) -> float:
+    """Seconds until the tunnel under ``client`` is dropped (no close frame), within ``limit``."""
+    started = time.monotonic()
+    with pytest.raises(ConnectionClosed) as closed:
+        client.recv(timeout=limit)  # type: ignore[attr-defined]
+    assert closed.value.rcvd is None  # dropped, as a worker's exit drops it
+    return time.monotonic() - started
+
+
+def test_hup_keeps_old_tunnels_until_graceful_timeout(ws: WebSocketBackend) -> None:
+    """On HUP the old worker's tunnel works on until graceful_timeout, then is dropped and logged.
+
+    New tunnels reach the new worker meanwhile, and the tunnel counts survive the reload.
+    """
+    with BalancerProcess([ws.url], workers=1, args=[f"--graceful-timeout={GRACEFUL:g}"]) as lb:
+        (old,) = lb.worker_pids()
+        with connect(ws_url(lb, "/echo?old")) as client:
+            assert echoes(client, "before")
+            hup = time.monotonic()
+            os.kill(lb.pid, signal.SIGHUP)
+            wait_for(lambda: any(p != old for p in lb.worker_pids()), "a new worker")
+            # gunicorn's worker sees the stop (and closes its listener) within a second.
+            time.sleep(1.2)
+            assert echoes(client, "during the reload")  # still the old worker's tunnel
+            with connect(ws_url(lb, "/echo?new")) as fresh:
+                assert echoes(fresh, "to the new worker")
+                closed_after(client, GRACEFUL + 3)
+                assert GRACEFUL * 0.5 < time.monotonic() - hup < GRACEFUL + 2
+                assert echoes(fresh, "still open")
+        line = lb.wait_for_log(r'"GET /echo\?old HTTP/1\.1" 101 .*').group(0)
+        assert "error=tunnel:shutdown" in line
+        assert re.search(r"tunnel=\d+/\d+", line)
+        wait_for(lambda: old not in lb.worker_pids(), "the old worker gone")
+        wait_for(
+            lambda: metric(lb, "prefork_lb_tunnels_opened_total", backend=ws.url) == 2,
+            "both tunnels counted after the reload",
+        )
+        assert metric(lb, "prefork_lb_tunnels_open", backend=ws.url) == 0
+
+
+def test_term_keeps_tunnels_until_graceful_timeout(ws: WebSocketBackend) -> None:
+    """On TERM the tunnel works on until graceful_timeout, then is dropped and logged; exit 0."""
+    lb = BalancerProcess([ws.url], workers=1, args=[f"--graceful-timeout={GRACEFUL:g}"])
+    with lb:
+        with connect(ws_url(lb, "/echo?term")) as client:
+            assert echoes(client, "before")
+            term = time.monotonic()
+            lb.process.send_signal(signal.SIGTERM)
+            time.sleep(0.3)
+            assert echoes(client, "while stopping")
+            closed_after(client, GRACEFUL + 3)
+            assert GRACEFUL * 0.5 < time.monotonic() - term < GRACEFUL + 1
+        assert lb.process.wait(timeout=10) == 0
+    line = lb.wait_for_log(r'"GET /echo\?term HTTP/1\.1" 101 .*').group(0)
+    assert "error=tunnel:shutdown" in line
 
 
 # --- raw bytes against a scripted backend -----------------------------------------------------
@@ -352,6 +485,28 @@ def test_refused_upgrade_keeps_the_connection_http(
         assert conn.read_response().status == 200
     seen = scripted.wait_for_requests(2)
     assert [r.target for r in seen] == ["/ws", "/after"]
+
+
+@pytest.mark.parametrize(
+    ("version", "body"),
+    [pytest.param("1.1", b"hello", id="with-a-body"), pytest.param("1.0", b"", id="http-1.0")],
+)
+def test_an_upgrade_with_a_body_or_over_http10_is_a_plain_request(
+    scripted: ScriptedBackend, raw_balancer: BalancerProcess, version: str, body: bytes
+) -> None:
+    """Such an upgrade request is forwarded as a plain one, Upgrade stripped, body intact."""
+    switch_anyway = switch(scripted)
+    scripted.route("/ws", fixed(200, "OK", [], b"plain"))
+    length = f"Content-Length: {len(body)}\r\n" if body else ""
+    request = upgrade_request(extra=length).replace(b"HTTP/1.1", f"HTTP/{version}".encode(), 1)
+    with RawConnection(raw_balancer.port) as conn:
+        conn.send(request + body)
+        answer = conn.read_response()
+        assert (answer.status, answer.body) == (200, b"plain")
+    (seen,) = scripted.wait_for_requests(1)
+    assert seen.header("Upgrade") == seen.header("Connection") == []
+    assert seen.body == body
+    assert switch_anyway == []
 
 
 def test_a_switch_to_another_protocol_is_a_bad_gateway(
