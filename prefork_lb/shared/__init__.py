@@ -10,6 +10,8 @@ it indexes them. One concern per module:
 - ``in_flight``: requests in flight and open client connections, one row per
   worker;
 - ``stats``: responses, errors, retries and latency, one row per worker;
+- ``extension_memory``: the shared counters and rate limiters extensions
+  declare, and their error counts;
 - ``figures``: one typed, read-only ``BackendFigures`` per backend, every
   figure under its name, for whoever shows them;
 - ``handover``: the master installs the state (and reinstalls it on HUP),
@@ -17,6 +19,13 @@ it indexes them. One concern per module:
 """
 
 from prefork_lb.shared.counter import RotationCounter
+from prefork_lb.shared.extension_memory import (
+    ExtensionMemory,
+    RateLimiter,
+    RateLimiterTable,
+    SharedCounter,
+    extension_memory,
+)
 from prefork_lb.shared.figures import BackendFigures, BalancerFigures, Figures
 from prefork_lb.shared.handover import (
     SharedState,
@@ -44,14 +53,19 @@ __all__ = [
     "BackendFigures",
     "BackendStats",
     "BalancerFigures",
+    "ExtensionMemory",
     "Figures",
     "HealthTable",
     "InFlightTable",
     "ProberLease",
+    "RateLimiter",
+    "RateLimiterTable",
     "RotationCounter",
+    "SharedCounter",
     "SharedState",
     "StatsTable",
     "assign_worker_slot",
+    "extension_memory",
     "install",
     "installed",
     "reinstall",
