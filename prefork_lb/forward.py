@@ -85,7 +85,7 @@ class Forwarder:
         last_error: BackendError | None = None
         first_try = time.monotonic()
         while True:
-            index = self._choose(frozenset(tried), last_error)
+            index = self._choose(request, frozenset(tried), last_error)
             record.backend = self._selector.backends[index].url
             record.tries += 1
             try:
@@ -114,7 +114,9 @@ class Forwarder:
                 )
                 last_error = err
 
-    def _choose(self, tried: frozenset[int], last_error: BackendError | None) -> int:
+    def _choose(
+        self, request: ProxyRequest, tried: frozenset[int], last_error: BackendError | None
+    ) -> int:
         try:
             return self._selector.choose(tried)
         except NoBackendAvailable:

@@ -29,6 +29,7 @@ from prefork_lb.config import (
     load_config,
 )
 from prefork_lb.demo import DemoBackends, start_demo_backends
+from prefork_lb.extension_loader import ExtensionStartError, check_in_child
 
 _demo: DemoBackends | None = None
 
@@ -48,6 +49,10 @@ def on_starting(server: Any) -> None:
             "prefork_lb configuration: header_map 'dangerous' lets Transfer_Encoding "
             "stand in for Transfer-Encoding; use 'drop' (the default) or 'refuse'"
         )
+    try:
+        _declare_extensions(settings)
+    except ExtensionStartError as err:
+        raise RuntimeError(f"prefork_lb {err}") from None
     settings = _with_demo_backends(server, settings)
     for warning in doubtful_settings(settings):
         server.log.warning("prefork_lb configuration: %s", warning)
@@ -75,6 +80,7 @@ def on_reload(server: Any) -> None:
         server.log.exception(_RELOAD_FAILED, f"unexpected error: {err!r}")
         return
     try:
+        _declare_extensions(settings)
         settings = _with_demo_backends(server, settings)
         shared.reinstall(settings)
     except Exception as err:
@@ -89,6 +95,14 @@ def on_reload(server: Any) -> None:
 
 
 _RELOAD_FAILED = "prefork_lb: reload failed, keeping the running settings: %s"
+
+
+def _declare_extensions(settings: Settings) -> None:
+    """Check that the extensions import; make the shared memory they declare (kept on HUP)."""
+    declared = check_in_child(settings.extensions)
+    shared.extension_memory().declare(
+        counters=declared.counters, limiters=declared.limiters, extensions=settings.extensions
+    )
 
 
 def _with_demo_backends(server: Any, settings: Settings) -> Settings:
