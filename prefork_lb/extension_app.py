@@ -41,6 +41,7 @@ from prefork_lb.extension_types import (
     Request,
     Response,
     check_status,
+    header_lines,
     status_line,
 )
 from prefork_lb.forward import Answer, Forwarder
@@ -87,6 +88,10 @@ class Phases:
         self._response = bound("on_response")
         self._complete = bound("on_complete")
         self._errors = errors
+        # A phase no extension has is skipped, with what only it needs.
+        self.has_upstream_request = bool(self._upstream_request)
+        self.has_response = bool(self._response)
+        self.has_complete = bool(self._complete)
 
     def request(self, request: Request) -> Response | None:
         """``on_request`` in order: the first ``Response`` returned, or None to go on."""
@@ -154,9 +159,11 @@ class _ViewedRequest(ProxyRequest):
     view: Request
 
 
+_REQUEST_FIELDS = tuple(f.name for f in fields(ProxyRequest))
+
+
 def _viewed(request: ProxyRequest, view: Request) -> _ViewedRequest:
-    values = {f.name: getattr(request, f.name) for f in fields(ProxyRequest)}
-    return _ViewedRequest(**values, view=view)
+    return _ViewedRequest(**{name: getattr(request, name) for name in _REQUEST_FIELDS}, view=view)
 
 
 class ExtendedForwarder(Forwarder):
@@ -191,11 +198,13 @@ class ExtendedForwarder(Forwarder):
     ) -> BaseHTTPResponse:
         if isinstance(request, _ViewedRequest):
             view = request.view
-            self._phases.upstream_request(view, self._selector.backends[index])
-            target = request.target
-            if view.target != target.path:
+            if self._phases.has_upstream_request:
+                self._phases.upstream_request(view, self._selector.backends[index])
+            lines, target = header_lines(view.headers), request.target
+            if lines is not request.headers or view.target != target.path:
+                # Changed by a phase (add() changes the list in place: no copy needed then).
                 target = Target(view.target, target.authority)
-            request = replace(request, headers=view.headers.lines(), target=target)
+                request = replace(request, headers=list(lines), target=target)
         return super()._send(request, body, index, record)
 
 
@@ -228,11 +237,13 @@ class ExtendedProxyApp(ProxyApp):
         view = Request(
             method=request.method,
             target=request.target.path,
-            headers=Headers.trusted(list(request.headers)),
+            headers=Headers.trusted(request.headers),
             client_addr=request.client_addr,
             scheme=request.scheme,
             id=record.request_id,
         )
+        if not self._phases.has_complete:
+            return self._through_phases(environ, start_response, record, request, view)
         head = _SentHead(start_response)
         try:
             body = self._through_phases(environ, head, record, request, view)
@@ -244,7 +255,7 @@ class ExtendedProxyApp(ProxyApp):
     def _through_phases(
         self,
         environ: Environ,
-        start_response: _SentHead,
+        start_response: StartResponse,
         record: RequestRecord,
         request: ProxyRequest,
         view: Request,
@@ -255,7 +266,8 @@ class ExtendedProxyApp(ProxyApp):
                 return self._answer_now(early, request, start_response, record)
             body = request_body(environ["wsgi.input"], request, self._body_limits)
             answer = self._forwarder.forward(_viewed(request, view), body, record)
-            self._on_response(answer, view)
+            if self._phases.has_response:
+                self._on_response(answer, view)
         except LBError as err:
             answered = self._answer_error(environ, start_response, record, err)
             record.body_bytes = sum(len(chunk) for chunk in answered)
@@ -265,9 +277,10 @@ class ExtendedProxyApp(ProxyApp):
     def _on_response(self, answer: Answer, view: Request) -> None:
         """``on_response`` on the backend's head; the body's framing stays the backend's."""
         status = answer.response.status
+        framing = [(n, v) for n, v in answer.headers if n.lower() in _FRAMING]
         response = Response.__new__(Response)
         response.status, response.body = status, b""
-        response.headers = Headers.trusted(list(answer.headers))
+        response.headers = Headers.trusted(answer.headers)
         try:
             self._phases.response(view, response)
         except BaseException:
@@ -276,7 +289,6 @@ class ExtendedProxyApp(ProxyApp):
             raise
         if response.status != status:
             answer.status = status_line(response.status)
-        framing = [(n, v) for n, v in answer.headers if n.lower() in _FRAMING]
         kept = [(n, v) for n, v in response.headers.lines() if n.lower() not in _FRAMING]
         answer.headers = kept + framing
 

@@ -114,6 +114,11 @@ class Headers:
         return list(self._lines)
 
 
+def header_lines(headers: Headers) -> list[tuple[str, str]]:
+    """The list ``headers`` holds now (not a copy): for the balancer, not for extensions."""
+    return headers._lines
+
+
 class Request:
     """The client's request as the phases see it; ``headers``, ``target``, ``backend`` may change.
 

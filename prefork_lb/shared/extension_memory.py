@@ -114,21 +114,26 @@ class RateLimiterTable:
     ) -> tuple[int, Bucket | None]:
         """The slot for ``code`` in set ``index`` and its bucket (None: a full one)."""
         start = index * self._SET
-        free, oldest, oldest_stamp = -1, start, float("inf")
-        for offset in range(start, start + self._SET, self._SLOT.size):
-            raw = self._memory[offset : offset + self._SLOT.size]
-            held, tokens, stamp, crc = self._SLOT.unpack(raw)
-            if held == 0 or crc != zlib.crc32(raw[:24]):
-                free = offset if free < 0 else free  # empty, or torn by a killed writer
-                continue
-            bucket = Bucket(tokens, stamp)
+        raw = self._memory[start : start + self._SET]
+        slots = list(self._SLOT.iter_unpack(raw))
+        size = self._SLOT.size
+        for i, (held, tokens, stamp, crc) in enumerate(slots):
             if held == code:
-                return offset, bucket
-            if free < 0 and is_full(bucket, rate=rate, burst=burst, now=now):
-                free = offset  # idle long enough to be the same as no bucket
+                if crc != zlib.crc32(raw[i * size : i * size + 24]):
+                    return start + i * size, None  # torn by a killed writer: a full bucket
+                return start + i * size, Bucket(tokens, stamp)
+        free, oldest, oldest_stamp = -1, 0, float("inf")
+        for i, (held, tokens, stamp, crc) in enumerate(slots):
+            if (
+                held == 0
+                or crc != zlib.crc32(raw[i * size : i * size + 24])
+                or is_full(Bucket(tokens, stamp), rate=rate, burst=burst, now=now)
+            ):
+                free = i  # empty, torn, or idle long enough to be the same as no bucket
+                break
             if stamp < oldest_stamp:
-                oldest, oldest_stamp = offset, stamp
-        return (free if free >= 0 else oldest), None
+                oldest, oldest_stamp = i, stamp
+        return start + (free if free >= 0 else oldest) * size, None
 
     def _write(self, offset: int, code: int, bucket: Bucket) -> None:
         head = struct.pack("<Qdd", code, bucket.tokens, bucket.stamp)
