@@ -7,7 +7,8 @@ is steered by request headers, so that one balancer serves every case:
 - ``X-Raise: A.on_response`` makes A raise in that phase;
 - ``X-Backend: NAME`` sends the request to that backend;
 - ``X-Smuggle: 1`` tries header lines with CR/LF/NUL and bad names; each
-  refusal is counted in the ``X-Refused`` header sent upstream;
+  refusal is counted in the ``X-Refused`` header sent upstream; then it
+  sets ``Content-Length: 0`` and ``Transfer-Encoding: chunked``;
 - ``X-Count: 1`` answers at once with the shared counter's value.
 
 Each phase appends ``TAG.phase`` to ``request.state["trail"]``; the trail
@@ -73,6 +74,9 @@ class First:
                     except ValueError:
                         refused += 1
             request.headers.set("X-Refused", str(refused))
+            # Framing is the balancer's: these must not reach the backend.
+            request.headers.set("Content-Length", "0")
+            request.headers.set("Transfer-Encoding", "chunked")
         return None
 
     def on_upstream_request(self, request: Request, backend: Backend) -> None:
