@@ -43,12 +43,13 @@ accesslog = "-"
 # The same access line as gunicorn's Logger, made with less work per request.
 logger_class = "prefork_lb.accesslog.AccessLogger"
 # Total time (M, ms), the backend's time to its response head, how many
-# other backends were tried first, and the X-Request-ID the backend got.
+# other backends were tried first, the X-Request-ID the backend got, and for
+# a tunnel (status 101, logged when it ends) its bytes up/down.
 access_log_format = (
     '%(h)s "%(r)s" %(s)s %(B)s %(M)sms pid=%(p)s '
     "backend=%({prefork_lb.backend}e)s upstream=%({prefork_lb.upstream_time}e)ss "
     "retries=%({prefork_lb.retries}e)s error=%({prefork_lb.error}e)s "
-    "id=%({prefork_lb.request_id}e)s"
+    "id=%({prefork_lb.request_id}e)s tunnel=%({prefork_lb.tunnel}e)s"
 )
 
 on_starting = hooks.on_starting

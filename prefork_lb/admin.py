@@ -8,8 +8,8 @@ every client look local. For everybody else the path is ordinary traffic
 and goes to a backend like any other, so the endpoint cannot be found from
 outside. ``admin_path = ""`` turns it off.
 
-``GET <admin_path>/backends`` answers with every backend's health and
-in-flight count, read from the memory all workers share;
+``GET <admin_path>/backends`` answers with every backend's health,
+in-flight count and open tunnels, read from the memory all workers share;
 ``GET <admin_path>/metrics`` with Prometheus metrics, summed over all
 workers (``metrics.py``); ``GET <admin_path>/`` with the same as a page for
 a person with a browser (``status_page.py``).
@@ -138,6 +138,7 @@ def backends_document(
                 "consecutive_failures": row.failures,
                 "consecutive_successes": row.successes,
                 "in_flight": shown.in_flight,
+                "tunnels_open": shown.tunnels_open,
                 "weight": backend.weight,
                 "backup": backend.backup,
                 "health_check": backend.check.enabled,

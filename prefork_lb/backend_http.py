@@ -191,6 +191,35 @@ def _has_buffered_bytes(fp: Any, sock: socket.socket) -> bool:
             sock.settimeout(timeout)
 
 
+def take_read_ahead(response: http.client.HTTPResponse) -> bytes:
+    """The bytes the response's reader holds beyond its head, taken out; nothing is waited for.
+
+    After a ``101`` the backend may speak the new protocol at once, and
+    http.client reads the head in buffered blocks: what followed the head
+    sits in its buffer, not in the socket. The response's reader is closed
+    (the socket is not: it is the caller's now).
+    """
+    fp = response.fp
+    if fp is None:
+        return b""
+    sock = response._backend_sock if isinstance(response, _FinalResponse) else None
+    timeout = sock.gettimeout() if sock is not None else None
+    try:
+        if sock is not None:
+            sock.settimeout(0.0)
+        # peek() returns what is buffered; only an empty buffer reads the socket.
+        data = fp.read(len(fp.peek(1)))
+    except (BlockingIOError, ssl.SSLWantReadError):
+        data = b""
+    finally:
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.settimeout(timeout)
+    fp.close()
+    response.fp = None  # type: ignore[assignment]  # as http.client's own _close_conn does
+    return bytes(data)
+
+
 def _readable_now(sock: Any) -> bool:
     """Whether a pooled connection has anything to read (data, EOF or an error) right now.
 

@@ -37,6 +37,7 @@ from prefork_lb.values import (
     parse_networks,
     parse_policy,
     parse_positive_int,
+    parse_protocols,
     parse_seconds,
     parse_seconds_or_zero,
     parse_size,
@@ -480,6 +481,24 @@ SETTINGS: tuple[Setting, ...] = (
         "traffic, forwarded to a backend.",
     ),
     Setting(
+        "upgrade_protocols",
+        parse_protocols,
+        ("websocket",),
+        "Protocols a client may switch to (``Upgrade``, case-insensitive): a request "
+        "with ``Connection: upgrade`` naming one goes to a backend with its ``Upgrade`` "
+        "header, on a connection of its own, and when the backend answers ``101`` for "
+        "that protocol the balancer relays bytes both ways until either side closes. "
+        "Other protocols (``h2c``) are stripped as hop-by-hop. Empty: no tunnels.",
+    ),
+    Setting(
+        "tunnel_timeout",
+        parse_seconds,
+        3600.0,
+        "Seconds an upgraded connection (a WebSocket) may carry no byte either way "
+        "before the balancer closes it (as HAProxy's ``timeout tunnel``). "
+        "``read_timeout`` bounds the wait for the backend's ``101``.",
+    ),
+    Setting(
         "extensions",
         parse_extensions,
         (),
@@ -603,6 +622,8 @@ class Settings:
     slow_start: float = _DEFAULT["slow_start"]
     admin_path: str = _DEFAULT["admin_path"]
     admin_allow: tuple[IPNetwork, ...] = _DEFAULT["admin_allow"]
+    upgrade_protocols: tuple[str, ...] = _DEFAULT["upgrade_protocols"]  # lower case
+    tunnel_timeout: float = _DEFAULT["tunnel_timeout"]
     extensions: tuple[str, ...] = _DEFAULT["extensions"]
     # (extension, its options) pairs; options_for() looks one up.
     extension_options: tuple[tuple[str, dict[str, Any]], ...] = _DEFAULT["extension_options"]

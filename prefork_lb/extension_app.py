@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
+from urllib3.connection import HTTPConnection
 from urllib3.response import BaseHTTPResponse
 
 from prefork_lb import request_context
@@ -45,11 +46,12 @@ from prefork_lb.extension_types import (
     status_line,
 )
 from prefork_lb.forward import Answer, Forwarder
-from prefork_lb.headers import REQUEST_ID, client_request_id
+from prefork_lb.headers import REQUEST_ID, client_request_id, upgrade_offer
 from prefork_lb.record import RECORD_KEY, RequestRecord, Stats
 from prefork_lb.request import ProxyRequest, Target
 from prefork_lb.selector import Selector
 from prefork_lb.shared.extension_memory import SharedCounter, extension_memory
+from prefork_lb.tunnel import run_tunnel
 from prefork_lb.upstream import Upstream, release
 from prefork_lb.wsgi import Environ, ProxyApp, StartResponse, read_request
 
@@ -194,8 +196,13 @@ class ExtendedForwarder(Forwarder):
         return super()._choose(request, tried, last_error)
 
     def _send(
-        self, request: ProxyRequest, body: RequestBody | None, index: int, record: RequestRecord
-    ) -> BaseHTTPResponse:
+        self,
+        request: ProxyRequest,
+        body: RequestBody | None,
+        index: int,
+        record: RequestRecord,
+        upgrade: str | None,
+    ) -> tuple[BaseHTTPResponse, HTTPConnection | None]:
         if isinstance(request, _ViewedRequest):
             view = request.view
             if self._phases.has_upstream_request:
@@ -205,7 +212,7 @@ class ExtendedForwarder(Forwarder):
                 # Changed by a phase (add() changes the list in place: no copy needed then).
                 target = Target(view.target, target.authority)
                 request = replace(request, headers=list(lines), target=target)
-        return super()._send(request, body, index, record)
+        return super()._send(request, body, index, record, upgrade)
 
 
 class ExtendedProxyApp(ProxyApp):
@@ -224,8 +231,12 @@ class ExtendedProxyApp(ProxyApp):
         self._phases = phases
         self._by_url = {backend.url: backend for backend in settings.backends}
 
-    def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
-        """Forward one request through the phases; ``on_complete`` once the server closes it."""
+    def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes] | object:
+        """Forward one request through the phases; ``on_complete`` once the server closes it.
+
+        After a tunnel, ``ALREADY_HANDLED`` (as ``ProxyApp``): ``on_complete``
+        has run when the tunnel ended.
+        """
         record = environ[RECORD_KEY] = RequestRecord()
         try:
             request = read_request(environ)
@@ -250,6 +261,9 @@ class ExtendedProxyApp(ProxyApp):
         except BaseException:
             self._completed(view, head, record)
             raise
+        if not isinstance(body, Iterable):  # ALREADY_HANDLED: a tunnel, ended
+            self._completed(view, head, record)
+            return body
         return _CompleteOnClose(body, lambda: self._completed(view, head, record))
 
     def _through_phases(
@@ -259,20 +273,37 @@ class ExtendedProxyApp(ProxyApp):
         record: RequestRecord,
         request: ProxyRequest,
         view: Request,
-    ) -> Iterable[bytes]:
+    ) -> Iterable[bytes] | object:
         try:
             early = self._phases.request(view)
             if early is not None:
                 return self._answer_now(early, request, start_response, record)
+            upgrade = None
+            if "HTTP_UPGRADE" in environ and self._upgrade_protocols:
+                upgrade = upgrade_offer(request, self._upgrade_protocols)
             body = request_body(environ["wsgi.input"], request, self._body_limits)
-            answer = self._forwarder.forward(_viewed(request, view), body, record)
-            if self._phases.has_response:
+            answer = self._forwarder.forward(_viewed(request, view), body, record, upgrade)
+            if self._phases.has_response and not answer.switched:
                 self._on_response(answer, view)
         except LBError as err:
             answered = self._answer_error(environ, start_response, record, err)
             record.body_bytes = sum(len(chunk) for chunk in answered)
             return answered
-        return self._relay(answer, request, start_response, record, environ.get("gunicorn.socket"))
+        client = environ.get("gunicorn.socket")
+        if answer.switched:
+            # The 101 goes out on the socket itself, not through on_response.
+            if isinstance(start_response, _SentHead):
+                start_response.status, start_response.headers = answer.status, answer.headers
+            self._stats.responded(answer.index, 101)
+            return run_tunnel(
+                answer,
+                client,
+                environ,
+                record,
+                idle_timeout=self._tunnel_timeout,
+                stats=self._stats,
+            )
+        return self._relay(answer, request, start_response, record, client)
 
     def _on_response(self, answer: Answer, view: Request) -> None:
         """``on_response`` on the backend's head; the body's framing stays the backend's."""

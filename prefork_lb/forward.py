@@ -18,17 +18,23 @@ import logging
 import time
 from dataclasses import dataclass
 
+from urllib3.connection import HTTPConnection
 from urllib3.response import BaseHTTPResponse
 
 from prefork_lb.config import Backend, Settings
 from prefork_lb.downstream import RequestBody
 from prefork_lb.errors import BackendError, LBError, NoBackendAvailable
-from prefork_lb.headers import AddressSet, response_head, upstream_request_headers
+from prefork_lb.headers import (
+    AddressSet,
+    response_head,
+    switching_head,
+    upstream_request_headers,
+)
 from prefork_lb.record import RequestRecord, Stats
 from prefork_lb.request import ProxyRequest
 from prefork_lb.scheduling import may_retry
 from prefork_lb.selector import Selector
-from prefork_lb.upstream import Upstream, release
+from prefork_lb.upstream import Upstream, release, switched_read_ahead
 
 log = logging.getLogger("gunicorn.error").getChild("prefork_lb")
 
@@ -59,10 +65,26 @@ class Answer:
     headers: list[tuple[str, str]]
     response: BaseHTTPResponse
     in_flight: InFlight
+    # The upgrade request's own connection (never pooled), closed by done().
+    connection: HTTPConnection | None = None
+
+    @property
+    def switched(self) -> bool:
+        """Whether the backend switched protocols (a checked 101): the answer is a tunnel."""
+        return self.response.status == 101
+
+    def read_ahead(self) -> bytes:
+        """After a switch: the backend's bytes already read behind its 101 head, taken out."""
+        return switched_read_ahead(self.response)
 
     def done(self) -> None:
-        """The backend is done with the request: its in-flight place is given back (once)."""
+        """The backend is done with the request: its in-flight place is given back (once).
+
+        An upgrade request's connection is closed with it.
+        """
         self.in_flight.end()
+        if self.connection is not None:
+            _close(self.response, self.connection)
 
 
 class Forwarder:
@@ -78,9 +100,18 @@ class Forwarder:
         self._trusted_proxies = AddressSet(settings.trusted_proxies)
 
     def forward(
-        self, request: ProxyRequest, body: RequestBody | None, record: RequestRecord
+        self,
+        request: ProxyRequest,
+        body: RequestBody | None,
+        record: RequestRecord,
+        upgrade: str | None = None,
     ) -> Answer:
-        """The first answer from a backend; raises the last failure if retrying must stop."""
+        """The first answer from a backend; raises the last failure if retrying must stop.
+
+        With ``upgrade`` (``headers.upgrade_offer``) the request asks to switch
+        protocols, on a fresh connection; a ``101`` for one of them is a
+        switched answer (``Answer.switched``), any other a response as usual.
+        """
         tried: list[int] = []
         last_error: BackendError | None = None
         first_try = time.monotonic()
@@ -89,7 +120,7 @@ class Forwarder:
             record.backend = self._selector.backends[index].url
             record.tries += 1
             try:
-                return self._exchange(request, body, index, record)
+                return self._exchange(request, body, index, record, upgrade)
             except BackendError as err:
                 tried.append(index)
                 self._stats.try_failed(index, err)
@@ -131,29 +162,43 @@ class Forwarder:
         body: RequestBody | None,
         index: int,
         record: RequestRecord,
+        upgrade: str | None,
     ) -> Answer:
         """One try on backend ``index``: the request out, the response head back and checked."""
         backend = self._selector.backends[index]
         in_flight = InFlight(self._selector, index)
+        connection = None
         try:
-            response = self._send(request, body, index, record)
-            status, headers = _checked_head(response, backend)
-        except BackendError as err:
-            err.backend = index
-            if err.counts_as_failure:
-                self._selector.request_failed(index, err.reason)
-            in_flight.end()
-            raise
-        except BaseException:
+            response, connection = self._send(request, body, index, record, upgrade)
+            if upgrade is not None and response.status == 101:
+                status, headers = _checked_switch(response, backend, upgrade)
+            else:
+                status, headers = _checked_head(response, backend)
+        except BaseException as err:
+            if connection is not None:
+                _close(response, connection)
+            if isinstance(err, BackendError):
+                err.backend = index
+                if err.counts_as_failure:
+                    self._selector.request_failed(index, err.reason)
             in_flight.end()
             raise
         self._selector.request_succeeded(index)
-        return Answer(index, backend, status, headers, response, in_flight)
+        return Answer(index, backend, status, headers, response, in_flight, connection)
 
     def _send(
-        self, request: ProxyRequest, body: RequestBody | None, index: int, record: RequestRecord
-    ) -> BaseHTTPResponse:
-        """The request out to backend ``index``; the response back with its body unread."""
+        self,
+        request: ProxyRequest,
+        body: RequestBody | None,
+        index: int,
+        record: RequestRecord,
+        upgrade: str | None,
+    ) -> tuple[BaseHTTPResponse, HTTPConnection | None]:
+        """The request out to backend ``index``; the response back with its body unread.
+
+        An upgrade request goes on a connection of its own, returned with the
+        response; any other on a pooled one (None).
+        """
         backend = self._selector.backends[index]
         headers = upstream_request_headers(
             request,
@@ -161,14 +206,44 @@ class Forwarder:
             preserve_host=self._settings.preserve_host,
             backend_authority=backend.authority,
             request_id=record.request_id or "",
+            upgrade=upgrade,
         )
         started = time.monotonic()
-        response = self._upstream.send(
-            backend, request.method, request.target.path, headers, body, chunked=request.chunked
-        )
+        connection = None
+        if upgrade is None:
+            response = self._upstream.send(
+                backend, request.method, request.target.path, headers, body, chunked=request.chunked
+            )
+        else:
+            response, connection = self._upstream.send_upgrade(
+                backend, request.method, request.target.path, headers
+            )
         record.upstream_time = time.monotonic() - started
         self._stats.upstream_latency(index, record.upstream_time)
-        return response
+        return response, connection
+
+
+def _close(response: BaseHTTPResponse, connection: HTTPConnection) -> None:
+    # The response's reader holds a reference to the socket: closed first,
+    # or closing the connection would leave the socket open.
+    response.close()
+    connection.close()
+
+
+def _checked_switch(
+    response: BaseHTTPResponse, backend: Backend, offered: str
+) -> tuple[str, list[tuple[str, str]]]:
+    """The 101 head to relay; a switch to a protocol not asked for is a bad response."""
+    try:
+        return switching_head(
+            response.reason or "",
+            response.headers.items(),
+            version="1.1" if response.version == 11 else "1.0",
+            offered=offered,
+        )
+    except LBError as err:
+        err.detail = f"backend {backend.url}: {err.detail}"
+        raise
 
 
 def _checked_head(

@@ -86,6 +86,29 @@ def strip_hop_by_hop(headers: Iterable[tuple[str, str]]) -> Headers:
     return [(name, value) for name, value in headers if name.lower() not in dropped]
 
 
+def upgrade_offer(request: ProxyRequest, protocols: Iterable[str]) -> str | None:
+    """The ``Upgrade`` value to forward if the request asks to switch to one of ``protocols``.
+
+    The request must say ``Connection: upgrade`` and carry no body, over
+    HTTP/1.1; of the protocols its ``Upgrade`` lists (``name[/version]``,
+    names matched case-insensitively), those in ``protocols`` are kept, as
+    the client spelled them. None: the request is an ordinary one, and its
+    Upgrade is stripped as hop-by-hop.
+    """
+    if request.version != "1.1" or request.has_body:
+        return None
+    if "upgrade" not in connection_options(request.headers):
+        return None
+    allowed = frozenset(protocols)
+    offered = [
+        token.strip()
+        for value in _values(request.headers, "upgrade")
+        for token in value.split(",")
+        if token.strip().partition("/")[0].lower() in allowed
+    ]
+    return ", ".join(offered) if offered else None
+
+
 def address_in(client_addr: str, networks: Iterable[IPNetwork]) -> bool:
     """Whether the client's address is in one of ``networks`` (a Unix socket peer never is).
 
@@ -140,12 +163,15 @@ def upstream_request_headers(
     preserve_host: bool,
     backend_authority: str,
     request_id: str,
+    upgrade: str | None = None,
 ) -> Headers:
     """The header lines to send a backend for this request.
 
     From an untrusted client, forwarding fields are replaced; from a trusted
     proxy, X-Forwarded-For is extended and the others are kept. The backend
-    gets exactly one X-Request-ID: ``request_id``.
+    gets exactly one X-Request-ID: ``request_id``. With ``upgrade`` (from
+    ``upgrade_offer``) the request keeps ``Connection: upgrade`` and gets
+    that ``Upgrade`` value; every other hop-by-hop field still goes.
     """
     received = strip_hop_by_hop(request.headers)
     client_host = request.target.authority
@@ -174,6 +200,9 @@ def upstream_request_headers(
     out.append((REQUEST_ID, request_id))
     if request.content_length is not None and not request.chunked:
         out.append(("Content-Length", str(request.content_length)))
+    if upgrade is not None:
+        out.append(("Connection", "upgrade"))
+        out.append(("Upgrade", upgrade))
     return out
 
 
@@ -194,15 +223,9 @@ def response_head(
     """
     if not 200 <= status <= 599:
         raise BadBackendResponse(f"status {status} is not a final response status")
-    if not _FIELD_VALUE.fullmatch(reason):
-        raise BadBackendResponse(f"reason phrase {reason!r} has control characters")
-    headers = list(headers)
+    headers = _checked_fields(reason, headers)
     lengths: set[str] = set()
     for name, value in headers:
-        if not _TOKEN.fullmatch(name):
-            raise BadBackendResponse(f"invalid header name {name!r}")
-        if not _FIELD_VALUE.fullmatch(value):
-            raise BadBackendResponse(f"header {name!r} has control characters in its value")
         if name.lower() == "content-length":
             lengths.update(item.strip() for item in value.split(","))
     if lengths and (len(lengths) > 1 or not _DIGITS.fullmatch(next(iter(lengths)))):
@@ -230,3 +253,44 @@ def response_head(
     out.append(("Via", ", ".join(via)))
     # RFC 9112 section 4: the space after the code stays even when the reason is empty.
     return f"{status} {reason}", out
+
+
+def switching_head(
+    reason: str, headers: Iterable[tuple[str, str]], *, version: str, offered: str
+) -> tuple[str, Headers]:
+    """Check a backend's ``101 Switching Protocols`` and rewrite it for the client.
+
+    The backend must switch to one protocol of ``offered`` (the Upgrade value
+    the request carried); anything else is a BadBackendResponse. Hop-by-hop
+    fields go as in any response, but ``Connection: upgrade`` and the
+    ``Upgrade`` the backend named are the point of this one, and stay.
+    """
+    headers = _checked_fields(reason, headers)
+    chosen = _values(headers, "upgrade")
+    asked = {token.strip().lower() for token in offered.split(",")}
+    if len(chosen) != 1 or chosen[0].strip().lower() not in asked:
+        raise BadBackendResponse(f"101 switching to {chosen} when {offered!r} was asked for")
+    if "upgrade" not in connection_options(headers):
+        raise BadBackendResponse("101 without Connection: upgrade")
+    out = [
+        (name, value)
+        for name, value in strip_hop_by_hop(headers)
+        if name.lower() not in ("content-length", "via")
+    ]
+    out.append(("Connection", "upgrade"))
+    out.append(("Upgrade", chosen[0].strip()))
+    out.append(("Via", ", ".join([*_values(headers, "via"), f"{version} {VIA_PSEUDONYM}"])))
+    return f"101 {reason}", out
+
+
+def _checked_fields(reason: str, headers: Iterable[tuple[str, str]]) -> Headers:
+    """The head's fields, if a client may be handed them: no control characters, token names."""
+    if not _FIELD_VALUE.fullmatch(reason):
+        raise BadBackendResponse(f"reason phrase {reason!r} has control characters")
+    headers = list(headers)
+    for name, value in headers:
+        if not _TOKEN.fullmatch(name):
+            raise BadBackendResponse(f"invalid header name {name!r}")
+        if not _FIELD_VALUE.fullmatch(value):
+            raise BadBackendResponse(f"header {name!r} has control characters in its value")
+    return headers

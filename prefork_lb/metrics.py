@@ -50,6 +50,7 @@ class BalancerCollector(Collector):
         """The metric families, as they are at this moment."""
         backends = self._figures.backends
         yield from _counters(self._figures)
+        yield from _tunnels(backends)
         yield _latency(backends)
         in_flight = GaugeMetricFamily(
             PREFIX + "in_flight",
@@ -134,6 +135,32 @@ def _counters(figures: Figures) -> Iterator[Metric]:
         aborted.add_metric([backend.url], backend.aborted)
         retries.add_metric([backend.url], backend.retries)
     yield from (requests, aborted, retries, errors)
+
+
+def _tunnels(backends: tuple[BackendFigures, ...]) -> Iterator[Metric]:
+    open_now = GaugeMetricFamily(
+        PREFIX + "tunnels_open",
+        "Tunnels (WebSocket and other upgrades) open to the backend now, over all workers "
+        "(also counted in prefork_lb_in_flight).",
+        labels=[BACKEND],
+    )
+    opened = CounterMetricFamily(
+        PREFIX + "tunnels_opened",
+        "Tunnels opened to the backend: its 101 went to the client.",
+        labels=[BACKEND],
+    )
+    relayed = CounterMetricFamily(
+        PREFIX + "tunnel_bytes",
+        "Bytes relayed through tunnels, by direction: to_backend (from clients) or "
+        "to_client (from the backend).",
+        labels=[BACKEND, "direction"],
+    )
+    for backend in backends:
+        open_now.add_metric([backend.url], backend.tunnels_open)
+        opened.add_metric([backend.url], backend.tunnels_opened)
+        relayed.add_metric([backend.url, "to_backend"], backend.tunnel_bytes_up)
+        relayed.add_metric([backend.url, "to_client"], backend.tunnel_bytes_down)
+    yield from (open_now, opened, relayed)
 
 
 def _latency(backends: tuple[BackendFigures, ...]) -> HistogramMetricFamily:

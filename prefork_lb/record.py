@@ -3,7 +3,8 @@
 The steps (``wsgi.py`` reads and relays, ``forward.py`` tries backends) fill a
 ``RequestRecord``; the access log reads it (its ``prefork_lb.*`` fields) and
 nothing writes those values into the environ along the way. ``Stats`` counts
-the same events in this worker's row of the shared stats table; a worker
+the same events in this worker's row of the shared stats table (and open
+tunnels in its row of the in-flight table); a worker
 without a row (more workers than rows) gets ``NO_STATS``, which counts
 nothing, so that no step has to ask.
 """
@@ -17,7 +18,7 @@ from typing import TYPE_CHECKING
 from prefork_lb.errors import BackendError, LBError, error_kind
 
 if TYPE_CHECKING:
-    from prefork_lb.shared import StatsTable
+    from prefork_lb.shared import InFlightTable, StatsTable
 
 # Where the record sits in the environ: the one key the request path adds.
 RECORD_KEY = "prefork_lb.record"
@@ -37,6 +38,9 @@ class RequestRecord:
     # The failure's class name ("BackendTimeout"), or "aborted:<name>" after the head.
     error: str | None = None
     body_bytes: int = 0
+    # A tunnel's bytes (after a 101): client to backend, backend to client.
+    tunnel_up: int | None = None
+    tunnel_down: int | None = None
 
     def log_fields(self) -> dict[str, str]:
         """The access log's ``%({prefork_lb.*}e)s`` values, "-" for what did not happen."""
@@ -52,16 +56,22 @@ LOG_FIELDS: dict[str, Callable[[RequestRecord], str]] = {
     "prefork_lb.retries": lambda record: str(record.retries) if record.retries else "-",
     "prefork_lb.error": lambda record: record.error or "-",
     "prefork_lb.request_id": lambda record: record.request_id or "-",
+    "prefork_lb.tunnel": lambda record: (
+        "-" if record.tunnel_up is None else f"{record.tunnel_up}/{record.tunnel_down}"
+    ),
 }
 
 
 class Stats:
     """Counts a worker's requests in its own row of the shared stats table (no lock)."""
 
-    def __init__(self, table: StatsTable, slot: int) -> None:
+    def __init__(
+        self, table: StatsTable, slot: int, in_flight: InFlightTable | None = None
+    ) -> None:
         self._table = table
         self._slot = slot
         self._balancer = table.count  # the column for answers no backend was chosen for
+        self._in_flight = in_flight  # where open tunnels are counted, if anywhere
 
     def try_failed(self, index: int, err: LBError) -> None:
         """A try on backend ``index`` failed before its response head was relayed."""
@@ -78,6 +88,21 @@ class Stats:
     def responded(self, index: int, status: int) -> None:
         """Backend ``index``'s response head (``status``) went to the client."""
         self._table.count_response(self._slot, index, status)
+
+    def tunnel_opened(self, index: int) -> None:
+        """A tunnel to backend ``index`` opened: counted, and open until ``tunnel_ended``."""
+        self._table.count_tunnel(self._slot, index)
+        if self._in_flight is not None:
+            self._in_flight.add_tunnel(self._slot, index, 1)
+
+    def tunnel_bytes(self, index: int, *, up: bool, count: int) -> None:
+        """A tunnel to backend ``index`` relayed ``count`` bytes: to it (``up``) or from it."""
+        self._table.count_tunnel_bytes(self._slot, index, up=up, count=count)
+
+    def tunnel_ended(self, index: int) -> None:
+        """A tunnel to backend ``index`` that ``tunnel_opened`` counted has ended."""
+        if self._in_flight is not None:
+            self._in_flight.add_tunnel(self._slot, index, -1)
 
     def aborted(self, index: int, err: LBError) -> None:
         """A response from backend ``index`` was cut off after its head, by ``err``."""
@@ -118,6 +143,15 @@ class _NoStats(Stats):
         pass
 
     def responded(self, index: int, status: int) -> None:
+        pass
+
+    def tunnel_opened(self, index: int) -> None:
+        pass
+
+    def tunnel_bytes(self, index: int, *, up: bool, count: int) -> None:
+        pass
+
+    def tunnel_ended(self, index: int) -> None:
         pass
 
     def aborted(self, index: int, err: LBError) -> None:

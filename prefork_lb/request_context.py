@@ -10,10 +10,15 @@ undo it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextvars import ContextVar
+from datetime import timedelta
 from typing import Any
 
 current_request: ContextVar[Any] = ContextVar("prefork_lb_current_request", default=None)
+
+# The worker's access log (gunicorn's Logger.access), set once by the worker.
+access_log: Callable[[Any, Any, dict[str, Any], timedelta], None] | None = None
 
 
 def close_connection_after_response() -> None:
@@ -26,3 +31,24 @@ def close_connection_after_response() -> None:
     req = current_request.get()
     if req is not None:
         req.force_close()
+
+
+def take_read_ahead() -> bytes:
+    """The client's bytes gunicorn has read past the request head, taken out of its buffer.
+
+    Gunicorn reads the socket in blocks: bytes the client sent right after
+    the head (a tunnel's first bytes) are in the request's reader, not the
+    socket. Taken, gunicorn will not parse them as a next request.
+    """
+    req = current_request.get()
+    if req is None:
+        return b""
+    data: bytes = req.unreader.take_buffered()
+    return data
+
+
+def log_access(response: Any, environ: dict[str, Any], request_time: timedelta) -> None:
+    """Write the access line for a response gunicorn did not send itself (a tunnel)."""
+    req = current_request.get()
+    if access_log is not None and req is not None:
+        access_log(response, req, environ, request_time)

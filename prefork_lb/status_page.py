@@ -90,6 +90,7 @@ def render_status_page(
 <thead>
 <tr><th scope="col">Backend</th><th scope="col">State</th><th scope="col">Since</th>
 <th scope="col">Why</th><th scope="col">Weight</th><th scope="col">In flight</th>
+<th scope="col">Tunnels<br><span class="note">(open)</span></th>
 <th scope="col">Failed requests<br><span class="note">(in window)</span></th>
 <th scope="col">Health checks</th><th scope="col">Requests</th><th scope="col">Errors</th>
 <th scope="col">Mean latency<br><span class="note">(upstream)</span></th></tr>
@@ -98,7 +99,8 @@ def render_status_page(
 {rows}
 </tbody>
 </table>
-<p class="note">In flight and failed requests are live, summed over every worker.
+<p class="note">In flight, open tunnels (WebSocket; also in flight) and failed requests
+are live, summed over every worker.
 Traffic columns count since the balancer started{traffic_note}.</p>
 </body>
 </html>
@@ -166,6 +168,7 @@ def _row(backend: Mapping[str, Any], traffic: Mapping[str, BackendTraffic] | Non
         f'<td class="reason">{_e(backend["reason"])}</td>',
         f'<td class="num weight">{_e(backend["weight"])}</td>',
         f'<td class="num in-flight">{_e(backend["in_flight"])}</td>',
+        f'<td class="num tunnels">{_e(backend["tunnels_open"])}</td>',
         f'<td class="num failed">{_e(backend["failed_requests"])}</td>',
         f'<td class="health-check">{"on" if backend.get("health_check") else "off"}</td>',
         f'<td class="num requests">{_e(requests)}</td>',

@@ -54,6 +54,7 @@ from prefork_lb.backend_http import (
     BackendHTTPConnectionPool,
     BackendHTTPSConnectionPool,
     IncompleteHead,
+    take_read_ahead,
 )
 from prefork_lb.config import Backend, Settings
 from prefork_lb.errors import (
@@ -180,11 +181,7 @@ class Upstream:
         chunked: bool,
     ) -> BaseHTTPResponse:
         """Send one request and return the response with its body still unread."""
-        key = (backend.scheme, backend.host, backend.port)
-        pool = self._pools.get(key)
-        if pool is None:
-            pool = self._manager.connection_from_host(backend.host, backend.port, backend.scheme)
-            self._pools[key] = pool
+        pool = self._pool(backend)
         upstream_headers = _header_lines(headers)
         conn = pool._get_conn()
         replayable = body is None and method in IDEMPOTENT
@@ -215,6 +212,48 @@ class Upstream:
                     raise map_upstream_error(err, backend) from err
                 raise
             return response
+
+    def send_upgrade(
+        self, backend: Backend, method: str, target: str, headers: Headers
+    ) -> tuple[BaseHTTPResponse, HTTPConnection]:
+        """Send an upgrade request on a fresh connection; the response head and the connection.
+
+        The connection is the pool's kind (the same TLS context and checks)
+        but never goes back to the pool: the response does not know it, and
+        it is the caller's to close. ``read_timeout`` bounds the wait for
+        the answer.
+        """
+        pool = self._pool(backend)
+        conn = pool._new_conn()
+        try:
+            response = pool._make_request(
+                conn,
+                method,
+                target,
+                body=None,
+                headers=_header_lines(headers),
+                timeout=self._timeout,
+                response_conn=None,  # so that releasing the response never pools it
+                preload_content=False,
+                decode_content=False,
+                enforce_content_length=True,
+            )
+            _check_header_parsing(response)
+        except BaseException as err:
+            conn.close()
+            if isinstance(err, HTTPError | OSError | http.client.HTTPException):
+                raise map_upstream_error(err, backend) from err
+            raise
+        assert isinstance(conn, HTTPConnection)  # the pools here make nothing else
+        return response, conn
+
+    def _pool(self, backend: Backend) -> HTTPConnectionPool:
+        key = (backend.scheme, backend.host, backend.port)
+        pool = self._pools.get(key)
+        if pool is None:
+            pool = self._manager.connection_from_host(backend.host, backend.port, backend.scheme)
+            self._pools[key] = pool
+        return pool
 
     def _upload(self, conn: BaseHTTPConnection, body: Iterable[bytes]) -> Iterator[bytes]:
         # urllib3 keeps the connect timeout on the socket for the whole request;
@@ -307,6 +346,17 @@ def stream_body(
     finally:
         if not complete:
             release(response, keep=False)
+
+
+def switched_read_ahead(response: BaseHTTPResponse) -> bytes:
+    """After a ``101``: the bytes of the new protocol already read behind the head.
+
+    The response is done with: its reader is closed, the connection left as it is.
+    """
+    original = getattr(response, "_original_response", None)
+    if not isinstance(original, http.client.HTTPResponse):
+        return b""
+    return take_read_ahead(original)
 
 
 def release_without_body(response: BaseHTTPResponse, *, head: bool) -> None:

@@ -125,6 +125,21 @@ def parse_networks(where: str, value: object) -> tuple[IPNetwork, ...]:
     return tuple(networks)
 
 
+# An Upgrade protocol name (RFC 9110 section 7.8): a token, without a "/version".
+_PROTOCOL = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+
+
+def parse_protocols(where: str, value: object) -> tuple[str, ...]:
+    """Upgrade protocol names, lower case (they match case-insensitively), each once."""
+    protocols: list[str] = []
+    for item in split_list(where, value):
+        if not _PROTOCOL.fullmatch(item):
+            raise fail(where, item, "must be protocol names such as websocket")
+        if item.lower() not in protocols:
+            protocols.append(item.lower())
+    return tuple(protocols)
+
+
 POLICIES = ("round_robin", "least_conn")
 
 

@@ -19,6 +19,16 @@ Gunicorn's request object is handed to the app (``request_context``) here,
 around each request, rather than by a server hook that an operator's own
 ``pre_request`` would replace.
 
+A tunnel (``tunnel.py``) answers on the socket itself and returns gunicorn's
+``ALREADY_HANDLED``: the connection then ends here, rather than being read
+for another request; the tunnel's access line goes through this worker's log.
+
+At a graceful stop (TERM, and the old workers of a HUP) gunicorn stops
+accepting and waits ``graceful_timeout`` for its connections, but the master
+SIGKILLs a worker still running at that deadline (on TERM) before gunicorn's
+own late end of its connections runs: open tunnels are ended here, just
+before the deadline, so that each is closed and written to the access log.
+
 Each open client connection (one greenlet) is counted in the shared table,
 for the admin document and the ``prefork_lb_client_connections`` metric.
 """
@@ -31,6 +41,8 @@ import ssl
 import time
 from typing import Any
 
+import gevent
+from gunicorn.workers.base_async import ALREADY_HANDLED
 from gunicorn.workers.ggevent import GeventWorker
 
 from prefork_lb import request_context, shared
@@ -39,6 +51,14 @@ from prefork_lb.downstream import reset_on_close
 # How long a connection refused without reading its request body keeps reading
 # (and dropping) what the client still sends, after the answer (nginx: 30 s).
 LINGER_SECONDS = 2.0
+# How long before graceful_timeout runs out open tunnels are ended (at most a
+# tenth of it): the master SIGKILLs its workers at that deadline.
+TUNNEL_END_MARGIN = 1.0
+
+
+def tunnel_end_delay(graceful_timeout: float) -> float:
+    """Seconds after a graceful stop begins that a worker ends its open tunnels."""
+    return max(graceful_timeout - min(TUNNEL_END_MARGIN, graceful_timeout / 10), 0.0)
 
 
 class Worker(GeventWorker):  # type: ignore[misc]  # gunicorn has no type hints
@@ -47,6 +67,7 @@ class Worker(GeventWorker):  # type: ignore[misc]  # gunicorn has no type hints
     client_timeout: float  # from the settings, in init_process
     _in_flight: shared.InFlightTable | None = None
     _slot: int | None = None
+    _stopping = False
 
     def init_process(self) -> None:
         """Read the client deadline from the settings the master installed, then serve."""
@@ -54,7 +75,37 @@ class Worker(GeventWorker):  # type: ignore[misc]  # gunicorn has no type hints
         self.client_timeout = state.settings.client_timeout
         self._in_flight = state.in_flight
         self._slot = shared.worker_slot()
+        request_context.access_log = self.log.access
         super().init_process()
+
+    def handle_exit(self, sig: Any, frame: Any) -> None:
+        """A graceful stop: gunicorn's, and open tunnels ended just before its deadline."""
+        super().handle_exit(sig, frame)
+        if not self._stopping:
+            self._stopping = True
+            gevent.spawn_later(tunnel_end_delay(self.cfg.graceful_timeout), self._end_tunnels)
+
+    def _end_tunnels(self) -> None:
+        # Imported here: this module is imported by the master too, which must
+        # not import urllib3 (tunnel.py does); in a worker it is loaded already.
+        from prefork_lb.tunnel import end_open_tunnels  # noqa: PLC0415
+
+        ended = end_open_tunnels()
+        if ended:
+            self.log.info("prefork_lb: graceful timeout near: ended %d open tunnel(s)", ended)
+
+    def is_already_handled(self, respiter: Any) -> bool:
+        """Whether the app answered on the socket itself (a tunnel); then the connection ends.
+
+        Gunicorn's async worker returns from the request and, with keepalive
+        on, reads the next request from the same socket: after a tunnel that
+        socket is shut down, and a TLS one no longer speaks TLS.
+        ``StopIteration`` ends the connection instead (as gunicorn's comment
+        on this method suggests).
+        """
+        if respiter is ALREADY_HANDLED:
+            raise StopIteration
+        return False
 
     def handle(self, listener: Any, client: Any, addr: Any) -> None:
         """Serve one client connection, counted in the shared table while it is open."""

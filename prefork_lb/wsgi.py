@@ -30,11 +30,12 @@ from prefork_lb.config import Settings
 from prefork_lb.downstream import BodyLimits, request_body, reset_on_close
 from prefork_lb.errors import AbortResponse, BackendError, LBError
 from prefork_lb.forward import Answer, Forwarder
-from prefork_lb.headers import REQUEST_ID, canonical_name, client_request_id
+from prefork_lb.headers import REQUEST_ID, canonical_name, client_request_id, upgrade_offer
 from prefork_lb.prober import HealthProber
 from prefork_lb.record import NO_STATS, RECORD_KEY, RequestRecord, Stats
 from prefork_lb.request import ProxyRequest, body_framing, check_host, upstream_target
 from prefork_lb.selector import Selector
+from prefork_lb.tunnel import run_tunnel
 from prefork_lb.upstream import Upstream, backend_tls_options, release_without_body, stream_body
 
 StartResponse = Callable[..., Any]
@@ -50,7 +51,7 @@ def create_app() -> ProxyApp:
     slot = shared.worker_slot()
     selector = Selector(state.settings, state, slot)
     HealthProber(selector, state.health, backend_tls_options(state.settings)).start()
-    stats = Stats(state.stats, slot) if slot is not None else NO_STATS
+    stats = Stats(state.stats, slot, state.in_flight) if slot is not None else NO_STATS
     admin = AdminEndpoint(state, selector)
     if state.settings.extensions:
         # Decided once: without extensions the plain ProxyApp runs, unchanged.
@@ -88,20 +89,40 @@ class ProxyApp:
         self._body_limits = BodyLimits(
             settings.client_timeout, settings.client_min_rate, settings.max_body_size
         )
+        self._upgrade_protocols = settings.upgrade_protocols
+        self._tunnel_timeout = settings.tunnel_timeout
 
-    def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
-        """Forward one request; the body of the answer streams from the backend."""
+    def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes] | object:
+        """Forward one request; the body of the answer streams from the backend.
+
+        After a tunnel, gunicorn's ``ALREADY_HANDLED`` (not an iterable): the
+        connection was answered, and has ended, on the socket itself.
+        """
         record = environ[RECORD_KEY] = RequestRecord()
         try:
             request = read_request(environ)
             if self._admin.serves(request):
                 return self._admin.respond(request, start_response)
             record.request_id = client_request_id(request.headers) or uuid.uuid4().hex
+            upgrade = None
+            if "HTTP_UPGRADE" in environ and self._upgrade_protocols:
+                upgrade = upgrade_offer(request, self._upgrade_protocols)
             body = request_body(environ["wsgi.input"], request, self._body_limits)
-            answer = self._forwarder.forward(request, body, record)
+            answer = self._forwarder.forward(request, body, record, upgrade)
         except LBError as err:
             return self._answer_error(environ, start_response, record, err)
-        return self._relay(answer, request, start_response, record, environ.get("gunicorn.socket"))
+        client = environ.get("gunicorn.socket")
+        if answer.switched:
+            self._stats.responded(answer.index, 101)
+            return run_tunnel(
+                answer,
+                client,
+                environ,
+                record,
+                idle_timeout=self._tunnel_timeout,
+                stats=self._stats,
+            )
+        return self._relay(answer, request, start_response, record, client)
 
     def _relay(
         self,

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Load test on this machine: prefork_lb side by side with the backends themselves,
 # nginx and HAProxy as balancers, and the seven-line Flask snippet it grew from;
-# then the latency each adds at one connection, one request at a time.
+# then the latency each adds at one connection, one request at a time; then
+# WebSocket bulk relay and echo round trips, direct, through prefork_lb and nginx.
 #
 #   scripts/loadtest.sh                      # 2 workers, 10 s per target, 50 connections
 #   scripts/loadtest.sh --workers 4 --connections 200 --duration 30
@@ -69,10 +70,12 @@ parse_args() {
     if [ "$QUICK" = 1 ]; then
         DURATION=${DURATION:-2}
         BULK_DURATION=2
+        WS_DURATION=2
         WARMUP=0
     else
         DURATION=${DURATION:-10}
         BULK_DURATION=5
+        WS_DURATION=5
         WARMUP=1
     fi
     # One connection, one request at a time: half the time is plenty, 3 s at least.
@@ -612,6 +615,103 @@ measure_latency() {
     done
 }
 
+# ---- WebSocket ------------------------------------------------------------------------
+#
+# One websockets backend (Python, asyncio: the same for every target), then
+# bulk relay (1 MiB messages from the backend over one connection) and echo
+# round trips (32-byte messages on 10 connections) straight to it, through
+# prefork_lb, and through nginx set up as a WebSocket proxy.
+
+measure_websocket() {
+    step "WebSocket: bulk and echo for $WS_DURATION s each, direct, prefork_lb, nginx..."
+    if ! .venv/bin/python -c "import websockets" 2>/dev/null; then
+        skip_target ws "skipped: the websockets package is not in .venv (pip install -e '.[bench]')"
+        return 0
+    fi
+    local ports backend_pid lb_pid nginx_pid="" key url
+    read -r -a ports <<<"$(helper ports 3)"
+    start_service "$OUT/ws-backend.log" .venv/bin/python -m scripts.bench ws-backend "${ports[0]}"
+    backend_pid=$LAST_PID
+    if ! wait_ready "the WebSocket backend" "http://127.0.0.1:${ports[0]}/" "$backend_pid" "$OUT/ws-backend.log"; then
+        fail_target ws ws-backend.log
+        stop_service "$backend_pid"
+        return 0
+    fi
+    start_service "$OUT/ws-prefork_lb.log" env PREFORK_LB_BACKENDS="http://127.0.0.1:${ports[0]}" \
+        .venv/bin/gunicorn -c gunicorn.conf.py --bind "127.0.0.1:${ports[1]}" --workers "$WORKERS" \
+        --access-logfile /dev/null --pid "$WORK_DIR/ws-gunicorn.pid"
+    lb_pid=$LAST_PID
+    wait_ready "prefork_lb (WebSocket)" "http://127.0.0.1:${ports[1]}/" "$lb_pid" "$OUT/ws-prefork_lb.log" ||
+        fail_target ws-prefork_lb ws-prefork_lb.log
+    if [ -n "$NGINX" ]; then
+        write_nginx_ws_conf "${ports[2]}" "${ports[0]}"
+        start_service "$OUT/ws-nginx.log" "$NGINX" -p "$WORK_DIR" -c "$WORK_DIR/ws-nginx.conf"
+        nginx_pid=$LAST_PID
+        wait_ready "nginx (WebSocket)" "http://127.0.0.1:${ports[2]}/" "$nginx_pid" "$OUT/ws-nginx.log" ||
+            fail_target ws-nginx ws-nginx.log
+    fi
+    for key in direct prefork_lb nginx; do
+        case $key in
+            direct) url="ws://127.0.0.1:${ports[0]}" ;;
+            prefork_lb) url="ws://127.0.0.1:${ports[1]}" ;;
+            nginx)
+                [ -n "$nginx_pid" ] || continue
+                url="ws://127.0.0.1:${ports[2]}"
+                ;;
+        esac
+        progress "      $key: $(helper ws-drive "$url" "$WS_DURATION" "$OUT/ws-$key.json" 2>&1 | tail -n 1)"
+    done
+    [ -z "$nginx_pid" ] || stop_service "$nginx_pid"
+    stop_service "$lb_pid"
+    stop_service "$backend_pid"
+}
+
+# write_nginx_ws_conf PORT BACKEND_PORT: nginx as a WebSocket proxy, as its
+# documentation sets one up (HTTP/1.1 to the backend, Upgrade and Connection
+# passed on), with upstream keep-alive for plain requests, no response
+# buffering, and 64k relay buffers.
+write_nginx_ws_conf() {
+    cat >"$WORK_DIR/ws-nginx.conf" <<EOF
+# nginx as a WebSocket proxy, as many workers as prefork_lb has.
+$(nginx_user)
+worker_processes $WORKERS;
+daemon off;
+pid $WORK_DIR/ws-nginx.pid;
+error_log $OUT/ws-nginx.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+$(nginx_temp_paths ws)
+    map \$http_upgrade \$connection_upgrade {
+        default upgrade;
+        ''      '';
+    }
+    upstream ws_backend {
+        server 127.0.0.1:$2;
+        keepalive 64;
+    }
+    server {
+        listen 127.0.0.1:$1;
+        location / {
+            proxy_pass http://ws_backend;
+            proxy_http_version 1.1;
+            proxy_set_header Upgrade \$http_upgrade;
+            proxy_set_header Connection \$connection_upgrade;
+            proxy_set_header Host \$host;
+            proxy_buffering off;
+            # An upgraded connection is relayed through proxy_buffer_size each way
+            # (4k/8k by default): give it 64k, as prefork_lb reads.
+            proxy_buffer_size 64k;
+            proxy_buffers 4 64k;
+            proxy_busy_buffers_size 128k;
+            proxy_read_timeout 3600s;
+            proxy_send_timeout 3600s;
+        }
+    }
+}
+EOF
+}
+
 # ---- report ---------------------------------------------------------------------------
 
 report() {
@@ -629,6 +729,8 @@ report() {
         --nginx "$NGINX" --haproxy "$HAPROXY" --wrk "$WRK" --snippet-python "$snippet_python" \
         --command "$(printf '%s ' scripts/loadtest.sh "${ORIGINAL_ARGS[@]}")" --started "$STARTED"
     progress ""
+    helper ws-report "$OUT" --json "$JSON_FILE"
+    progress ""
     progress "figures as JSON: $JSON_FILE; raw wrk output and logs: $CACHE_DIR/last-run/"
     progress "done in $(($(date +%s) - ${STARTED%.*})) s"
 }
@@ -645,7 +747,7 @@ main() {
 
     # shellcheck source=scripts/venv.sh
     source scripts/venv.sh
-    ensure_venv ""
+    ensure_venv bench
     check_tools
     # Many connections need many descriptors (wrk, nginx, the snippet's threads).
     ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
@@ -658,7 +760,7 @@ main() {
     make_work_dir
     prepare_snippet_venv
 
-    STEPS=6
+    STEPS=7
     FAILED=0
     progress "starting the backends..."
     start_backends
@@ -668,6 +770,7 @@ main() {
     measure_haproxy
     measure_snippet
     measure_latency
+    measure_websocket
     report
     return "$FAILED"
 }

@@ -11,8 +11,8 @@ ensure_venv() {
     local hash stamp
     hash=$(sha256sum pyproject.toml | cut -c1-16)
     stamp=".venv/.installed-${extra:-runtime}-$hash"
-    # The dev install includes the runtime one.
-    if [ -z "$extra" ] && [ -f ".venv/.installed-dev-$hash" ]; then
+    # The dev install includes the runtime one and the bench extra.
+    if [ "$extra" != dev ] && [ -f ".venv/.installed-dev-$hash" ]; then
         stamp=".venv/.installed-dev-$hash"
     fi
     if [ ! -x .venv/bin/python ]; then

@@ -43,6 +43,10 @@ class BackendFigures:
     errors: Mapping[str, int]
     aborted: int  # responses cut off after their head went to the client
     retries: int  # tries that failed here and went on to another backend
+    tunnels_open: int  # now, over all workers (each also counted in ``in_flight``)
+    tunnels_opened: int  # tunnels (101s relayed) so far
+    tunnel_bytes_up: int  # tunnel bytes relayed from clients to the backend so far
+    tunnel_bytes_down: int  # tunnel bytes relayed from the backend to clients so far
     latency: tuple[tuple[float, int], ...]
     latency_sum: float  # seconds, over every try in ``latency``
 
@@ -94,9 +98,9 @@ def read_figures(
     *columns, own = stats.totals()
     return Figures(
         backends=tuple(
-            _backend_figures(backend, row, count, column)
-            for backend, row, count, column in zip(
-                backends, health, in_flight.totals(), columns, strict=True
+            _backend_figures(backend, row, count, tunnels, column)
+            for backend, row, count, tunnels, column in zip(
+                backends, health, in_flight.totals(), in_flight.tunnels(), columns, strict=True
             )
         ),
         balancer=BalancerFigures(
@@ -108,7 +112,7 @@ def read_figures(
 
 
 def _backend_figures(
-    backend: Backend, health: BackendHealth, in_flight: int, stats: BackendStats
+    backend: Backend, health: BackendHealth, in_flight: int, tunnels: int, stats: BackendStats
 ) -> BackendFigures:
     return BackendFigures(
         backend=backend,
@@ -118,6 +122,10 @@ def _backend_figures(
         errors=_by_name(ERROR_KINDS, stats.errors),
         aborted=stats.aborted,
         retries=stats.retries,
+        tunnels_open=tunnels,
+        tunnels_opened=stats.tunnels,
+        tunnel_bytes_up=stats.tunnel_up,
+        tunnel_bytes_down=stats.tunnel_down,
         latency=tuple(zip(_BOUNDS, stats.latency_buckets, strict=True)),
         latency_sum=stats.latency_sum,
     )

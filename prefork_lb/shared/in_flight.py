@@ -1,4 +1,4 @@
-"""Requests in flight to each backend, and open client connections, counted per worker.
+"""Requests in flight to each backend, open client connections and tunnels, counted per worker.
 
 These counts need no lock at all: each worker writes only its own row, and
 the master clears a dead worker's row.
@@ -10,10 +10,11 @@ import mmap
 
 
 class InFlightTable:
-    """Requests in flight to each backend, and open client connections: one writer per row.
+    """Requests in flight to each backend, open client connections and tunnels: one writer per row.
 
-    Each worker slot has a cell per backend and one for the client
-    connections the worker holds open (one greenlet each). A worker only ever
+    Each worker slot has a cell per backend, one for the client connections
+    the worker holds open (one greenlet each), and a cell per backend for its
+    open tunnels (which are in flight too). A worker only ever
     changes its own cells, so no lock is needed; readers sum them. The master
     hands out slots before it forks a worker and clears a slot when the
     worker exits, so a killed worker's counts do not linger.
@@ -23,8 +24,9 @@ class InFlightTable:
 
     def __init__(self, count: int) -> None:
         self.count = count
-        # A row per backend, then one for client connections.
-        self._memory = mmap.mmap(-1, 8 * self.SLOTS * (count + 1), flags=mmap.MAP_SHARED)
+        # A row per backend, one for client connections, then a row per backend's tunnels.
+        self._rows = 2 * count + 1
+        self._memory = mmap.mmap(-1, 8 * self.SLOTS * self._rows, flags=mmap.MAP_SHARED)
         # Laid out backend by backend, so one backend's rows are contiguous.
         self._cells = memoryview(self._memory).cast("q")
         self._free = list(range(self.SLOTS - 1, -1, -1))
@@ -49,7 +51,7 @@ class InFlightTable:
 
     def release(self, slot: int) -> None:
         """In the master, once a worker has exited: forget its requests, free its slot."""
-        for row in range(self.count + 1):
+        for row in range(self._rows):
             self._cells[row * self.SLOTS + slot] = 0
         if slot not in self._free:
             self._free.append(slot)
@@ -71,6 +73,18 @@ class InFlightTable:
         """The client connections open now, summed over all workers."""
         start = self.count * self.SLOTS
         return sum(self._cells[start : start + self.SLOTS])
+
+    def add_tunnel(self, slot: int, backend: int, delta: int) -> None:
+        """In a worker: a tunnel to one backend opened (1) or ended (-1)."""
+        self._cells[(self.count + 1 + backend) * self.SLOTS + slot] += delta
+
+    def tunnels(self) -> list[int]:
+        """The open tunnels of every backend, summed over all workers."""
+        slots, first = self.SLOTS, self.count + 1
+        return [
+            sum(self._cells[(first + b) * slots : (first + b + 1) * slots])
+            for b in range(self.count)
+        ]
 
     def close(self) -> None:
         """Release the memory (in this process only)."""

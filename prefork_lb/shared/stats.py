@@ -1,4 +1,4 @@
-"""What every worker did, per backend: responses, errors, retries, latency.
+"""What every worker did, per backend: responses, errors, retries, latency, tunnels.
 
 One row per worker slot, one writer each, summed by readers; a retired row
 keeps the counts of workers that have exited, so totals never go backwards.
@@ -30,6 +30,9 @@ class BackendStats:
     responses: tuple[int, ...]  # by STATUS_CLASSES
     aborted: int
     retries: int
+    tunnels: int  # tunnels opened (101s relayed)
+    tunnel_up: int  # tunnel bytes from clients to the backend
+    tunnel_down: int  # tunnel bytes from the backend to clients
     errors: tuple[int, ...]  # by the table's error kinds
     latency_buckets: tuple[int, ...]
     latency_sum: float
@@ -56,7 +59,10 @@ class StatsTable:
         self.columns = count + 1
         self._aborted = len(STATUS_CLASSES)
         self._retries = self._aborted + 1
-        self._errors = self._retries + 1
+        self._tunnels = self._retries + 1
+        self._tunnel_up = self._tunnels + 1
+        self._tunnel_down = self._tunnels + 2
+        self._errors = self._tunnels + 3
         self._buckets = self._errors + kinds
         self._width = self._buckets + len(LATENCY_BUCKETS) + 1
         self._row_cells = self.columns * self._width
@@ -86,6 +92,15 @@ class StatsTable:
     def count_error(self, slot: int, column: int, kind: int) -> None:
         """A failure of this kind (an index into the error kinds)."""
         self._cells[1 + (slot * self.columns + column) * self._width + self._errors + kind] += 1
+
+    def count_tunnel(self, slot: int, column: int) -> None:
+        """A tunnel to this backend opened (its 101 went to the client)."""
+        self._cells[1 + (slot * self.columns + column) * self._width + self._tunnels] += 1
+
+    def count_tunnel_bytes(self, slot: int, column: int, *, up: bool, count: int) -> None:
+        """A tunnel to this backend relayed ``count`` bytes: to it (``up``) or from it."""
+        field = self._tunnel_up if up else self._tunnel_down
+        self._cells[1 + (slot * self.columns + column) * self._width + field] += count
 
     def observe_latency(self, slot: int, column: int, seconds: float) -> None:
         """The time a try took from sending the request to the backend's response head."""
@@ -126,6 +141,9 @@ class StatsTable:
             responses=tuple(cells[: self._aborted]),
             aborted=cells[self._aborted],
             retries=cells[self._retries],
+            tunnels=cells[self._tunnels],
+            tunnel_up=cells[self._tunnel_up],
+            tunnel_down=cells[self._tunnel_down],
             errors=tuple(cells[self._errors : self._buckets]),
             latency_buckets=tuple(cells[self._buckets :]),
             latency_sum=latency_sum,

@@ -13,4 +13,9 @@ Standard library only: it runs with the project's .venv python.
   machine      cores, kernel, tool and package versions
   readiness    free ports; waiting until a server answers
   backend      the fallback backend server when nginx is not installed
+
+scripts/compare-commits.sh runs ``python -m scripts.bench.compare`` (see there):
+  callgrind      callgrind's Ir total, gunicorn's worker pid, from their files
+  callgrind_run  one measurement: nginx, and one worker under valgrind
+  instructions   instructions per request, and the table comparing revisions
 """

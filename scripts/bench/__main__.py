@@ -7,6 +7,10 @@ summary WRK_OUTPUT [--bulk | --latency]
 rss MASTER_PID SAVE_AS            sum of the resident memory of MASTER_PID's children
 cpu PID SAVE_AS                   CPU time so far of PID and its descendants
 backend PORT NAME BULK_FILE       a small HTTP/1.1 keep-alive server (no nginx)
+ws-backend PORT                   the WebSocket phase's backend (echo and bulk)
+ws-drive WS_URL SECONDS SAVE_AS [--connections N]
+                                  bulk relay and echo round trips against one target
+ws-report RESULTS_DIR --json FILE the WebSocket table; its figures added to FILE
 report RESULTS_DIR ...            the table on stdout and the figures as JSON
 """
 
@@ -29,6 +33,9 @@ from scripts.bench.readiness import free_ports, wait_ready
 from scripts.bench.results import Settings, load_results
 from scripts.bench.table import render_table
 from scripts.bench.wrk import parse_wrk_output, read_wrk_output, why_no_result
+from scripts.bench.ws_report import figures as ws_figures
+from scripts.bench.ws_report import load_rates, rates
+from scripts.bench.ws_report import render as render_ws
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -60,6 +67,19 @@ def _parser() -> argparse.ArgumentParser:
     backend.add_argument("port", type=int)
     backend.add_argument("name")
     backend.add_argument("bulk_file", type=Path)
+
+    ws_backend = commands.add_parser("ws-backend")
+    ws_backend.add_argument("port", type=int)
+
+    ws_drive = commands.add_parser("ws-drive")
+    ws_drive.add_argument("url")
+    ws_drive.add_argument("seconds", type=float)
+    ws_drive.add_argument("save_as", type=Path)
+    ws_drive.add_argument("--connections", type=int, default=10)
+
+    ws_report = commands.add_parser("ws-report")
+    ws_report.add_argument("results", type=Path)
+    ws_report.add_argument("--json", required=True, type=Path)
 
     report = commands.add_parser("report")
     report.add_argument("results", type=Path)
@@ -126,6 +146,36 @@ def report(args: argparse.Namespace) -> None:
     args.json.write_text(json.dumps(render_figures(run, settings, provenance), indent=2) + "\n")
 
 
+def websocket_command(args: argparse.Namespace) -> None:
+    """The WebSocket phase's commands (``websockets`` is imported only for them)."""
+    if args.command_name == "ws-backend":
+        from scripts.bench.ws_backend import serve_ws_backend  # noqa: PLC0415
+
+        serve_ws_backend(args.port)
+    elif args.command_name == "ws-drive":
+        from scripts.bench.ws_driver import drive  # noqa: PLC0415
+
+        result = drive(args.url, args.seconds, args.connections)
+        args.save_as.write_text(json.dumps(result) + "\n")
+        found = rates(result)
+        if found is not None:
+            print(f"bulk {found.bulk_mb_s:,.0f} MB/s, echo {found.echo_per_s:,.0f} round trips/s")
+    else:
+        ws_report(args)
+
+
+def ws_report(args: argparse.Namespace) -> None:
+    """Print the WebSocket table and add its figures to the run's JSON (if written)."""
+    found = load_rates(args.results)
+    print(render_ws(found))
+    try:
+        document = json.loads(args.json.read_text())
+    except (OSError, ValueError):
+        return
+    document["websocket"] = ws_figures(found)
+    args.json.write_text(json.dumps(document, indent=2) + "\n")
+
+
 def main(argv: list[str]) -> int:
     """Run one command; the exit status tells loadtest.sh whether it worked."""
     args = _parser().parse_args(argv)
@@ -152,6 +202,8 @@ def main(argv: list[str]) -> int:
             args.save_as.write_text(json.dumps(cpu_sample(args.pid)) + "\n")
         case "backend":
             serve_backend(args.port, args.name, args.bulk_file)
+        case "ws-backend" | "ws-drive" | "ws-report":
+            websocket_command(args)
         case "report":
             report(args)
     return 0

@@ -31,7 +31,7 @@ def start_balancer() -> Iterator[StartBalancer]:
 
     yield start
     for balancer in started:
-        balancer.stop()
+        balancer.stop(quick=True)
 
 
 @pytest.fixture
@@ -60,7 +60,7 @@ def echo_balancer(echo_backend: ScriptedBackend) -> Iterator[BalancerProcess]:
     balancer = BalancerProcess([echo_backend.url], workers=2)
     balancer.wait_ready()
     yield balancer
-    balancer.stop()
+    balancer.stop(quick=True)
 
 
 @pytest.fixture

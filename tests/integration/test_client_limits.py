@@ -51,6 +51,30 @@ def _client_connections(lb: BalancerProcess) -> int:
     return int(json.loads(reply.body)["client_connections"]) - 1
 
 
+@pytest.fixture(scope="module")
+def small_body_backend() -> Iterator[ScriptedBackend]:
+    """The backend behind the module's balancer that takes bodies of at most 1 KiB."""
+    with ScriptedBackend("backend-1") as backend:
+        yield backend
+
+
+@pytest.fixture(scope="module")
+def small_body_balancer(small_body_backend: ScriptedBackend) -> Iterator[BalancerProcess]:
+    """One worker with max_body_size 1k, shared by the tests that only send it requests."""
+    env = {"PREFORK_LB_MAX_BODY_SIZE": "1k"}
+    with BalancerProcess([small_body_backend.url], workers=1, env=env) as lb:
+        yield lb
+
+
+@pytest.fixture
+def small_body_lb(
+    small_body_backend: ScriptedBackend, small_body_balancer: BalancerProcess
+) -> tuple[ScriptedBackend, BalancerProcess]:
+    """The 1 KiB balancer and its backend, with nothing recorded."""
+    small_body_backend.clear(routes=True)
+    return small_body_backend, small_body_balancer
+
+
 @pytest.mark.parametrize(
     ("length", "reaches_backend"),
     [(100, False), (200_000, True)],
@@ -86,11 +110,10 @@ def test_body_trickled_below_min_rate_is_408(
 
 
 def test_content_length_over_max_body_size_is_413_before_anything_goes_upstream(
-    three_backends: list[ScriptedBackend], start_balancer: StartBalancer
+    small_body_lb: tuple[ScriptedBackend, BalancerProcess],
 ) -> None:
     """The head alone decides: 413 and Connection: close, with no body byte read or sent on."""
-    backend = three_backends[0]
-    lb = start_balancer([backend.url], workers=1, env={"PREFORK_LB_MAX_BODY_SIZE": "1k"})
+    backend, lb = small_body_lb
     with RawConnection(lb.port, timeout=10) as conn:
         conn.send(HEAD % (4 * 1024**3))  # announces 4 GiB, sends none of it
         reply = conn.read_response()
@@ -311,11 +334,10 @@ def test_gunicorn_limits_are_settings(
 
 
 def test_client_still_sending_a_refused_body_reads_its_413(
-    three_backends: list[ScriptedBackend], start_balancer: StartBalancer
+    small_body_lb: tuple[ScriptedBackend, BalancerProcess],
 ) -> None:
     """A client that sends its whole 8 MiB body before reading gets the 413, not a reset."""
-    backend = three_backends[0]
-    lb = start_balancer([backend.url], workers=1, env={"PREFORK_LB_MAX_BODY_SIZE": "1k"})
+    backend, lb = small_body_lb
     size = 8 * 1024**2
     with socket.create_connection(("127.0.0.1", lb.port), timeout=10) as client:
         client.sendall(HEAD % size + b"v" * size)  # as http.client does: all, then read

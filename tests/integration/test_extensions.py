@@ -17,12 +17,15 @@ from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from websockets.sync.client import connect
 
+from tests.integration.conftest import StartBalancer
 from tests.support.backend import ScriptedBackend
 from tests.support.balancer import BalancerProcess
 from tests.support.client import Reply, fetch
 from tests.support.extensions import BAD_LINES
 from tests.support.polling import wait_for
+from tests.support.wsbackend import WebSocketBackend
 
 FIRST = "tests.support.extensions:First"
 SECOND = "tests.support.extensions:Second"
@@ -284,3 +287,25 @@ def test_an_extension_that_cannot_start_stops_the_start(
     assert lb.process.returncode != 0
     assert f"extension {extension!r}" in lb.log()
     assert words in lb.log()
+
+
+def test_a_websocket_tunnel_goes_through_on_request_and_on_complete(
+    start_balancer: StartBalancer, tmp_path: Path
+) -> None:
+    """A WebSocket passes on_request and on_upstream_request; on_complete sees its 101."""
+    log = tmp_path / "complete.jsonl"
+    env = {
+        "PREFORK_LB_EXTENSIONS": FIRST,
+        "PREFORK_LB_EXTENSION_OPTIONS": json.dumps({FIRST: {"log": str(log)}}),
+    }
+    with WebSocketBackend() as server:
+        lb = start_balancer([f"{server.url} name=ws"], workers=1, env=env)
+        rid = uuid.uuid4().hex
+        url = f"ws://127.0.0.1:{lb.port}/echo"
+        with connect(url, additional_headers={"X-Request-ID": rid}) as ws:
+            ws.send("ping")
+            assert ws.recv(timeout=5) == "ping"
+        entry = completed(log, rid)
+    assert entry["status"] == 101
+    assert entry["backend"] == "ws"
+    assert entry["trail"] == ["A.on_request", "A.on_upstream_request", "A.on_complete"]

@@ -144,7 +144,7 @@ def flaky_trio() -> Iterator[tuple[list[ScriptedBackend], BalancerProcess]]:
         balancer.wait_ready()
         yield backends, balancer
     finally:
-        balancer.stop()
+        balancer.stop(quick=True)
         for backend in backends:
             backend.stop()
 

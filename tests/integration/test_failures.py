@@ -6,7 +6,7 @@ import re
 import socket
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -26,7 +26,9 @@ from tests.support.client import Reply, fetch
 from tests.support.rawhttp import RawConnection
 
 
-def _assert_plain_error(reply: Reply, status: int, lb: BalancerProcess, backend_url: str) -> None:
+def _assert_plain_error(
+    reply: Reply, status: int, lb: BalancerProcess, backend_url: str, target: str = "/"
+) -> None:
     """A short plain-text error naming what happened, and a log line naming the backend."""
     assert reply.status == status
     assert reply.header("Content-Type") == ["text/plain; charset=utf-8"]
@@ -36,7 +38,28 @@ def _assert_plain_error(reply: Reply, status: int, lb: BalancerProcess, backend_
     for leak in ("Traceback", 'File "', "/prefork_lb/", "127.0.0.1"):
         assert leak not in text
     assert backend_url in lb.log()
-    lb.wait_for_log(rf" {status} .* error=\w+")
+    lb.wait_for_log(rf'"GET {re.escape(target)} HTTP/1.1" {status} .* error=\w+')
+
+
+@pytest.fixture(scope="module")
+def shared_backend() -> Iterator[ScriptedBackend]:
+    """One backend for the module's tests that share a balancer; it answers "backend-1"."""
+    with ScriptedBackend("backend-1") as backend:
+        yield backend
+
+
+@pytest.fixture(scope="module")
+def shared_balancer(shared_backend: ScriptedBackend) -> Iterator[BalancerProcess]:
+    """One worker with default settings in front of the shared backend, for the whole module."""
+    with BalancerProcess([shared_backend.url], workers=1) as lb:
+        yield lb
+
+
+@pytest.fixture
+def backend(shared_backend: ScriptedBackend, shared_balancer: BalancerProcess) -> ScriptedBackend:
+    """The shared backend with no routes or recorded requests, behind the shared balancer."""
+    shared_backend.clear(routes=True)
+    return shared_backend
 
 
 @pytest.fixture
@@ -69,7 +92,7 @@ def test_read_timeout_is_504(
     backend = three_backends[0]
     backend.route("/slow", sleep_then_respond(3))
     lb = start_balancer([backend.url], workers=1, env={"PREFORK_LB_READ_TIMEOUT": "0.5"})
-    _assert_plain_error(fetch(lb.port, "/slow"), 504, lb, backend.url)
+    _assert_plain_error(fetch(lb.port, "/slow"), 504, lb, backend.url, "/slow")
     assert fetch(lb.port, "/").status == 200
 
 
@@ -86,13 +109,16 @@ def _close(request: RecordedRequest, responder: Responder) -> None:
     [pytest.param(_reset, id="reset"), pytest.param(_close, id="closed-without-answer")],
 )
 def test_connection_dropped_before_answer_is_502(
-    handler: object, three_backends: list[ScriptedBackend], start_balancer: StartBalancer
+    handler: object,
+    request: pytest.FixtureRequest,
+    backend: ScriptedBackend,
+    shared_balancer: BalancerProcess,
 ) -> None:
     """A backend that resets or closes the connection before answering gets a 502."""
-    backend = three_backends[0]
-    backend.route("/drop", handler)  # type: ignore[arg-type]
-    lb = start_balancer([backend.url], workers=1)
-    _assert_plain_error(fetch(lb.port, "/drop"), 502, lb, backend.url)
+    target = f"/drop/{request.node.callspec.id}"  # the shared log names this test's request
+    backend.route(target, handler)  # type: ignore[arg-type]
+    lb = shared_balancer
+    _assert_plain_error(fetch(lb.port, target), 502, lb, backend.url, target)
     assert fetch(lb.port, "/").status == 200
 
 
@@ -137,13 +163,16 @@ INVALID_RESPONSES = [
 
 @pytest.mark.parametrize("response", INVALID_RESPONSES)
 def test_invalid_response_is_502_and_worker_carries_on(
-    response: bytes, three_backends: list[ScriptedBackend], start_balancer: StartBalancer
+    response: bytes,
+    request: pytest.FixtureRequest,
+    backend: ScriptedBackend,
+    shared_balancer: BalancerProcess,
 ) -> None:
     """An invalid backend response becomes a 502, and the next request is served normally."""
-    backend = three_backends[0]
-    backend.route("/broken", raw(response))
-    lb = start_balancer([backend.url], workers=1)
-    _assert_plain_error(fetch(lb.port, "/broken"), 502, lb, backend.url)
+    target = f"/broken/{request.node.callspec.id}"  # the shared log names this test's request
+    backend.route(target, raw(response))
+    lb = shared_balancer
+    _assert_plain_error(fetch(lb.port, target), 502, lb, backend.url, target)
     assert fetch(lb.port, "/").body == b"backend-1\n"
     assert "Traceback" not in lb.log()
 

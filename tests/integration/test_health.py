@@ -472,6 +472,7 @@ ENTRY_KEYS = {
     "consecutive_failures",
     "consecutive_successes",
     "in_flight",
+    "tunnels_open",
     "weight",
     "backup",
     "health_check",

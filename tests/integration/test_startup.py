@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import socket
@@ -103,12 +104,14 @@ def test_no_shared_control_socket(three_backends: list[ScriptedBackend], tmp_pat
     """Two balancers run side by side and neither opens gunicorn's per-user control socket."""
     urls = [b.url for b in three_backends]
     home = {"HOME": str(tmp_path), "XDG_RUNTIME_DIR": str(tmp_path)}
-    with (
-        BalancerProcess(urls, workers=1, env=home) as first,
-        BalancerProcess(urls, workers=1, env=home) as second,
-    ):
-        for lb in (first, second):
-            assert fetch(lb.port).status == 200
+    with contextlib.ExitStack() as cleanup:
+        pair = []
+        for _ in range(2):  # both boot at once: a test pays for one start, not two
+            lb = BalancerProcess(urls, workers=1, env=home)
+            cleanup.callback(lb.stop, quick=True)
+            pair.append(lb)
+        for lb in pair:
+            assert fetch(lb.wait_ready().port).status == 200
         assert sorted(p.name for p in tmp_path.rglob("*")) == []
 
 

@@ -96,6 +96,30 @@ def bad_backend(stranger: Authority) -> Iterator[ScriptedBackend]:
     yield from _https_backend("bad", stranger)
 
 
+@pytest.fixture(scope="module")
+def plain_backend() -> Iterator[ScriptedBackend]:
+    """A plain-HTTP backend behind the module's TLS-fronted balancer."""
+    with ScriptedBackend("plain") as backend:
+        yield backend
+
+
+@pytest.fixture(scope="module")
+def tls_front(plain_backend: ScriptedBackend, trusted: Authority) -> Iterator[BalancerProcess]:
+    """A balancer speaking TLS to clients (--certfile, --keyfile), shared by the module."""
+    args = ["--certfile", str(trusted.cert_file), "--keyfile", str(trusted.key_file)]
+    with BalancerProcess([plain_backend.url], workers=2, args=args) as lb:
+        yield lb
+
+
+@pytest.fixture
+def front(
+    plain_backend: ScriptedBackend, tls_front: BalancerProcess
+) -> tuple[ScriptedBackend, BalancerProcess]:
+    """The TLS-fronted balancer and its backend, with no routes or recorded requests."""
+    plain_backend.clear(routes=True)
+    return plain_backend, tls_front
+
+
 def _https_fetch(port: int, context: ssl.SSLContext, target: str = "/") -> tuple[int, bytes]:
     conn = http.client.HTTPSConnection("127.0.0.1", port, timeout=20, context=context)
     try:
@@ -114,44 +138,36 @@ def _state(lb: BalancerProcess, backend: ScriptedBackend) -> dict[str, Any]:
 
 
 def test_front_tls_terminates_and_forwards_https_scheme(
-    start_balancer: StartBalancer, trusted: Authority
+    front: tuple[ScriptedBackend, BalancerProcess], trusted: Authority
 ) -> None:
     """With --certfile and --keyfile the balancer speaks TLS and forwards the https scheme."""
-    with ScriptedBackend("plain") as backend:
-        backend.route("/", echo())
-        lb = start_balancer(
-            [backend.url],
-            args=["--certfile", str(trusted.cert_file), "--keyfile", str(trusted.key_file)],
-        )
-        status, body = _https_fetch(lb.port, trusted.client_context(), "/path?q=1")
-        assert status == 200, body
-        document = json.loads(body)
-        headers = {name.lower(): value for name, value in document["headers"]}
-        assert document["target"] == "/path?q=1"
-        assert headers["x-forwarded-proto"] == "https"
+    backend, lb = front
+    backend.route("/", echo())
+    status, body = _https_fetch(lb.port, trusted.client_context(), "/path?q=1")
+    assert status == 200, body
+    document = json.loads(body)
+    headers = {name.lower(): value for name, value in document["headers"]}
+    assert document["target"] == "/path?q=1"
+    assert headers["x-forwarded-proto"] == "https"
 
 
 def test_plain_http_on_the_tls_port_is_closed(
-    start_balancer: StartBalancer, trusted: Authority
+    front: tuple[ScriptedBackend, BalancerProcess],
 ) -> None:
     """Plain HTTP on the TLS port gets no HTTP answer, the connection ends, one line is logged."""
-    with ScriptedBackend("plain") as backend:
-        lb = start_balancer(
-            [backend.url],
-            args=["--certfile", str(trusted.cert_file), "--keyfile", str(trusted.key_file)],
-        )
-        with socket.create_connection(("127.0.0.1", lb.port), timeout=5) as sock:
-            sock.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
-            received = b""
-            # A hang would raise TimeoutError here; gunicorn closes or resets the connection.
-            with contextlib.suppress(ConnectionResetError):
-                while chunk := sock.recv(65536):
-                    received += chunk
-        assert not received.startswith(b"HTTP/"), received
-        assert backend.requests == []
-        # One warning line from gunicorn, not a traceback from the gevent hub.
-        lb.wait_for_log(r"WARNING\] Invalid request from ip=127\.0\.0\.1: .*HTTP_REQUEST")
-        assert "Traceback" not in lb.log()
+    backend, lb = front
+    with socket.create_connection(("127.0.0.1", lb.port), timeout=5) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        received = b""
+        # A hang would raise TimeoutError here; gunicorn closes or resets the connection.
+        with contextlib.suppress(ConnectionResetError):
+            while chunk := sock.recv(65536):
+                received += chunk
+    assert not received.startswith(b"HTTP/"), received
+    assert backend.requests == []
+    # One warning line from gunicorn, not a traceback from the gevent hub.
+    lb.wait_for_log(r"WARNING\] Invalid request from ip=127\.0\.0\.1: .*HTTP_REQUEST")
+    assert "Traceback" not in lb.log()
 
 
 def test_https_backend_verified_with_ca_bundle(
@@ -285,7 +301,7 @@ def test_health_checks_verify_like_requests(
         "a probe reaching the backend",
     )
     assert _state(verified, good_backend)["state"] == "up"
-    verified.stop()
+    verified.stop(quick=True)
 
     unverified = start_balancer([good_backend.url], workers=1, env=checks)
     wait_for(lambda: _state(unverified, good_backend)["state"] == "down", "backend down")

@@ -7,6 +7,7 @@ master starts and nothing races for it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -148,13 +149,23 @@ class BalancerProcess:
         """Process ids of the master's current workers (its live children)."""
         return child_pids(self.pid)
 
-    def stop(self) -> int:
-        """Stop the master (TERM, then KILL if it lingers) and return its exit status."""
+    def stop(self, *, quick: bool = False) -> int:
+        """Stop the master (TERM, then KILL if it lingers) and return its exit status.
+
+        With ``quick`` the master gets QUIT instead, and its workers exit at once rather
+        than finish what they serve: a fixture's cleanup, where a graceful stop only
+        waits (gunicorn's gevent worker looks for TERM once a second). A worker still
+        booting loses the signal and the master would wait out its graceful timeout,
+        so after 2 s the workers, then the master, are killed.
+        """
         if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
+            self.process.send_signal(signal.SIGQUIT if quick else signal.SIGTERM)
             try:
-                self.process.wait(timeout=15)
+                self.process.wait(timeout=2 if quick else 15)
             except subprocess.TimeoutExpired:
+                for pid in self.worker_pids():
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
                 self.process.kill()
                 self.process.wait()
         self._listener.close()
@@ -167,4 +178,4 @@ class BalancerProcess:
         return self.wait_ready()
 
     def __exit__(self, *exc: object) -> None:
-        self.stop()
+        self.stop(quick=True)

@@ -422,6 +422,10 @@ class RawConnection:
         )
         return self.read_response(method)
 
+    def read1(self, size: int = 65536) -> bytes:
+        """Up to ``size`` raw bytes (a tunnel's, after a 101), buffered ones first; b"" at EOF."""
+        return self._reader.read1(size)
+
     def read_head(self, method: str = "GET", *, skip_interim: bool = True) -> ResponseStream:
         """Read the next response's head (skipping 1xx unless told); the body is read on demand."""
         while True:

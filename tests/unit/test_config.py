@@ -1325,3 +1325,58 @@ def test_client_limit_errors(variable: str, value: str) -> None:
         load_config({"PREFORK_LB_DEMO": "1", f"PREFORK_LB_{variable}": value})
     assert str(caught.value).startswith(f"PREFORK_LB_{variable}: ")
     assert repr(value) in str(caught.value)
+
+
+# --- tunnels ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "attribute", "expected"),
+    [
+        pytest.param("UPGRADE_PROTOCOLS", "", "upgrade_protocols", (), id="protocols-off"),
+        pytest.param(
+            "UPGRADE_PROTOCOLS", "WebSocket", "upgrade_protocols", ("websocket",), id="lowered"
+        ),
+        pytest.param(
+            "UPGRADE_PROTOCOLS",
+            " websocket, x-chat ,WEBSOCKET",
+            "upgrade_protocols",
+            ("websocket", "x-chat"),
+            id="list-once-each",
+        ),
+        pytest.param("TUNNEL_TIMEOUT", "30", "tunnel_timeout", 30.0, id="timeout"),
+        pytest.param("TUNNEL_TIMEOUT", "0.5", "tunnel_timeout", 0.5, id="timeout-fraction"),
+    ],
+)
+def test_tunnel_settings_from_environment(
+    variable: str, value: str, attribute: str, expected: object
+) -> None:
+    """upgrade_protocols is a comma-separated list of lower-cased tokens; tunnel_timeout seconds."""
+    settings = load_config({"PREFORK_LB_BACKENDS": "http://h:1", f"PREFORK_LB_{variable}": value})
+    assert getattr(settings, attribute) == expected
+
+
+def test_tunnel_settings_default_and_from_file(tmp_path: Path) -> None:
+    """Defaults: WebSocket tunnels idle for at most an hour; the file takes a list, [] for none."""
+    defaults = load_config({"PREFORK_LB_BACKENDS": "http://h:1"})
+    assert (defaults.upgrade_protocols, defaults.tunnel_timeout) == (("websocket",), 3600.0)
+    text = 'backends = ["http://h:1"]\nupgrade_protocols = []\ntunnel_timeout = 120\n'
+    settings = load_config(_with_file(tmp_path, text))
+    assert (settings.upgrade_protocols, settings.tunnel_timeout) == ((), 120.0)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        pytest.param("UPGRADE_PROTOCOLS", "websocket/13", id="protocol-with-version"),
+        pytest.param("UPGRADE_PROTOCOLS", "web socket", id="protocol-with-space"),
+        pytest.param("TUNNEL_TIMEOUT", "0", id="timeout-zero"),
+        pytest.param("TUNNEL_TIMEOUT", "forever", id="timeout-word"),
+    ],
+)
+def test_tunnel_setting_errors(variable: str, value: str) -> None:
+    """A bad protocol name or tunnel timeout is named with its setting and value."""
+    with pytest.raises(ConfigError) as caught:
+        load_config({"PREFORK_LB_DEMO": "1", f"PREFORK_LB_{variable}": value})
+    assert str(caught.value).startswith(f"PREFORK_LB_{variable}: ")
+    assert repr(value.strip()) in str(caught.value) or repr(value) in str(caught.value)

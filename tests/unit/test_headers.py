@@ -17,6 +17,8 @@ from prefork_lb.headers import (
     client_request_id,
     response_head,
     strip_hop_by_hop,
+    switching_head,
+    upgrade_offer,
     upstream_request_headers,
 )
 from prefork_lb.request import ProxyRequest, Target
@@ -810,3 +812,138 @@ def test_ipv4_mapped_peers_match_ipv4_networks() -> None:
     assert "::ffff:10.0.0.1" in cached
     assert "::ffff:10.0.0.1" in cached
     assert "unix:/run/x.sock" not in cached
+
+
+# --- protocol upgrades (tunnels) -----------------------------------------------------------------
+
+WS = ("websocket",)
+
+
+@pytest.mark.parametrize(
+    ("headers", "version", "content_length", "expected"),
+    [
+        pytest.param(
+            [("Connection", "Upgrade"), ("Upgrade", "websocket")],
+            "1.1",
+            None,
+            "websocket",
+            id="websocket",
+        ),
+        pytest.param(
+            [("Connection", "keep-alive, upgrade"), ("Upgrade", "WebSocket")],
+            "1.1",
+            None,
+            "WebSocket",
+            id="spelling-kept",
+        ),
+        pytest.param(
+            [("Connection", "upgrade"), ("Upgrade", "h2c, websocket/13")],
+            "1.1",
+            None,
+            "websocket/13",
+            id="only-allowed-tokens",
+        ),
+        pytest.param([("Connection", "upgrade"), ("Upgrade", "h2c")], "1.1", None, None, id="h2c"),
+        pytest.param([("Upgrade", "websocket")], "1.1", None, None, id="no-connection-upgrade"),
+        pytest.param(
+            [("Connection", "upgrade"), ("Upgrade", "websocket")], "1.0", None, None, id="http-1.0"
+        ),
+        pytest.param(
+            [("Connection", "upgrade"), ("Upgrade", "websocket")], "1.1", 5, None, id="with-body"
+        ),
+        pytest.param(
+            [("Connection", "upgrade"), ("Upgrade", "websocket")],
+            "1.1",
+            0,
+            "websocket",
+            id="empty-body",
+        ),
+    ],
+)
+def test_upgrade_offer(
+    headers: list[tuple[str, str]], version: str, content_length: int | None, expected: str | None
+) -> None:
+    """Only a bodiless HTTP/1.1 request with Connection: upgrade offers an allowed protocol."""
+    request = _request(headers, version=version, content_length=content_length)
+    assert upgrade_offer(request, WS) == expected
+
+
+def test_upgrade_offer_with_no_protocols_allowed() -> None:
+    """With upgrade_protocols empty no request is an upgrade."""
+    request = _request([("Connection", "upgrade"), ("Upgrade", "websocket")])
+    assert upgrade_offer(request, ()) is None
+
+
+def test_upgrade_request_keeps_upgrade_and_connection() -> None:
+    """An upgrade goes upstream with Connection: upgrade and the offer; other hop fields go."""
+    headers = [
+        ("Host", "h"),
+        ("Connection", "Upgrade, X-Hop"),
+        ("Upgrade", "h2c, websocket"),
+        ("X-Hop", "secret"),
+        ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+        ("Sec-WebSocket-Version", "13"),
+    ]
+    out = upstream_request_headers(
+        _request(headers),
+        trusted=False,
+        preserve_host=True,
+        backend_authority="b:1",
+        request_id=RID,
+        upgrade="websocket",
+    )
+    assert [(name, value) for name, value in out if not name.startswith("X-")] == [
+        ("Host", "h"),
+        ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+        ("Sec-WebSocket-Version", "13"),
+        ("Via", "1.1 prefork_lb"),
+        ("Connection", "upgrade"),
+        ("Upgrade", "websocket"),
+    ]
+    assert "X-Hop" not in [name for name, _ in out]
+
+
+SWITCHED = [
+    ("Upgrade", "websocket"),
+    ("Connection", "Upgrade"),
+    ("Sec-WebSocket-Accept", "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="),
+    ("Keep-Alive", "timeout=5"),
+]
+
+
+def test_switching_head_keeps_upgrade() -> None:
+    """A 101 for the offered protocol keeps Upgrade and Connection: upgrade; other hop fields go."""
+    status, out = switching_head(
+        "Switching Protocols", SWITCHED, version="1.1", offered="websocket"
+    )
+    assert status == "101 Switching Protocols"
+    assert out == [
+        ("Sec-WebSocket-Accept", "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="),
+        ("Connection", "upgrade"),
+        ("Upgrade", "websocket"),
+        ("Via", "1.1 prefork_lb"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("headers", "offered"),
+    [
+        pytest.param([("Upgrade", "h2c"), ("Connection", "upgrade")], "websocket", id="other"),
+        pytest.param([("Connection", "upgrade")], "websocket", id="no-upgrade"),
+        pytest.param(
+            [("Upgrade", "websocket"), ("Upgrade", "websocket"), ("Connection", "upgrade")],
+            "websocket",
+            id="two-upgrades",
+        ),
+        pytest.param([("Upgrade", "websocket")], "websocket", id="no-connection-upgrade"),
+        pytest.param(
+            [("Upgrade", "websocket"), ("Connection", "upgrade"), ("X-Bad", "a\x00b")],
+            "websocket",
+            id="control-character",
+        ),
+    ],
+)
+def test_switching_head_refused(headers: list[tuple[str, str]], offered: str) -> None:
+    """A 101 to another protocol than offered, or with a bad field, is a bad response (502)."""
+    with pytest.raises(BadBackendResponse):
+        switching_head("Switching Protocols", headers, version="1.1", offered=offered)

@@ -38,6 +38,8 @@ def test_a_fresh_state_has_every_figure_named_and_zero(state: shared.SharedState
     assert dict(first.responses) == dict.fromkeys(STATUS_CLASSES, 0)
     assert dict(first.errors) == dict.fromkeys(ERROR_KINDS, 0)
     assert (first.aborted, first.retries, first.latency_sum) == (0, 0, 0.0)
+    assert (first.tunnels_open, first.tunnels_opened) == (0, 0)
+    assert (first.tunnel_bytes_up, first.tunnel_bytes_down) == (0, 0)
     assert [bound for bound, _ in first.latency] == [*LATENCY_BUCKETS, math.inf]
     assert (first.requests, first.failures, first.latency_count) == (0, 0, 0)
     assert dict(figures.balancer.responses) == dict.fromkeys(STATUS_CLASSES, 0)
@@ -73,6 +75,32 @@ def test_figures_sum_what_every_worker_counted(state: shared.SharedState) -> Non
     balancer = state.figures().balancer
     assert (balancer.responses["5xx"], balancer.errors["NoBackendAvailable"]) == (1, 1)
     assert state.figures().client_connections == 1
+
+
+def test_tunnels_are_figures_of_their_backend(state: shared.SharedState) -> None:
+    """Open tunnels (live, per worker row) and tunnels opened and bytes each way (counts) show."""
+    worker, other = shared.assign_worker_slot(), shared.assign_worker_slot()
+    assert worker is not None
+    assert other is not None
+
+    def relay() -> None:
+        state.in_flight.add_tunnel(worker, 1, 2)
+        state.stats.count_tunnel(worker, 1)
+        state.stats.count_tunnel(worker, 1)
+        state.stats.count_tunnel_bytes(worker, 1, up=True, count=100)
+        state.stats.count_tunnel_bytes(worker, 1, up=False, count=7)
+
+    assert exit_code(fork_running(relay)) == 0
+    state.in_flight.add_tunnel(other, 1, 1)
+    state.stats.count_tunnel(other, 1)
+    state.stats.count_tunnel_bytes(other, 1, up=False, count=3)
+    first, second = state.figures().backends
+    assert (first.tunnels_open, first.tunnels_opened, first.tunnel_bytes_up) == (0, 0, 0)
+    assert (second.tunnels_open, second.tunnels_opened) == (3, 3)
+    assert (second.tunnel_bytes_up, second.tunnel_bytes_down) == (100, 10)
+    shared.release_worker_slot(worker)
+    first, second = state.figures().backends
+    assert (second.tunnels_open, second.tunnels_opened, second.tunnel_bytes_down) == (1, 3, 10)
 
 
 def test_health_rows_given_are_used(state: shared.SharedState) -> None:

@@ -30,6 +30,7 @@ def _backend(url: str, **changes: Any) -> dict[str, Any]:
         "consecutive_failures": 0,
         "consecutive_successes": 0,
         "in_flight": 0,
+        "tunnels_open": 0,
         "weight": 1,
         "backup": False,
         "health_check": True,
@@ -94,7 +95,7 @@ def _render(*backends: dict[str, Any], traffic: dict[str, BackendTraffic] | None
 def test_each_backend_is_one_row_with_its_state_in_words() -> None:
     """Each backend gets one row; its state is spelled UP or DOWN (not colour alone)."""
     page = _render(
-        _backend(A, in_flight=2, weight=5),
+        _backend(A, in_flight=2, weight=5, tunnels_open=1),
         _backend(B, state="down", usable=False, reason="3 failed requests", failed_requests=3),
         _backend(C, backup=True, health_check=False),
     )
@@ -106,6 +107,7 @@ def test_each_backend_is_one_row_with_its_state_in_words() -> None:
     assert "backup" in page.rows[2]["state"]
     assert "backup" not in page.rows[0]["state"]
     assert [row["in-flight"] for row in page.rows] == ["2", "0", "0"]
+    assert [row["tunnels"] for row in page.rows] == ["1", "0", "0"]
     assert [row["weight"] for row in page.rows] == ["5", "1", "1"]
     assert [row["health-check"] for row in page.rows] == ["on", "on", "off"]
     assert page.rows[0]["since"] == "3 minsince 2026-11-23 10:00:00 UTC"
