@@ -28,11 +28,14 @@ from prefork_lb.values import (
     IPNetwork,
     fail,
     parse_admin_path,
+    parse_backend_name,
     parse_balance_factor,
     parse_bool,
     parse_ca_bundle,
     parse_cookie_name,
     parse_count,
+    parse_extension_options,
+    parse_extensions,
     parse_hash_key,
     parse_health_path,
     parse_networks,
@@ -180,6 +183,8 @@ def _parse_backend_options(
             backend = replace(backend, weight=value)
         elif key == "backup":
             backend = replace(backend, backup=value)
+        elif key == "name":
+            backend = replace(backend, name=value)
         else:
             overrides.append((key, value))
     return _BackendSpec(backend, tuple(overrides))
@@ -238,6 +243,10 @@ def _parse_backends(where: str, value: object) -> tuple[_BackendSpec, ...]:
         if url in first_at:
             raise fail(f"{where}[{i}]", url, f"backend already listed at [{first_at[url]}]")
         first_at[url] = i
+    names = [spec.backend.name for spec in specs]
+    for i, name in enumerate(names):
+        if name in names[:i]:
+            raise fail(f"{where}[{i}]", name, "another backend already has this name")
     if specs and all(spec.backend.backup for spec in specs):
         raise ConfigError(
             f"{where}: every backend is a backup; at least one must take traffic normally"
@@ -359,7 +368,8 @@ SETTINGS: tuple[Setting, ...] = (
         "Backend base URLs, ``http://host:port`` or ``https://host:port``, each listed "
         "once. A backend may have options: ``weight`` (1 to 1000, default 1: its share "
         "of requests relative to the others), ``backup`` (used only while no other "
-        "backend is usable; at least one backend must not be a backup) and any setting "
+        "backend is usable; at least one backend must not be a backup), ``name`` (how "
+        "extensions name it, default its ``host:port``) and any setting "
         "marked (per backend too), which then holds for that backend instead of the "
         "global value. In the environment: comma-separated items, each a URL followed by "
         "space-separated ``key=value`` options or the word ``backup``, as in "
@@ -688,6 +698,23 @@ SETTINGS: tuple[Setting, ...] = (
         "the prefix from the path sent upstream. See Routing for the precedence. A "
         "request no route takes goes to the ``default`` pool, or gets 404 without one.",
     ),
+    Setting(
+        "extensions",
+        parse_extensions,
+        (),
+        "Extensions to run on every request, in this order: ``module:attribute`` names "
+        "of classes (or callables) that each worker calls once with the extension's "
+        "options (see Extensions). In the file a list, in the environment "
+        "comma-separated. A name that does not import stops the start.",
+    ),
+    Setting(
+        "extension_options",
+        parse_extension_options,
+        (),
+        "Each extension's options: in the file a table "
+        '``[extension_options."module:attribute"]`` per extension, in the environment '
+        "a JSON object of objects. An extension without a table gets an empty dict.",
+    ),
 )
 
 # Options a backend may set for itself: its own two, and the global settings
@@ -721,6 +748,7 @@ _BY_ENV = {setting.env: setting for setting in SETTINGS}
 _BACKEND_OPTIONS: dict[str, Callable[[str, object], Any]] = {
     "weight": parse_weight,
     "backup": parse_bool,
+    "name": parse_backend_name,
     **{name: _BY_NAME[name].parse for name in _OVERRIDABLE},
 }
 
@@ -755,12 +783,18 @@ class Backend:
     scheme: str
     host: str
     port: int
+    # How extensions name it (``request.backend``); empty: its host:port.
+    name: str = ""
     weight: int = 1  # 1..1000
     backup: bool = False
     max_conns: int = _DEFAULT["max_conns"]  # 0 = no limit
     max_fails: int = _DEFAULT["max_fails"]  # 0 = never marked down by failed requests
     fail_timeout: float = _DEFAULT["fail_timeout"]
     check: HealthCheck = HealthCheck()
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            object.__setattr__(self, "name", self.authority)
 
     @property
     def authority(self) -> str:
@@ -836,8 +870,15 @@ class Settings:
     # Empty: one pool, "default", of every backend (effective_pools).
     pools: tuple[Pool, ...] = _DEFAULT["pools"]
     routes: tuple[Route, ...] = _DEFAULT["routes"]
+    extensions: tuple[str, ...] = _DEFAULT["extensions"]
+    # (extension, its options) pairs; options_for() looks one up.
+    extension_options: tuple[tuple[str, dict[str, Any]], ...] = _DEFAULT["extension_options"]
     # Where the settings came from, for messages only.
     sources: tuple[str, ...] = field(default=(), compare=False)
+
+    def options_for(self, extension: str) -> dict[str, Any]:
+        """The options of ``extension`` (a copy; empty when it has none)."""
+        return dict(dict(self.extension_options).get(extension, {}))
 
 
 def _resolve_backend(spec: _BackendSpec, settings: Settings) -> Backend:
@@ -1007,6 +1048,12 @@ def load_config(environ: Mapping[str, str]) -> Settings:
         backends = tuple(_resolve_backend(spec, settings) for spec in specs)
         settings = replace(settings, backends=backends)
     _check_routes(settings)
+    unknown = sorted(set(dict(settings.extension_options)) - set(settings.extensions))
+    if unknown:
+        raise ConfigError(
+            f"extension_options: {unknown[0]!r} is not one of the extensions "
+            f"({', '.join(settings.extensions) or 'none listed'})"
+        )
     if not settings.backends and not settings.demo:
         raise ConfigError(
             "no backends configured: set PREFORK_LB_BACKENDS=http://host:port,... or "

@@ -170,6 +170,18 @@ class BadBackendResponse(BackendError):
     counts_as_failure = False
 
 
+class ExtensionFailed(LBError):
+    """An extension raised in one of its phases; ``extension`` and ``phase`` name where."""
+
+    status = HTTPStatus.INTERNAL_SERVER_ERROR
+    public = "an extension of the balancer failed"
+
+    def __init__(self, detail: str, *, extension: str = "", phase: str = "") -> None:
+        super().__init__(detail)
+        self.extension = extension
+        self.phase = phase
+
+
 class AbortResponse(ConnectionResetError):
     """Raised from a response body to drop the client connection mid-response.
 
@@ -200,6 +212,7 @@ ERROR_KINDS = (
     "QueueFull",
     "QueueTimeout",
     "ClientLeftQueue",
+    "ExtensionFailed",
     "LBError",
 )
 _KIND_INDEX = {name: index for index, name in enumerate(ERROR_KINDS)}

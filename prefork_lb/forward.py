@@ -163,7 +163,7 @@ class Forwarder:
                 request = replace(request, headers=without_cookie(request.headers, sticky.name))
         limited = self._selector.limited[pool]
         while True:
-            index = self._choose(frozenset(tried), last_error, pool, key, prefer, client)
+            index = self._choose(request, frozenset(tried), last_error, pool, key, prefer, client)
             record.backend = self._selector.backends[index].url
             record.tries += 1
             try:
@@ -212,13 +212,18 @@ class Forwarder:
 
     def _choose(  # noqa: PLR0917
         self,
+        request: ProxyRequest,
         tried: frozenset[int],
         last_error: BackendError | None,
-        pool: int,
-        key: int | None,
-        prefer: int | None,
-        client: Any,
+        pool: int = 0,
+        key: int | None = None,
+        prefer: int | None = None,
+        client: Any = None,
     ) -> int:
+        """The backend for the next try of ``request`` (``Selector.choose`` or ``admit``).
+
+        ``request`` is for subclasses (extensions may name a backend).
+        """
         try:
             if self._room is None or not self._selector.limited[pool]:
                 return self._selector.choose(tried, pool, key, prefer)

@@ -31,6 +31,7 @@ from prefork_lb.config import (
     load_config,
 )
 from prefork_lb.demo import DemoBackends, start_demo_backends
+from prefork_lb.extension_loader import ExtensionStartError, check_in_child
 from prefork_lb.selector import hash_rings
 
 _demo: DemoBackends | None = None
@@ -51,6 +52,10 @@ def on_starting(server: Any) -> None:
             "prefork_lb configuration: header_map 'dangerous' lets Transfer_Encoding "
             "stand in for Transfer-Encoding; use 'drop' (the default) or 'refuse'"
         )
+    try:
+        _declare_extensions(settings)
+    except ExtensionStartError as err:
+        raise RuntimeError(f"prefork_lb {err}") from None
     settings = _with_sticky_secret(_with_demo_backends(server, settings), running="")
     for warning in doubtful_settings(settings):
         server.log.warning("prefork_lb configuration: %s", warning)
@@ -79,6 +84,7 @@ def on_reload(server: Any) -> None:
         server.log.exception(_RELOAD_FAILED, f"unexpected error: {err!r}")
         return
     try:
+        _declare_extensions(settings)
         settings = _with_demo_backends(server, settings)
         settings = _with_sticky_secret(settings, running=old.sticky_secret)
         shared.reinstall(settings)
@@ -106,6 +112,14 @@ def _with_sticky_secret(settings: Settings, *, running: str) -> Settings:
     if settings.sticky_secret or not any(p.sticky_cookie for p in effective_pools(settings)):
         return settings
     return replace(settings, sticky_secret=running or secrets.token_urlsafe(32))
+
+
+def _declare_extensions(settings: Settings) -> None:
+    """Check that the extensions import; make the shared memory they declare (kept on HUP)."""
+    declared = check_in_child(settings.extensions)
+    shared.extension_memory().declare(
+        counters=declared.counters, limiters=declared.limiters, extensions=settings.extensions
+    )
 
 
 def _with_demo_backends(server: Any, settings: Settings) -> Settings:

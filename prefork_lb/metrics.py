@@ -24,7 +24,13 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from prefork_lb.shared import BackendFigures, Figures, SharedState
+from prefork_lb.shared import (
+    BackendFigures,
+    Figures,
+    SharedCounter,
+    SharedState,
+    extension_memory,
+)
 
 __all__ = ["CONTENT_TYPE_LATEST", "render"]
 
@@ -77,6 +83,21 @@ class BalancerCollector(Collector):
             since.add_metric([backend.url], started if row.since == 0.0 else self._now - row.since)
         yield up
         yield since
+        errors = extension_memory().errors
+        if errors:
+            yield _extension_errors(errors)
+
+
+def _extension_errors(errors: dict[tuple[str, str], SharedCounter]) -> Metric:
+    family = CounterMetricFamily(
+        PREFIX + "extension_errors",
+        "Exceptions an extension raised, by extension and phase (in on_request, "
+        "on_upstream_request or on_response the client got a 500).",
+        labels=["extension", "phase"],
+    )
+    for (extension, phase), counter in errors.items():
+        family.add_metric([extension, phase], counter.value)
+    return family
 
 
 def _counters(figures: Figures) -> Iterator[Metric]:

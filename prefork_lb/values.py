@@ -8,6 +8,7 @@ the message) and the raw value, and returns the typed value or raises
 from __future__ import annotations
 
 import ipaddress
+import json
 import math
 import os
 import re
@@ -244,3 +245,41 @@ def parse_ca_bundle(where: str, value: object) -> str:
     else:
         return path
     raise ConfigError(f"{where}: cannot load the CA bundle {path!r}: {reason}")
+
+
+_BACKEND_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:\[\]-]{0,63}")
+
+
+def parse_backend_name(where: str, value: object) -> str:
+    if isinstance(value, str) and _BACKEND_NAME.fullmatch(value.strip()):
+        return value.strip()
+    raise fail(where, value, "must be 1 to 64 letters, digits, '.', '_', ':', '-'")
+
+
+_EXTENSION = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*", re.ASCII)
+
+
+def parse_extensions(where: str, value: object) -> tuple[str, ...]:
+    names = split_list(where, value)
+    for name in names:
+        if not _EXTENSION.fullmatch(name):
+            raise fail(where, name, "each extension must be module:attribute")
+    if len(set(names)) != len(names):
+        raise fail(where, value, "an extension is listed twice")
+    return tuple(names)
+
+
+def parse_extension_options(where: str, value: object) -> tuple[tuple[str, dict[str, object]], ...]:
+    # In the environment: a JSON object of objects; in the file: TOML tables.
+    if isinstance(value, str) and not value.strip():
+        return ()
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            raise fail(where, value, "must be a JSON object in the environment") from None
+    if not isinstance(value, dict) or not all(
+        isinstance(options, dict) for options in value.values()
+    ):
+        raise fail(where, value, 'must be tables named by extension ("module:attribute")')
+    return tuple((str(name), dict(options)) for name, options in value.items())

@@ -56,7 +56,13 @@ def create_app() -> ProxyApp:
     selector = Selector(state.settings, state, slot)
     HealthProber(selector, state.health, backend_tls_options(state.settings)).start()
     stats = Stats(state.stats, slot, state.in_flight) if slot is not None else NO_STATS
-    return ProxyApp(state.settings, selector, AdminEndpoint(state, selector), stats)
+    admin = AdminEndpoint(state, selector)
+    if state.settings.extensions:
+        # Decided once: without extensions the plain ProxyApp runs, unchanged.
+        from prefork_lb.extension_app import extended_app  # noqa: PLC0415 - imports wsgi
+
+        return extended_app(state.settings, selector, admin, stats)
+    return ProxyApp(state.settings, selector, admin, stats)
 
 
 def _log_urllib3_warnings() -> None:
@@ -78,10 +84,12 @@ class ProxyApp:
         selector: Selector,
         admin: AdminEndpoint,
         stats: Stats = NO_STATS,
+        *,
+        forwarder: Forwarder | None = None,
     ) -> None:
         self._admin = admin
         self._stats = stats
-        self._forwarder = Forwarder(settings, selector, Upstream(settings), stats)
+        self._forwarder = forwarder or Forwarder(settings, selector, Upstream(settings), stats)
         self._body_limits = BodyLimits(
             settings.client_timeout, settings.client_min_rate, settings.max_body_size
         )

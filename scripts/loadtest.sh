@@ -422,7 +422,11 @@ measure_prefork_lb() {
     step "prefork_lb ($WORKERS gevent workers): $DURATION s at $CONNECTIONS connections..."
     local port pid backends log="$OUT/prefork_lb.log"
     port=$(helper ports 1)
-    backends=$(IFS=,; echo "${BACKEND_URLS[*]}")
+    # Named backend-1, -2, ... so that an extension (canary) can name one.
+    backends=""
+    for i in "${!BACKEND_URLS[@]}"; do
+        backends+="${backends:+,}${BACKEND_URLS[$i]} name=backend-$((i + 1))"
+    done
     # Other PREFORK_LB_* settings in the environment apply (and go into the JSON).
     start_service "$log" env PREFORK_LB_BACKENDS="$backends" \
         .venv/bin/gunicorn -c gunicorn.conf.py --bind "127.0.0.1:$port" --workers "$WORKERS" \

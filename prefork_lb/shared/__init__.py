@@ -12,6 +12,8 @@ it indexes them. One concern per module:
 - ``admission``: the lock that admits requests to backends with
   ``max_conns``, the pools' waiting rooms and their tickets;
 - ``stats``: responses, errors, retries and latency, one row per worker;
+- ``extension_memory``: the shared counters and rate limiters extensions
+  declare, and their error counts;
 - ``figures``: one typed, read-only ``BackendFigures`` per backend, every
   figure under its name, for whoever shows them;
 - ``handover``: the master installs the state (and reinstalls it on HUP),
@@ -20,6 +22,13 @@ it indexes them. One concern per module:
 
 from prefork_lb.shared.admission import AdmissionTable
 from prefork_lb.shared.counter import RotationCounter
+from prefork_lb.shared.extension_memory import (
+    ExtensionMemory,
+    RateLimiter,
+    RateLimiterTable,
+    SharedCounter,
+    extension_memory,
+)
 from prefork_lb.shared.figures import BackendFigures, BalancerFigures, Figures, PoolFigures
 from prefork_lb.shared.handover import (
     SharedState,
@@ -48,15 +57,20 @@ __all__ = [
     "BackendFigures",
     "BackendStats",
     "BalancerFigures",
+    "ExtensionMemory",
     "Figures",
     "HealthTable",
     "InFlightTable",
     "PoolFigures",
     "ProberLease",
+    "RateLimiter",
+    "RateLimiterTable",
     "RotationCounter",
+    "SharedCounter",
     "SharedState",
     "StatsTable",
     "assign_worker_slot",
+    "extension_memory",
     "install",
     "installed",
     "reinstall",

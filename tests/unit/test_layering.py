@@ -46,6 +46,8 @@ PURE_MODULES = [
     "prefork_lb.hashing",  # Maglev table, hash keys, bounded load
     "prefork_lb.sticky",  # signed sticky-cookie tokens
     "prefork_lb.admission",  # connection limits and waiting-room rules
+    "prefork_lb.token_bucket",  # the rate limiters' arithmetic; the clock is passed in
+    "prefork_lb.extension_types",  # the request, response and headers extensions see
 ]
 
 # Standard-library modules that do I/O the core must leave to the shell.
