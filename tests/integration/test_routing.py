@@ -177,3 +177,25 @@ pool = "two"
         ("/two", "b4"): k,
         ("/two", "b2"): k,
     }
+
+
+def test_routes_with_extensions(
+    five_backends: list[ScriptedBackend], start_balancer: StartBalancer, tmp_path: Path
+) -> None:
+    """With extensions configured the routes hold as well: pool, stripped target, and 404."""
+    config = write_config(tmp_path / "lb.toml", five_backends, default=False)
+    lb = start_balancer(
+        [],
+        workers=1,
+        env={
+            "PREFORK_LB_CONFIG": str(config),
+            "PREFORK_LB_EXTENSIONS": "tests.support.extensions:Noop",
+        },
+    )
+    for backend in five_backends:
+        backend.clear()
+    reply = fetch(lb.port, "/static/app.css?v=2")
+    assert reply.status == 200
+    assert reply.body == b"b4\n"
+    assert [r.target for r in five_backends[3].requests] == ["/app.css?v=2"]
+    assert fetch(lb.port, "/elsewhere").status == 404
