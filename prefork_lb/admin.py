@@ -13,12 +13,22 @@ in-flight count and open tunnels, read from the memory all workers share;
 ``GET <admin_path>/metrics`` with Prometheus metrics, summed over all
 workers (``metrics.py``); ``GET <admin_path>/`` with the same as a page for
 a person with a browser (``status_page.py``).
+
+Writes (``runtime.py``): ``POST <admin_path>/backends/NAME/state`` with
+``{"state": "ready" | "drain" | "maint"}`` and ``POST .../NAME/weight`` with
+``{"weight": N}``. They need ``admin_allow`` and ``Authorization: Bearer
+<admin_token>`` (compared in constant time); without a token configured
+they are refused with 403. Each one is logged with the client and the
+change, and written to ``state_file`` when one is set.
 """
 
 from __future__ import annotations
 
+import hmac
 import json
+import logging
 import os
+import re
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -27,13 +37,27 @@ from typing import Any
 from prefork_lb import metrics
 from prefork_lb.headers import AddressSet
 from prefork_lb.request import ProxyRequest
+from prefork_lb.runtime import (
+    Change,
+    ControlError,
+    admin_state,
+    backend_index,
+    parse_body,
+    parse_state,
+    parse_weight,
+)
 from prefork_lb.selector import Selector
 from prefork_lb.shared import Figures, SharedState
+from prefork_lb.state_file import save_state
 from prefork_lb.status_page import BackendTraffic, render_status_page
+
+log = logging.getLogger("gunicorn.error").getChild("prefork_lb")
 
 StartResponse = Callable[..., Any]
 # Headers a proxy adds: a request that passed through one is not the peer's own.
 _FORWARDING = frozenset({"x-forwarded-for", "forwarded", "x-real-ip"})
+# A write's body is a small JSON object.
+_MAX_WRITE_BODY = 4096
 
 
 class AdminEndpoint:
@@ -44,6 +68,8 @@ class AdminEndpoint:
         self._selector = selector
         self._path = state.settings.admin_path
         self._allowed = AddressSet(state.settings.admin_allow)
+        self._token = state.settings.admin_token.encode()
+        self._names = tuple(backend.name for backend in state.settings.backends)
 
     def serves(self, request: ProxyRequest) -> bool:
         """Whether this request is for the admin endpoint (and may use it)."""
@@ -56,9 +82,14 @@ class AdminEndpoint:
             return False
         return request.client_addr in self._allowed
 
-    def respond(self, request: ProxyRequest, start_response: StartResponse) -> list[bytes]:
-        """Answer one admin request."""
+    def respond(
+        self, request: ProxyRequest, start_response: StartResponse, body: Any = None
+    ) -> list[bytes]:
+        """Answer one admin request (``body``: the WSGI input, for writes)."""
         path = request.target.path.partition("?")[0]
+        write = _WRITE_PATH.fullmatch(path[len(self._path) :])
+        if write is not None:
+            return self._write(request, start_response, body, write[1], write[2])
         if path in (self._path, f"{self._path}/"):
             return self._status_page(request, start_response)
         is_metrics = path == f"{self._path}/metrics"
@@ -86,6 +117,70 @@ class AdminEndpoint:
             return [] if request.method == "HEAD" else [text]
         body = _json(start_response, "200 OK", self._document(self._figures()))
         return [] if request.method == "HEAD" else body
+
+    def _write(
+        self, request: ProxyRequest, start_response: StartResponse, body: Any, name: str, what: str
+    ) -> list[bytes]:
+        """Apply one operator write, or refuse it and change nothing."""
+        if request.method != "POST":
+            return _json(
+                start_response,
+                "405 Method Not Allowed",
+                {"error": f"method {request.method} not allowed; writes are POST"},
+                [("Allow", "POST")],
+            )
+        try:
+            self._authorize(request)
+            document = parse_body(_read_body(request, body))
+            index = backend_index(self._names, name)
+            change = (
+                Change(index, state=parse_state(document))
+                if what == "state"
+                else Change(index, weight=parse_weight(document))
+            )
+        except ControlError as err:
+            return _json(start_response, _STATUS[err.status], {"error": err.message})
+        old = self._selector.control(change)
+        backend = self._state.settings.backends[index]
+        new = change.apply(old)
+        if change.state is not None:
+            told = f"state {admin_state(old).label} -> {admin_state(new).label}"
+        else:
+            told = f"weight {old.weight or backend.weight} -> {new.weight}"
+        log.warning("admin write from %s: backend %s %s", request.client_addr, name, told)
+        if self._state.settings.state_file:
+            try:
+                save_state(self._state.settings.state_file, self._names, self._state.health)
+            except OSError as err:
+                log.error("state_file %s not written: %s", self._state.settings.state_file, err)
+        return _json(
+            start_response,
+            "200 OK",
+            {
+                "name": name,
+                "url": backend.url,
+                "admin_state": admin_state(new).label,
+                "weight": new.weight or backend.weight,
+                "changed": told,
+            },
+        )
+
+    def _authorize(self, request: ProxyRequest) -> None:
+        """Refuse a write without the configured token (403 when none is configured)."""
+        if not self._token:
+            raise ControlError(
+                403,
+                "admin writes are off: set admin_token (PREFORK_LB_ADMIN_TOKEN) to a "
+                "secret of 16 or more characters and send it as Authorization: Bearer TOKEN",
+            )
+        given = next((v for n, v in request.headers if n.lower() == "authorization"), "")
+        scheme, _, token = given.strip().partition(" ")
+        if not given:
+            raise ControlError(401, "admin writes need Authorization: Bearer TOKEN")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+            token.strip().encode(), self._token
+        ):
+            raise ControlError(403, "the admin token is wrong")
 
     def _figures(self) -> Figures:
         """Every backend's shared figures, with the health rows this worker acts on."""
@@ -139,7 +234,10 @@ def backends_document(
                 "consecutive_successes": row.successes,
                 "in_flight": shown.in_flight,
                 "tunnels_open": shown.tunnels_open,
-                "weight": backend.weight,
+                "name": backend.name,
+                "admin_state": admin_state(row).label,
+                "weight": row.weight or backend.weight,
+                "configured_weight": backend.weight,
                 "backup": backend.backup,
                 "health_check": backend.check.enabled,
             }
@@ -177,6 +275,27 @@ def traffic(figures: Figures) -> dict[str, BackendTraffic]:
         )
         for shown in figures.backends
     }
+
+
+def _read_body(request: ProxyRequest, body: Any) -> bytes:
+    """The write's body, up to ``_MAX_WRITE_BODY`` bytes (400 beyond)."""
+    if body is None or not request.has_body:
+        return b""
+    if request.content_length is not None and request.content_length > _MAX_WRITE_BODY:
+        raise ControlError(400, f"the body is larger than {_MAX_WRITE_BODY} bytes")
+    data: bytes = body.read(_MAX_WRITE_BODY + 1)
+    if len(data) > _MAX_WRITE_BODY:
+        raise ControlError(400, f"the body is larger than {_MAX_WRITE_BODY} bytes")
+    return data
+
+
+_WRITE_PATH = re.compile(r"/backends/([A-Za-z0-9._:\[\]-]{1,64})/(state|weight)")
+_STATUS = {
+    400: "400 Bad Request",
+    401: "401 Unauthorized",
+    403: "403 Forbidden",
+    404: "404 Not Found",
+}
 
 
 def _method_not_allowed(request: ProxyRequest, start_response: StartResponse) -> list[bytes]:

@@ -28,6 +28,7 @@ from prefork_lb.values import (
     IPNetwork,
     fail,
     parse_admin_path,
+    parse_admin_token,
     parse_backend_name,
     parse_balance_factor,
     parse_bool,
@@ -46,6 +47,7 @@ from prefork_lb.values import (
     parse_seconds_or_zero,
     parse_secret,
     parse_size,
+    parse_state_file,
     parse_status_range,
     parse_weight,
     split_list,
@@ -659,6 +661,23 @@ SETTINGS: tuple[Setting, ...] = (
         "traffic, forwarded to a backend.",
     ),
     Setting(
+        "admin_token",
+        parse_admin_token,
+        "",
+        "The bearer token (16 or more printable characters) that admin writes "
+        "(``POST <admin_path>/backends/NAME/state`` and ``/weight``) must carry as "
+        "``Authorization: Bearer TOKEN``, from a client in ``admin_allow``. Empty: "
+        "writes are refused (403); reads need no token. ``ctl`` reads it too.",
+    ),
+    Setting(
+        "state_file",
+        parse_state_file,
+        "",
+        "A file that keeps what operators set (drain, maint, weights) across reloads "
+        "and restarts: rewritten atomically on every change, read at start and on "
+        "reload. Empty: changes last until the next restart.",
+    ),
+    Setting(
         "upgrade_protocols",
         parse_protocols,
         ("websocket",),
@@ -865,6 +884,8 @@ class Settings:
     slow_start: float = _DEFAULT["slow_start"]
     admin_path: str = _DEFAULT["admin_path"]
     admin_allow: tuple[IPNetwork, ...] = _DEFAULT["admin_allow"]
+    admin_token: str = field(default=_DEFAULT["admin_token"], repr=False)
+    state_file: str = _DEFAULT["state_file"]  # an absolute path; empty: none
     upgrade_protocols: tuple[str, ...] = _DEFAULT["upgrade_protocols"]  # lower case
     tunnel_timeout: float = _DEFAULT["tunnel_timeout"]
     # Empty: one pool, "default", of every backend (effective_pools).

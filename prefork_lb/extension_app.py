@@ -251,7 +251,7 @@ class ExtendedProxyApp(ProxyApp):
         try:
             request = read_request(environ)
             if self._admin.serves(request):
-                return self._admin.respond(request, start_response)
+                return self._admin.respond(request, start_response, environ["wsgi.input"])
         except LBError as err:
             return self._answer_error(environ, start_response, record, err)
         record.request_id = client_request_id(request.headers) or uuid.uuid4().hex

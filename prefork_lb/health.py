@@ -73,6 +73,10 @@ class BackendHealth:
     # Runs of the same active-check outcome.
     failures: int = 0
     successes: int = 0
+    # Set by an operator (runtime.py), not by health: 0 ready, 1 drain, 2 maint;
+    # and a weight that replaces the configured one (0: as configured).
+    admin: int = 0
+    weight: int = 0
 
     def usable(self, now: float) -> bool:
         """Whether a request may go to this backend now (up, or down and due a trial)."""

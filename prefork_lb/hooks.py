@@ -33,6 +33,8 @@ from prefork_lb.config import (
 from prefork_lb.demo import DemoBackends, start_demo_backends
 from prefork_lb.extension_loader import ExtensionStartError, check_in_child
 from prefork_lb.selector import hash_rings
+from prefork_lb.shared import HealthTable
+from prefork_lb.state_file import load_state
 
 _demo: DemoBackends | None = None
 
@@ -59,7 +61,8 @@ def on_starting(server: Any) -> None:
     settings = _with_sticky_secret(_with_demo_backends(server, settings), running="")
     for warning in doubtful_settings(settings):
         server.log.warning("prefork_lb configuration: %s", warning)
-    shared.install(settings)
+    state = shared.install(settings)
+    _load_runtime_state(settings, state.health)
     hash_rings(settings)  # built once here, inherited by every worker
     for backend in settings.backends:
         server.log.info("prefork_lb: backend %s", backend.url)
@@ -87,7 +90,8 @@ def on_reload(server: Any) -> None:
         _declare_extensions(settings)
         settings = _with_demo_backends(server, settings)
         settings = _with_sticky_secret(settings, running=old.sticky_secret)
-        shared.reinstall(settings)
+        state = shared.reinstall(settings)
+        _load_runtime_state(settings, state.health)
         hash_rings(settings)
     except Exception as err:
         # Whatever it is, the master must keep serving with what it has.
@@ -98,6 +102,12 @@ def on_reload(server: Any) -> None:
     server.log.info(
         "prefork_lb: reloaded settings from %s: %s", source, describe_changes(old, settings)
     )
+
+
+def _load_runtime_state(settings: Settings, table: HealthTable) -> None:
+    """Apply the ``state_file``'s drain, maint and weights (a bad file is logged, never fatal)."""
+    if settings.state_file:
+        load_state(settings.state_file, tuple(b.name for b in settings.backends), table)
 
 
 _RELOAD_FAILED = "prefork_lb: reload failed, keeping the running settings: %s"

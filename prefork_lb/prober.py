@@ -28,6 +28,7 @@ from urllib3.exceptions import HTTPError
 from urllib3.util import Timeout
 
 from prefork_lb.config import Backend
+from prefork_lb.runtime import AdminState
 from prefork_lb.selector import Selector
 from prefork_lb.shared import HealthTable
 from prefork_lb.upstream import os_reason
@@ -65,6 +66,10 @@ class HealthProber:
 
     def _probe_forever(self, index: int, backend: Backend) -> None:
         while True:
+            if self._selector.health()[index].admin == AdminState.MAINT:
+                # In maintenance: not probed (the backend may be mid-deploy).
+                gevent.sleep(backend.check.interval)
+                continue
             try:
                 passed, reason = self.probe(backend)
                 self._selector.check_done(index, passed=passed, reason=reason)

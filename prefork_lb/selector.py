@@ -16,8 +16,10 @@ from collections.abc import Callable
 
 from prefork_lb.admission import AtCapacity, at_limit, may_take_slot
 from prefork_lb.config import Backend, Pool, Settings, effective_pools
+from prefork_lb.errors import NoBackendAvailable
 from prefork_lb.hashing import HashRing, ring_for
 from prefork_lb.health import BackendHealth, Event, HealthPolicy, observe, ramp
+from prefork_lb.runtime import Change
 from prefork_lb.scheduling import (
     HASH,
     LEAST_CONN,
@@ -209,6 +211,14 @@ class Selector:
         """An active health check of this backend passed or failed."""
         self._report(index, Event.CHECK_PASSED if passed else Event.CHECK_FAILED, reason)
 
+    def control(self, change: Change) -> BackendHealth:
+        """Make an operator's change to a backend's row, for every worker; return the old row."""
+
+        def make(row: BackendHealth) -> tuple[BackendHealth, BackendHealth]:
+            return change.apply(row), row
+
+        return self._state.health.update(change.index, make)
+
     def health(self) -> tuple[BackendHealth, ...]:
         """Every backend's health as last written."""
         self._refresh()
@@ -236,17 +246,31 @@ class Selector:
             return cached
         slow_start = self._settings.slow_start
         rows = self._rows
+        members = self.pools[pool].members
         candidates = [
             Candidate(
                 index=member.index,
-                weight=member.weight,
+                weight=rows[member.index].weight or member.weight,
                 backup=member.backup,
                 usable=rows[member.index].usable(now),
                 share=ramp(rows[member.index], now, slow_start),
             )
-            for member in self.pools[pool].members
+            for member in members
         ]
-        choice = eligible(candidates, exclude=exclude, fail_open=self._settings.fail_open)
+        # Drained and in maintenance: never chosen, not even fail-open or alone.
+        held = frozenset(m.index for m in members if rows[m.index].admin)
+        try:
+            choice = eligible(
+                candidates, exclude=exclude | held, fail_open=self._settings.fail_open
+            )
+        except NoBackendAvailable:
+            if held and held.issuperset(m.index for m in members if m.index not in exclude):
+                raise NoBackendAvailable(
+                    "every backend is drained or in maintenance"
+                    if not exclude
+                    else "every other backend is drained, in maintenance or already tried"
+                ) from None
+            raise
         if not exclude:
             self._cached[pool] = choice
             self._stable_until[pool] = self._next_change(now, slow_start)

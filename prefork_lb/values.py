@@ -247,6 +247,24 @@ def parse_ca_bundle(where: str, value: object) -> str:
     raise ConfigError(f"{where}: cannot load the CA bundle {path!r}: {reason}")
 
 
+def parse_admin_token(where: str, value: object) -> str:
+    """A bearer token of at least 16 printable characters, or empty (writes refused)."""
+    if isinstance(value, str) and (not value or _TOKEN.fullmatch(value)):
+        return value
+    raise ConfigError(f"{where}: must be 16 or more printable ASCII characters without spaces")
+
+
+_TOKEN = re.compile(r"[!-~]{16,}")
+
+
+def parse_state_file(where: str, value: object) -> str:
+    """The path of the runtime state file, made absolute; empty: none."""
+    if not isinstance(value, str):
+        raise fail(where, value, "must be a file path")
+    path = value.strip()
+    return os.path.abspath(path) if path else ""
+
+
 _BACKEND_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:\[\]-]{0,63}")
 
 

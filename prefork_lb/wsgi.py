@@ -112,7 +112,7 @@ class ProxyApp:
         try:
             request = read_request(environ)
             if self._admin.serves(request):
-                return self._admin.respond(request, start_response)
+                return self._admin.respond(request, start_response, environ["wsgi.input"])
             record.request_id = client_request_id(request.headers) or uuid.uuid4().hex
             pool = 0
             if self._routes is not None:

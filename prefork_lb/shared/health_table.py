@@ -60,7 +60,7 @@ class HealthTable:
     """
 
     _HEADER = struct.Struct("<Q")
-    _ROW = struct.Struct("<?ddddIII64s")
+    _ROW = struct.Struct("<?ddddIIIBI64s")
     _REASON_BYTES = 64
 
     def __init__(
@@ -120,9 +120,19 @@ class HealthTable:
             fcntl.lockf(self._lock_fd, fcntl.LOCK_UN, 1, offset)
 
     def _read(self, index: int) -> BackendHealth:
-        up, since, window_start, retry_at, trial_at, window_fails, failures, successes, reason = (
-            self._ROW.unpack_from(self._memory, self._HEADER.size + index * self._ROW.size)
-        )
+        (
+            up,
+            since,
+            window_start,
+            retry_at,
+            trial_at,
+            window_fails,
+            failures,
+            successes,
+            admin,
+            weight,
+            reason,
+        ) = self._ROW.unpack_from(self._memory, self._HEADER.size + index * self._ROW.size)
         return BackendHealth(
             up=up,
             since=since,
@@ -133,6 +143,8 @@ class HealthTable:
             trial_at=trial_at,
             failures=failures,
             successes=successes,
+            admin=admin,
+            weight=weight,
         )
 
     def _write(self, index: int, row: BackendHealth) -> None:
@@ -148,6 +160,8 @@ class HealthTable:
             min(row.window_fails, _U32),
             min(row.failures, _U32),
             min(row.successes, _U32),
+            row.admin,
+            min(row.weight, _U32),
             reason,
         )
 

@@ -13,6 +13,7 @@ import pytest
 from prefork_lb import shared
 from prefork_lb.config import Backend, HealthCheck, Settings, parse_backend_url
 from prefork_lb.errors import NoBackendAvailable
+from prefork_lb.runtime import AdminState, Change
 from prefork_lb.selector import Selector
 from prefork_lb.shared import handover
 
@@ -123,3 +124,39 @@ def test_the_worker_slot_survives_fork(state: shared.SharedState) -> None:
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
     shared.release_worker_slot(slot)
+
+
+def test_a_drained_backend_gets_no_new_request(state: shared.SharedState) -> None:
+    """Once one worker drains a backend, another worker never chooses it, nor fails open to it."""
+    one, other = _selector(state, fail_open=True), _selector(state, fail_open=True)
+    one.control(Change(1, state=AdminState.DRAIN))
+    assert Counter(other.choose() for _ in range(10)) == {0: 5, 2: 5}
+    one.request_failed(0, "refused")
+    one.request_failed(2, "refused")
+    assert {other.choose() for _ in range(10)} == {0, 2}
+
+
+def test_every_backend_held_is_a_clear_503(state: shared.SharedState) -> None:
+    """With every backend drained or in maintenance, choosing says so."""
+    one = _selector(state)
+    for index, held in enumerate((AdminState.DRAIN, AdminState.MAINT, AdminState.DRAIN)):
+        one.control(Change(index, state=held))
+    with pytest.raises(NoBackendAvailable, match="drained or in maintenance"):
+        one.choose()
+
+
+def test_ready_again_rejoins_the_rotation(state: shared.SharedState) -> None:
+    """A backend set ready after a drain is chosen again in its turn."""
+    one = _selector(state)
+    one.control(Change(0, state=AdminState.DRAIN))
+    one.control(Change(0, state=AdminState.READY))
+    assert Counter(one.choose() for _ in range(9)) == {0: 3, 1: 3, 2: 3}
+
+
+def test_a_weight_change_reshapes_the_schedule_in_every_worker(state: shared.SharedState) -> None:
+    """A weight written by one worker is the weight another schedules with, at once."""
+    one, other = _selector(state), _selector(state)
+    other.choose()
+    one.control(Change(0, weight=3))
+    picks = [other.choose() for _ in range(5 * 4)]
+    assert Counter(picks) == {0: 12, 1: 4, 2: 4}
