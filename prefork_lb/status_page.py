@@ -34,6 +34,7 @@ tr.down td { background: #fdecea; }
 .badge { display: inline-block; padding: 0 .5em; border-radius: .3em; font-weight: 700; }
 .badge.up { background: #1e7d32; color: #fff; }
 .badge.down { background: #b71c1c; color: #fff; }
+.badge.drain, .badge.maint { background: #ef6c00; color: #fff; }
 .badge.backup { background: #e0e0e0; color: #333; font-weight: 400; }
 .note { color: #555; font-size: .9em; }
 td.since .note { white-space: nowrap; }
@@ -176,6 +177,10 @@ def _row(backend: Mapping[str, Any], traffic: Mapping[str, BackendTraffic] | Non
     state = '<span class="badge up">UP</span>' if up else '<span class="badge down">DOWN</span>'
     if not up and backend.get("usable"):
         state += ' <span class="note">on trial</span>'
+    held = backend.get("admin_state", "ready")
+    if held in ("drain", "maint"):
+        # An operator's choice: no new requests, whatever the health says.
+        state += f' <span class="badge {held}">{held.upper()}</span>'
     if backend.get("backup"):
         state += ' <span class="badge backup">backup</span>'
     seen = traffic.get(url) if traffic is not None else None

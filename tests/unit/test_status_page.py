@@ -229,3 +229,11 @@ def test_page_is_self_contained_and_refreshes() -> None:
     assert "src=" not in text
     assert "http://" not in text.replace(A, "")
     assert 'href="/_prefork_lb/backends"' in text
+
+
+@pytest.mark.parametrize("held", ["drain", "maint"])
+def test_drain_and_maint_show_as_badges(held: str) -> None:
+    """A backend an operator drained or put in maintenance shows DRAIN or MAINT."""
+    backend = _backend("http://10.0.0.1:80", admin_state=held)
+    page = render_status_page(_document(backend), None, json_href="/x")
+    assert f'<span class="badge {held}">{held.upper()}</span>' in page
