@@ -40,9 +40,11 @@ from prefork_lb.values import (
     parse_hash_key,
     parse_health_path,
     parse_networks,
+    parse_percent,
     parse_policy,
     parse_positive_int,
     parse_protocols,
+    parse_retry_statuses,
     parse_seconds,
     parse_seconds_or_zero,
     parse_secret,
@@ -629,6 +631,50 @@ SETTINGS: tuple[Setting, ...] = (
         "retried (the balancer warns at start when it is not).",
     ),
     Setting(
+        "retry_on_status",
+        parse_retry_statuses,
+        (),
+        "Statuses (500 to 599, e.g. ``502, 503, 504``) after which a request that may "
+        "be repeated (the rules of ``retries``: idempotent, its body still held) is "
+        "tried on another backend, within ``retries`` and ``retry_timeout``; the "
+        "discarded answer's connection is closed. When tries run out the last answer "
+        "is sent. Empty: answers are never retried.",
+    ),
+    Setting(
+        "eject_consecutive_5xx",
+        parse_count,
+        0,
+        "Outlier ejection: a backend that answers this many 502, 503 or 504 in a row "
+        "(counted over all workers) is taken out of rotation for ``eject_time`` seconds "
+        "times the number of times it has been ejected, at most ``eject_max_time``; "
+        "with active health checks, ``health_rise`` passed checks end it early. 0: off.",
+    ),
+    Setting(
+        "eject_on_500",
+        parse_bool,
+        False,
+        "Count 500 answers towards ``eject_consecutive_5xx`` as well.",
+    ),
+    Setting(
+        "eject_time",
+        parse_seconds,
+        30.0,
+        "Seconds of a backend's first ejection; each further one lasts that much longer.",
+    ),
+    Setting(
+        "eject_max_time",
+        parse_seconds,
+        300.0,
+        "The longest an ejection lasts, in seconds.",
+    ),
+    Setting(
+        "eject_max_percent",
+        parse_percent,
+        50,
+        "At most this percentage of a pool's backends is ejected at once; a backend "
+        "that would go beyond it stays in.",
+    ),
+    Setting(
         "fail_open",
         parse_bool,
         False,
@@ -880,6 +926,12 @@ class Settings:
     health_fall: int = _DEFAULT["health_fall"]
     retries: int = _DEFAULT["retries"]
     retry_timeout: float = _DEFAULT["retry_timeout"]
+    retry_on_status: tuple[int, ...] = _DEFAULT["retry_on_status"]
+    eject_consecutive_5xx: int = _DEFAULT["eject_consecutive_5xx"]
+    eject_on_500: bool = _DEFAULT["eject_on_500"]
+    eject_time: float = _DEFAULT["eject_time"]
+    eject_max_time: float = _DEFAULT["eject_max_time"]
+    eject_max_percent: int = _DEFAULT["eject_max_percent"]
     fail_open: bool = _DEFAULT["fail_open"]
     slow_start: float = _DEFAULT["slow_start"]
     admin_path: str = _DEFAULT["admin_path"]

@@ -102,6 +102,8 @@ class Forwarder:
     ) -> None:
         self._settings = settings
         self._selector = selector
+        self._ejecting = settings.eject_consecutive_5xx > 0
+        self._retry_statuses = frozenset(settings.retry_on_status)
         self._upstream = upstream
         self._stats = stats
         self._trusted_proxies = AddressSet(settings.trusted_proxies)
@@ -192,10 +194,53 @@ class Forwarder:
                 )
                 last_error = err
                 continue
+            if self._retry_statuses and answer.response.status in self._retry_statuses:
+                tried.append(index)
+                if self._may_retry_status(request, body, answer, tried, first_try, pool):
+                    record.retries += 1
+                    self._stats.retried(index)
+                    continue
             if sticky is not None and index != prefer:
                 secure = request.scheme == "https"
                 answer.headers.append(("Set-Cookie", sticky.set_cookie(index, secure=secure)))
             return answer
+
+    def _may_retry_status(  # noqa: PLR0917
+        self,
+        request: ProxyRequest,
+        body: RequestBody | None,
+        answer: Answer,
+        tried: list[int],
+        first_try: float,
+        pool: int,
+    ) -> bool:
+        """Whether an answer with a ``retry_on_status`` status is discarded for another try.
+
+        The same rules as a failed try that reached the backend. A discarded
+        answer's connection is closed, never reused with its body half read;
+        another backend must be left to try.
+        """
+        retry = may_retry(
+            method=request.method,
+            request_sent=True,
+            body_replayable=body is None or body.replayable,
+            tries=len(tried),
+            retries=self._settings.retries,
+            elapsed=time.monotonic() - first_try,
+            budget=self._settings.retry_timeout,
+        )
+        if not retry or answer.switched or not self._selector.any_eligible(frozenset(tried), pool):
+            return False
+        log.warning(
+            "%s %s: backend %s answered %d; trying another backend",
+            request.method,
+            request.target.path,
+            answer.backend.url,
+            answer.response.status,
+        )
+        release(answer.response, keep=False)
+        answer.done()
+        return True
 
     def _key(self, hash_key: HashKey, request: ProxyRequest) -> int | None:
         """The request's hash for a ``hash`` pool, None without its key."""
@@ -273,6 +318,8 @@ class Forwarder:
             in_flight.end()
             raise
         self._selector.request_succeeded(index)
+        if self._ejecting:
+            self._selector.answered(index, response.status)
         return Answer(index, backend, status, headers, response, in_flight, connection)
 
     def _send(

@@ -77,6 +77,10 @@ class BackendHealth:
     # and a weight that replaces the configured one (0: as configured).
     admin: int = 0
     weight: int = 0
+    # Outlier ejection (outlier.py): 5xx answers in a row, times ejected, ejected until.
+    run_5xx: int = 0
+    ejections: int = 0
+    ejected_until: float = 0.0
 
     def usable(self, now: float) -> bool:
         """Whether a request may go to this backend now (up, or down and due a trial)."""

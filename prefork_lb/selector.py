@@ -19,6 +19,7 @@ from prefork_lb.config import Backend, Pool, Settings, effective_pools
 from prefork_lb.errors import NoBackendAvailable
 from prefork_lb.hashing import HashRing, ring_for
 from prefork_lb.health import BackendHealth, Event, HealthPolicy, observe, ramp
+from prefork_lb.outlier import OutlierPolicy, after_checks_passed, ejected, is_error, observe_status
 from prefork_lb.runtime import Change
 from prefork_lb.scheduling import (
     HASH,
@@ -86,6 +87,26 @@ class Selector:
         # From URLs and weights only: the same in every process (made by the master).
         self._rings = hash_rings(settings)
         self._least_conn = tuple(pool.policy == LEAST_CONN for pool in self.pools)
+        self._outlier = (
+            OutlierPolicy(
+                consecutive=settings.eject_consecutive_5xx,
+                on_500=settings.eject_on_500,
+                base_time=settings.eject_time,
+                max_time=settings.eject_max_time,
+                max_percent=settings.eject_max_percent,
+            )
+            if settings.eject_consecutive_5xx
+            else None
+        )
+        # For each backend, the members of every pool it is in (the ejection limit).
+        self._pools_of = tuple(
+            tuple(
+                tuple(m.index for m in pool.members)
+                for pool in self.pools
+                if any(m.index == index for m in pool.members)
+            )
+            for index in range(len(self.backends))
+        )
 
     def choose(
         self,
@@ -112,6 +133,14 @@ class Selector:
                 # Up; or down and chosen anyway (fail-open, a lone backend); or on trial.
                 return index
             exclude |= {index}
+
+    def any_eligible(self, exclude: frozenset[int], pool: int) -> bool:
+        """Whether a backend of ``pool`` not in ``exclude`` could be chosen now (no side effect)."""
+        try:
+            self._eligible(time.monotonic(), exclude, pool)
+        except NoBackendAvailable:
+            return False
+        return True
 
     def admit(
         self,
@@ -210,6 +239,37 @@ class Selector:
     def check_done(self, index: int, *, passed: bool, reason: str) -> None:
         """An active health check of this backend passed or failed."""
         self._report(index, Event.CHECK_PASSED if passed else Event.CHECK_FAILED, reason)
+        if passed and self._outlier is not None:
+            self._refresh()
+            if ejected(self._rows[index], time.monotonic()):
+                rise = self.backends[index].check.rise
+                now = time.monotonic()
+                if self._state.health.update(
+                    index, lambda row: after_checks_passed(row, rise, now)
+                ):
+                    log.info("backend %s back from ejection: checks pass", self.backends[index].url)
+
+    def answered(self, index: int, status: int) -> None:
+        """This backend answered with ``status`` (for outlier ejection; only when it is on)."""
+        policy = self._outlier
+        if policy is None:
+            return
+        if not is_error(status, policy):
+            self._refresh()
+            if not self._rows[index].run_5xx:
+                return  # nothing to reset: no lock taken
+        now = time.monotonic()
+        pools = self._pools_of[index]
+
+        def count(
+            row: BackendHealth, rows: tuple[BackendHealth, ...]
+        ) -> tuple[BackendHealth, str | None]:
+            members = [[rows[i] for i in pool] for pool in pools]
+            return observe_status(row, status, policy, now, members)
+
+        message = self._state.health.update_seeing(index, count)
+        if message is not None:
+            log.warning("backend %s %s", self.backends[index].url, message)
 
     def control(self, change: Change) -> BackendHealth:
         """Make an operator's change to a backend's row, for every worker; return the old row."""
@@ -252,7 +312,7 @@ class Selector:
                 index=member.index,
                 weight=rows[member.index].weight or member.weight,
                 backup=member.backup,
-                usable=rows[member.index].usable(now),
+                usable=rows[member.index].usable(now) and now >= rows[member.index].ejected_until,
                 share=ramp(rows[member.index], now, slow_start),
             )
             for member in members
@@ -280,6 +340,8 @@ class Selector:
         """When the passing of time alone next changes the choice."""
         changes = [math.inf]
         for row in self._rows:
+            if row.ejected_until > now:
+                changes.append(row.ejected_until)
             if not row.up and row.retry_at > now:
                 changes.append(row.retry_at)
             elif row.up and slow_start > 0 and row.since and row.since + slow_start > now:

@@ -181,6 +181,12 @@ def _row(backend: Mapping[str, Any], traffic: Mapping[str, BackendTraffic] | Non
     if held in ("drain", "maint"):
         # An operator's choice: no new requests, whatever the health says.
         state += f' <span class="badge {held}">{held.upper()}</span>'
+    if backend.get("ejected"):
+        left = human_duration(float(backend.get("ejected_for", 0.0)))
+        state += (
+            f' <span class="badge maint">EJECTED</span> <span class="note">'
+            f"{_e(left)} left, {backend.get('ejections', 0)} 5xx ejections</span>"
+        )
     if backend.get("backup"):
         state += ' <span class="badge backup">backup</span>'
     seen = traffic.get(url) if traffic is not None else None

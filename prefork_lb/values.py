@@ -74,6 +74,25 @@ def parse_count(where: str, value: object) -> int:
     return number
 
 
+def parse_percent(where: str, value: object) -> int:
+    number = _to_whole(value)
+    if number is None or not 0 <= number <= 100:
+        raise fail(where, value, "must be a whole number from 0 to 100")
+    return number
+
+
+def parse_retry_statuses(where: str, value: object) -> tuple[int, ...]:
+    """Response statuses (500 to 599) after which a request may be tried elsewhere."""
+    items = value if isinstance(value, list) else split_list(where, value)
+    statuses = []
+    for item in items:
+        number = _to_whole(item)
+        if number is None or not 500 <= number <= 599:
+            raise fail(where, value, "must be a list of statuses from 500 to 599, e.g. 502, 503")
+        statuses.append(number)
+    return tuple(sorted(set(statuses)))
+
+
 _SIZE_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
 _SIZE = re.compile(r"([0-9]+)\s*([kmg]?)(?:i?b)?", re.IGNORECASE | re.ASCII)
 

@@ -60,7 +60,7 @@ class HealthTable:
     """
 
     _HEADER = struct.Struct("<Q")
-    _ROW = struct.Struct("<?ddddIIIBI64s")
+    _ROW = struct.Struct("<?ddddIIIBIIId64s")
     _REASON_BYTES = 64
 
     def __init__(
@@ -107,6 +107,19 @@ class HealthTable:
             self._write(index, new_row)
             return result
 
+    def update_seeing(
+        self,
+        index: int,
+        change: Callable[[BackendHealth, tuple[BackendHealth, ...]], tuple[BackendHealth, _T]],
+    ) -> _T:
+        """``update``, with ``change`` also given every row as it is under the lock."""
+        with self._locked(_HEALTH_LOCK, shared=False):
+            rows = tuple(self._read(i) for i in range(self.count))
+            new_row, result = change(rows[index], rows)
+            self._HEADER.pack_into(self._memory, 0, self.generation() + 1)
+            self._write(index, new_row)
+            return result
+
     def try_lease(self) -> bool:
         """Take the prober lease if no other process holds it (it is kept until exit)."""
         return self.lease.try_take()
@@ -131,6 +144,9 @@ class HealthTable:
             successes,
             admin,
             weight,
+            run_5xx,
+            ejections,
+            ejected_until,
             reason,
         ) = self._ROW.unpack_from(self._memory, self._HEADER.size + index * self._ROW.size)
         return BackendHealth(
@@ -145,6 +161,9 @@ class HealthTable:
             successes=successes,
             admin=admin,
             weight=weight,
+            run_5xx=run_5xx,
+            ejections=ejections,
+            ejected_until=ejected_until,
         )
 
     def _write(self, index: int, row: BackendHealth) -> None:
@@ -162,6 +181,9 @@ class HealthTable:
             min(row.successes, _U32),
             row.admin,
             min(row.weight, _U32),
+            min(row.run_5xx, _U32),
+            min(row.ejections, _U32),
+            row.ejected_until,
             reason,
         )
 

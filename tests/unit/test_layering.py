@@ -47,6 +47,7 @@ PURE_MODULES = [
     "prefork_lb.sticky",  # signed sticky-cookie tokens
     "prefork_lb.admission",  # connection limits and waiting-room rules
     "prefork_lb.token_bucket",  # the rate limiters' arithmetic; the clock is passed in
+    "prefork_lb.outlier",  # ejection by runs of 5xx; the clock is passed in
     "prefork_lb.runtime",  # drain, maint and weight writes; the state file's format
     "prefork_lb.extension_types",  # the request, response and headers extensions see
 ]

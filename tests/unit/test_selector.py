@@ -160,3 +160,28 @@ def test_a_weight_change_reshapes_the_schedule_in_every_worker(state: shared.Sha
     one.control(Change(0, weight=3))
     picks = [other.choose() for _ in range(5 * 4)]
     assert Counter(picks) == {0: 12, 1: 4, 2: 4}
+
+
+def test_an_ejected_backend_is_skipped_until_its_time_is_over(state: shared.SharedState) -> None:
+    """Three 502s in a row (from two workers) eject a backend; the others share its turns."""
+    one, other = (
+        _selector(state, eject_consecutive_5xx=3, eject_time=30.0),
+        _selector(state, eject_consecutive_5xx=3, eject_time=30.0),
+    )
+    one.answered(1, 502)
+    other.answered(1, 503)
+    one.answered(1, 504)
+    assert Counter(other.choose() for _ in range(10)) == {0: 5, 2: 5}
+    assert other.health()[1].ejections == 1
+
+
+def test_a_success_resets_the_run_for_every_worker(state: shared.SharedState) -> None:
+    """A 200 seen by one worker breaks the run another worker was counting."""
+    one, other = (
+        _selector(state, eject_consecutive_5xx=2),
+        _selector(state, eject_consecutive_5xx=2),
+    )
+    one.answered(0, 502)
+    other.answered(0, 200)
+    one.answered(0, 502)
+    assert one.health()[0].ejections == 0
