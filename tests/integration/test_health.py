@@ -476,6 +476,14 @@ ENTRY_KEYS = {
     "weight",
     "backup",
     "health_check",
+    # Runtime control (test_runtime_control.py) and outlier ejection.
+    "name",
+    "admin_state",
+    "configured_weight",
+    "ejected",
+    "ejected_for",
+    "ejections",
+    "consecutive_5xx",
 }
 
 
