@@ -22,7 +22,7 @@ counted. The worker goes on either way.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
@@ -51,7 +51,7 @@ from prefork_lb.request import ProxyRequest, Target
 from prefork_lb.selector import Selector
 from prefork_lb.shared.extension_memory import SharedCounter, extension_memory
 from prefork_lb.upstream import Upstream, release
-from prefork_lb.wsgi import Environ, ProxyApp, StartResponse
+from prefork_lb.wsgi import ClosingBody, Environ, ProxyApp, StartResponse
 
 log = logging.getLogger("gunicorn.error").getChild("prefork_lb")
 
@@ -270,7 +270,7 @@ class ExtendedProxyApp(ProxyApp):
         if not isinstance(body, Iterable):  # ALREADY_HANDLED: a tunnel, ended
             self._completed(view, head, record)
             return body
-        return _CompleteOnClose(body, lambda: self._completed(view, head, record))
+        return ClosingBody(body, lambda: self._completed(view, head, record))
 
     def _through_phases(
         self,
@@ -395,26 +395,6 @@ class _SentHead:
         if exc_info is None:
             return self.start_response(status, headers)
         return self.start_response(status, headers, exc_info)
-
-
-class _CompleteOnClose:
-    """A response body that runs ``on_done`` once the server has closed it."""
-
-    def __init__(self, body: Iterable[bytes], on_done: Callable[[], None]) -> None:
-        self._body = body
-        self._on_done = on_done
-
-    def __iter__(self) -> Iterator[bytes]:
-        return iter(self._body)
-
-    def close(self) -> None:
-        """Close the wrapped body, then complete the request."""
-        try:
-            close = getattr(self._body, "close", None)
-            if close is not None:
-                close()
-        finally:
-            self._on_done()
 
 
 def extended_app(

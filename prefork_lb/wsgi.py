@@ -203,7 +203,7 @@ class ProxyApp:
         except BaseException:
             answer.done()
             raise
-        return _ClosingBody(relayed, answer.done)
+        return ClosingBody(relayed, answer.done)
 
     def _answer_error(
         self,
@@ -236,7 +236,7 @@ class ProxyApp:
         return [body]
 
 
-class _ClosingBody:
+class ClosingBody:
     """A response body that calls ``on_close`` when the server closes it.
 
     A generator's ``finally`` does not run if it is closed before it starts;
@@ -245,7 +245,7 @@ class _ClosingBody:
 
     def __init__(self, body: Iterable[bytes], on_close: Callable[[], None]) -> None:
         self._body = body
-        self._on_close = on_close  # idempotent: Answer.done
+        self._on_close = on_close
 
     def __iter__(self) -> Iterator[bytes]:
         return iter(self._body)
