@@ -22,8 +22,7 @@ counted. The worker goes on either way.
 from __future__ import annotations
 
 import logging
-import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
@@ -33,7 +32,7 @@ from urllib3.response import BaseHTTPResponse
 from prefork_lb import request_context
 from prefork_lb.admin import AdminEndpoint
 from prefork_lb.config import Backend, Settings
-from prefork_lb.downstream import RequestBody, request_body
+from prefork_lb.downstream import RequestBody
 from prefork_lb.errors import BackendError, ExtensionFailed, LBError
 from prefork_lb.extension_loader import build
 from prefork_lb.extension_types import (
@@ -46,14 +45,13 @@ from prefork_lb.extension_types import (
     status_line,
 )
 from prefork_lb.forward import Answer, Forwarder
-from prefork_lb.headers import REQUEST_ID, client_request_id, upgrade_offer
-from prefork_lb.record import RECORD_KEY, RequestRecord, Stats
+from prefork_lb.headers import REQUEST_ID
+from prefork_lb.record import RequestRecord, Stats
 from prefork_lb.request import ProxyRequest, Target
 from prefork_lb.selector import Selector
 from prefork_lb.shared.extension_memory import SharedCounter, extension_memory
-from prefork_lb.tunnel import run_tunnel
 from prefork_lb.upstream import Upstream, release
-from prefork_lb.wsgi import Environ, ProxyApp, StartResponse, read_request, route
+from prefork_lb.wsgi import ClosingBody, Environ, ProxyApp, StartResponse
 
 log = logging.getLogger("gunicorn.error").getChild("prefork_lb")
 
@@ -241,27 +239,25 @@ class ExtendedProxyApp(ProxyApp):
         self._phases = phases
         self._by_url = {backend.url: backend for backend in settings.backends}
 
-    def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes] | object:
-        """Forward one request through the phases; ``on_complete`` once the server closes it.
+    def _handle(
+        self,
+        environ: Environ,
+        start_response: StartResponse,
+        record: RequestRecord,
+        request: ProxyRequest,
+    ) -> Iterable[bytes] | object:
+        """The request through the phases; ``on_complete`` once the server closes it.
 
         After a tunnel, ``ALREADY_HANDLED`` (as ``ProxyApp``): ``on_complete``
         has run when the tunnel ended.
         """
-        record = environ[RECORD_KEY] = RequestRecord()
-        try:
-            request = read_request(environ)
-            if self._admin.serves(request):
-                return self._admin.respond(request, start_response, environ["wsgi.input"])
-        except LBError as err:
-            return self._answer_error(environ, start_response, record, err)
-        record.request_id = client_request_id(request.headers) or uuid.uuid4().hex
         view = Request(
             method=request.method,
             target=request.target.path,
             headers=Headers.trusted(request.headers),
             client_addr=request.client_addr,
             scheme=request.scheme,
-            id=record.request_id,
+            id=record.request_id or "",
         )
         if not self._phases.has_complete:
             return self._through_phases(environ, start_response, record, request, view)
@@ -274,7 +270,7 @@ class ExtendedProxyApp(ProxyApp):
         if not isinstance(body, Iterable):  # ALREADY_HANDLED: a tunnel, ended
             self._completed(view, head, record)
             return body
-        return _CompleteOnClose(body, lambda: self._completed(view, head, record))
+        return ClosingBody(body, lambda: self._completed(view, head, record))
 
     def _through_phases(
         self,
@@ -286,41 +282,13 @@ class ExtendedProxyApp(ProxyApp):
     ) -> Iterable[bytes] | object:
         try:
             early = self._phases.request(view)
-            if early is not None:
-                return self._answer_now(early, request, start_response, record)
-            upgrade = None
-            if "HTTP_UPGRADE" in environ and self._upgrade_protocols:
-                upgrade = upgrade_offer(request, self._upgrade_protocols)
-            pool = 0
-            if self._routes is not None:
-                request, pool = route(self._routes, request)
-                view.target = request.target.path  # as it goes upstream (strip_prefix)
-            body = request_body(environ["wsgi.input"], request, self._body_limits)
-            client = environ.get("gunicorn.socket")
-            answer = self._forwarder.forward(
-                _viewed(request, view), body, record, upgrade, pool, client
-            )
-            if self._phases.has_response and not answer.switched:
-                self._on_response(answer, view)
         except LBError as err:
-            answered = self._answer_error(environ, start_response, record, err)
-            record.body_bytes = sum(len(chunk) for chunk in answered)
-            return answered
-        client = environ.get("gunicorn.socket")
-        if answer.switched:
-            # The 101 goes out on the socket itself, not through on_response.
-            if isinstance(start_response, _SentHead):
-                start_response.status, start_response.headers = answer.status, answer.headers
-            self._stats.responded(answer.index, 101)
-            return run_tunnel(
-                answer,
-                client,
-                environ,
-                record,
-                idle_timeout=self._tunnel_timeout,
-                stats=self._stats,
-            )
-        return self._relay(answer, request, start_response, record, client)
+            return self._answer_error(environ, start_response, record, err)
+        if early is not None:
+            return self._answer_now(early, request, start_response, record)
+        on_response = self._on_response if self._phases.has_response else None
+        hooks = _PhaseHooks(view, start_response, on_response)
+        return self._proxy(environ, start_response, record, request, hooks)
 
     def _on_response(self, answer: Answer, view: Request) -> None:
         """``on_response`` on the backend's head; the body's framing stays the backend's."""
@@ -382,6 +350,36 @@ class ExtendedProxyApp(ProxyApp):
         self._phases.complete(view, response, info)
 
 
+class _PhaseHooks:
+    """The phases between ``ProxyApp``'s steps, for one request and its view."""
+
+    __slots__ = ("_on_response", "_start_response", "_view")
+
+    def __init__(
+        self,
+        view: Request,
+        start_response: StartResponse,
+        on_response: Callable[[Answer, Request], None] | None,
+    ) -> None:
+        self._view = view
+        self._start_response = start_response
+        self._on_response = on_response
+
+    def routed(self, request: ProxyRequest) -> ProxyRequest:
+        """The routed request, carrying the view ``on_upstream_request`` may change."""
+        self._view.target = request.target.path  # as it goes upstream (strip_prefix)
+        return _viewed(request, self._view)
+
+    def answered(self, answer: Answer) -> None:
+        """``on_response`` on a backend's head; a 101 goes out on the socket, as it came."""
+        if answer.switched:
+            if isinstance(self._start_response, _SentHead):
+                self._start_response.status = answer.status
+                self._start_response.headers = answer.headers
+        elif self._on_response is not None:
+            self._on_response(answer, self._view)
+
+
 class _SentHead:
     """A ``start_response`` that remembers the head it sent, for ``on_complete``."""
 
@@ -397,26 +395,6 @@ class _SentHead:
         if exc_info is None:
             return self.start_response(status, headers)
         return self.start_response(status, headers, exc_info)
-
-
-class _CompleteOnClose:
-    """A response body that runs ``on_done`` once the server has closed it."""
-
-    def __init__(self, body: Iterable[bytes], on_done: Callable[[], None]) -> None:
-        self._body = body
-        self._on_done = on_done
-
-    def __iter__(self) -> Iterator[bytes]:
-        return iter(self._body)
-
-    def close(self) -> None:
-        """Close the wrapped body, then complete the request."""
-        try:
-            close = getattr(self._body, "close", None)
-            if close is not None:
-                close()
-        finally:
-            self._on_done()
 
 
 def extended_app(

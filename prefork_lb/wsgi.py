@@ -25,7 +25,7 @@ import logging
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
-from typing import Any
+from typing import Any, Protocol
 
 from prefork_lb import request_context, shared
 from prefork_lb.admin import AdminEndpoint
@@ -75,6 +75,16 @@ def _log_urllib3_warnings() -> None:
         urllib3_log.addHandler(handler)
 
 
+class ProxyHooks(Protocol):
+    """What may act on a request between the steps (the extensions' phases do)."""
+
+    def routed(self, request: ProxyRequest) -> ProxyRequest:
+        """The request to forward, once routed."""
+
+    def answered(self, answer: Answer) -> None:
+        """A backend's answer, before its head goes to the client; may raise ``LBError``."""
+
+
 class ProxyApp:
     """A WSGI application that forwards every request to one of the backends."""
 
@@ -113,16 +123,44 @@ class ProxyApp:
             request = read_request(environ)
             if self._admin.serves(request):
                 return self._admin.respond(request, start_response, environ["wsgi.input"])
-            record.request_id = client_request_id(request.headers) or uuid.uuid4().hex
+        except LBError as err:
+            return self._answer_error(environ, start_response, record, err)
+        record.request_id = client_request_id(request.headers) or uuid.uuid4().hex
+        return self._handle(environ, start_response, record, request)
+
+    def _handle(
+        self,
+        environ: Environ,
+        start_response: StartResponse,
+        record: RequestRecord,
+        request: ProxyRequest,
+    ) -> Iterable[bytes] | object:
+        """What follows reading a request (``extension_app`` puts its phases around it)."""
+        return self._proxy(environ, start_response, record, request)
+
+    def _proxy(
+        self,
+        environ: Environ,
+        start_response: StartResponse,
+        record: RequestRecord,
+        request: ProxyRequest,
+        hooks: ProxyHooks | None = None,
+    ) -> Iterable[bytes] | object:
+        """Route, forward and relay a request read from the client (or tunnel it)."""
+        client = environ.get("gunicorn.socket")
+        try:
             pool = 0
             if self._routes is not None:
                 request, pool = route(self._routes, request)
+            if hooks is not None:
+                request = hooks.routed(request)
             upgrade = None
             if "HTTP_UPGRADE" in environ and self._upgrade_protocols:
                 upgrade = upgrade_offer(request, self._upgrade_protocols)
             body = request_body(environ["wsgi.input"], request, self._body_limits)
-            client = environ.get("gunicorn.socket")
             answer = self._forwarder.forward(request, body, record, upgrade, pool, client)
+            if hooks is not None:
+                hooks.answered(answer)
         except LBError as err:
             return self._answer_error(environ, start_response, record, err)
         if answer.switched:
@@ -165,7 +203,7 @@ class ProxyApp:
         except BaseException:
             answer.done()
             raise
-        return _ClosingBody(relayed, answer.done)
+        return ClosingBody(relayed, answer.done)
 
     def _answer_error(
         self,
@@ -194,10 +232,11 @@ class ProxyApp:
         if record.request_id is not None:
             headers.append((REQUEST_ID, record.request_id))
         start_response(status, headers)
+        record.body_bytes = len(body)
         return [body]
 
 
-class _ClosingBody:
+class ClosingBody:
     """A response body that calls ``on_close`` when the server closes it.
 
     A generator's ``finally`` does not run if it is closed before it starts;
@@ -206,7 +245,7 @@ class _ClosingBody:
 
     def __init__(self, body: Iterable[bytes], on_close: Callable[[], None]) -> None:
         self._body = body
-        self._on_close = on_close  # idempotent: Answer.done
+        self._on_close = on_close
 
     def __iter__(self) -> Iterator[bytes]:
         return iter(self._body)
