@@ -24,6 +24,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector, CollectorRegistry
 
+from prefork_lb.runtime import AdminState, admin_state
 from prefork_lb.shared import (
     BackendFigures,
     Figures,
@@ -76,13 +77,37 @@ class BalancerCollector(Collector):
             "Seconds since the backend last went up or down (or since the balancer started).",
             labels=[BACKEND],
         )
+        admin = GaugeMetricFamily(
+            PREFIX + "backend_admin_state",
+            "1 for the operator's state the backend is in (ready, drain, maint), else 0.",
+            labels=[BACKEND, "name", "state"],
+        )
+        weight = GaugeMetricFamily(
+            PREFIX + "backend_weight",
+            "The weight selection uses: the operator's, else the configured one.",
+            labels=[BACKEND, "name"],
+        )
+        ejected = GaugeMetricFamily(
+            PREFIX + "backend_ejected",
+            "1 while outlier ejection keeps the backend out, else 0.",
+            labels=[BACKEND, "name"],
+        )
         started = time.time() - self._state.started_at
         for backend in backends:
             row = backend.health
             up.add_metric([backend.url], 1 if row.up else 0)
             since.add_metric([backend.url], started if row.since == 0.0 else self._now - row.since)
+            name = backend.backend.name
+            held = admin_state(row)
+            for state in AdminState:
+                admin.add_metric([backend.url, name, state.label], 1 if state is held else 0)
+            weight.add_metric([backend.url, name], row.weight or backend.backend.weight)
+            ejected.add_metric([backend.url, name], 1 if self._now < row.ejected_until else 0)
         yield up
         yield since
+        yield admin
+        yield weight
+        yield ejected
         errors = extension_memory().errors
         if errors:
             yield _extension_errors(errors)

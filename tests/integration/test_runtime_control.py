@@ -333,3 +333,18 @@ def test_outside_admin_allow_a_write_is_ordinary_traffic(
     assert reply.status == 200
     assert re.fullmatch(r"backend-\d", reply.body.decode().strip())
     assert not (tmp_path / "s.json").exists()
+
+
+def test_metrics_show_admin_state_and_weight_by_name(
+    lb: BalancerProcess, backends: list[ScriptedBackend]
+) -> None:
+    """The metrics carry each backend's name, admin state and weight as written."""
+    assert _write(lb, "web-2", "state", {"state": "drain"}).status == 200
+    assert _write(lb, "web-2", "weight", {"weight": 9}).status == 200
+    text = fetch(lb.port, f"{ADMIN}/metrics").body.decode()
+    url = backends[1].url
+    labels = f'backend="{url}",name="web-2"'
+    assert f'prefork_lb_backend_admin_state{{{labels},state="drain"}} 1.0' in text
+    assert f'prefork_lb_backend_admin_state{{{labels},state="ready"}} 0.0' in text
+    assert f"prefork_lb_backend_weight{{{labels}}} 9.0" in text
+    assert f"prefork_lb_backend_ejected{{{labels}}} 0.0" in text
