@@ -720,8 +720,9 @@ SETTINGS: tuple[Setting, ...] = (
         parse_state_file,
         "",
         "A file that keeps what operators set (drain, maint, weights) across reloads "
-        "and restarts: rewritten atomically on every change, read at start and on "
-        "reload. Empty: changes last until the next restart.",
+        "and restarts: rewritten atomically on every change (by the worker that took "
+        "it: its directory must be writable by the workers' user; ``FILE.lock`` beside "
+        "it), read at start and on reload. Empty: changes last until the next restart.",
     ),
     Setting(
         "upgrade_protocols",
