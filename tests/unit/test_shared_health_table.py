@@ -47,6 +47,11 @@ def test_update_round_trips_every_field(table: HealthTable) -> None:
         retry_at=22.5,
         failures=7,
         successes=0,
+        admin=2,
+        weight=700,
+        run_5xx=4,
+        ejections=3,
+        ejected_until=99.5,
     )
     result = table.update(1, lambda row: (written, "done"))
     assert result == "done"
@@ -120,3 +125,13 @@ def test_one_prober_lease_until_its_holder_dies(table: HealthTable) -> None:
     os.kill(holder, signal.SIGKILL)
     assert exit_code(holder) == -signal.SIGKILL
     assert exit_code(fork_running(try_it)) == 0
+
+
+def test_update_seeing_gives_every_row_under_the_lock(table: HealthTable) -> None:
+    """update_seeing hands the change every row as it is, and writes only its own."""
+    table.update(0, lambda row: (BackendHealth(ejected_until=5.0), None))
+    seen = table.update_seeing(
+        2, lambda row, rows: (BackendHealth(run_5xx=len(rows)), rows[0].ejected_until)
+    )
+    assert seen == 5.0
+    assert table.snapshot()[1][2].run_5xx == 3
