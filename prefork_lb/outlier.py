@@ -15,7 +15,8 @@ run reaches N          ejected for ``base_time`` x the times it has been
                        error tries again)
 ejection time over     usable again (``ejections`` is kept: the next
                        ejection lasts longer)
-``rise`` checks pass   with active checks, the ejection ends early
+``rise`` checks pass   with active checks (counted from the ejection),
+                       the ejection ends early
 =====================  ===============================================
 
 An ejected backend is treated as down by selection (usable again when the
@@ -79,7 +80,8 @@ def observe_status(
         return replace(row, run_5xx=run), None
     times = row.ejections + 1
     seconds = min(policy.base_time * times, policy.max_time)
-    ejected_row = replace(row, run_5xx=0, ejections=times, ejected_until=now + seconds)
+    # successes restarts: only checks passed since the ejection end it early.
+    ejected_row = replace(row, run_5xx=0, ejections=times, ejected_until=now + seconds, successes=0)
     return ejected_row, (
         f"ejected for {seconds:g} s: {run} answers 5xx in a row (ejection {times})"
     )

@@ -104,3 +104,29 @@ def test_nothing_is_ejected_while_ejection_is_off(
     for _ in range(12):
         fetch(lb.port, "/")
     assert not any(b["ejected"] or b["consecutive_5xx"] for b in _shown(lb).values())
+
+
+def test_passing_health_checks_end_an_ejection_early(
+    start_balancer: StartBalancer, backends: list[ScriptedBackend]
+) -> None:
+    """With active checks, a backend ejected for 60 s is back once health_rise checks pass."""
+    backends[0].route("/", fixed(503, "Service Unavailable"))
+    backends[0].route("/health", fixed(200, "OK"))
+    lb = _start(
+        start_balancer,
+        backends,
+        PREFORK_LB_EJECT_CONSECUTIVE_5XX="2",
+        PREFORK_LB_EJECT_TIME="60",
+        PREFORK_LB_HEALTH_CHECK="1",
+        PREFORK_LB_HEALTH_INTERVAL="0.3",
+        PREFORK_LB_HEALTH_PATH="/health",
+        PREFORK_LB_HEALTH_RISE="2",
+    )
+
+    def web_1_ejected() -> bool:
+        fetch(lb.port, "/")
+        return bool(_shown(lb)[backends[0].url.removeprefix("http://")]["ejected"])
+
+    wait_for(web_1_ejected, "backend-1 ejected", context=lb.log)
+    lb.wait_for_log(r"back from ejection: checks pass", timeout=5)
+    assert not _shown(lb)[backends[0].url.removeprefix("http://")]["ejected"]

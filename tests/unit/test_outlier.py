@@ -56,6 +56,13 @@ def test_n_in_a_row_eject_and_a_success_breaks_the_run() -> None:
     assert message == "ejected for 10 s: 3 answers 5xx in a row (ejection 1)"
 
 
+def test_checks_passed_before_the_ejection_do_not_end_it() -> None:
+    """An ejection starts its count of passed checks from zero."""
+    row = _answers(BackendHealth(successes=40), [502, 502, 502])
+    assert row.successes == 0
+    assert after_checks_passed(row, 2, 100.0) == (row, False)
+
+
 def test_each_ejection_lasts_longer_up_to_the_maximum() -> None:
     """The n-th ejection lasts n times eject_time, capped at eject_max_time."""
     row, now, lengths = BackendHealth(), 0.0, []
