@@ -130,3 +130,19 @@ def test_passing_health_checks_end_an_ejection_early(
     wait_for(web_1_ejected, "backend-1 ejected", context=lb.log)
     lb.wait_for_log(r"back from ejection: checks pass", timeout=5)
     assert not _shown(lb)[backends[0].url.removeprefix("http://")]["ejected"]
+
+
+def test_a_discarded_answer_never_leaves_its_connection_half_read(
+    start_balancer: StartBalancer, backends: list[ScriptedBackend]
+) -> None:
+    """After retried 502s with large bodies, the same backend's next answers arrive whole."""
+    big = b"x" * 200_000
+    backends[0].route("/big", fixed(502, "Bad Gateway", body=big))
+    # One worker: its pooled connection to backend-1 is the one the next request reuses.
+    lb = start_balancer(
+        [b.url for b in backends], workers=1, env={"PREFORK_LB_RETRY_ON_STATUS": "502"}
+    )
+    assert {fetch(lb.port, "/big").status for _ in range(6)} == {200}
+    posts = [fetch(lb.port, "/big", method="POST", body=b"x") for _ in range(3)]
+    assert sorted(p.status for p in posts) == [200, 200, 502]
+    assert next(p.body for p in posts if p.status == 502) == big
