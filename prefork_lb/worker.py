@@ -42,11 +42,16 @@ import time
 from typing import Any
 
 import gevent
+from gunicorn.http.errors import InvalidHeader, UnsupportedTransferCoding
 from gunicorn.workers.base_async import ALREADY_HANDLED
 from gunicorn.workers.ggevent import GeventWorker
 
 from prefork_lb import request_context, shared
 from prefork_lb.downstream import reset_on_close
+
+# gunicorn-h1c 0.6.10's words for a transfer coding it does not know; gunicorn
+# passes them on as InvalidHeader (400), where its Python parser answers 501.
+_H1C_UNSUPPORTED_CODING = "Unsupported Transfer-Encoding"
 
 # How long a connection refused without reading its request body keeps reading
 # (and dropping) what the client still sends, after the answer (nginx: 30 s).
@@ -106,6 +111,16 @@ class Worker(GeventWorker):  # type: ignore[misc]  # gunicorn has no type hints
         if respiter is ALREADY_HANDLED:
             raise StopIteration
         return False
+
+    def handle_error(self, req: Any, client: Any, addr: Any, exc: BaseException) -> None:
+        """gunicorn's error answer; an unknown transfer coding is a 501 whichever parser saw it.
+
+        (RFC 9112 section 6.1; gunicorn does the same for a gunicorn-h1c that
+        raises its own error for it, which 0.6.10 does not.)
+        """
+        if isinstance(exc, InvalidHeader) and exc.hdr == _H1C_UNSUPPORTED_CODING:
+            exc = UnsupportedTransferCoding(exc.hdr)
+        super().handle_error(req, client, addr, exc)
 
     def handle(self, listener: Any, client: Any, addr: Any) -> None:
         """Serve one client connection, counted in the shared table while it is open."""
