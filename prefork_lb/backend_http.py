@@ -195,6 +195,19 @@ def _has_buffered_bytes(fp: Any, sock: socket.socket) -> bool:
             sock.settimeout(timeout)
 
 
+def body_at_hand(response: http.client.HTTPResponse) -> bool:
+    """Whether the first read of a body framed by its length returns without waiting.
+
+    True when bytes of it were read in with the head (or wait in the
+    socket). A chunked body is never at hand here: its first read may wait
+    for the rest of a chunk-size line.
+    """
+    fp = response.fp
+    if fp is None or response.chunked or not isinstance(response, _FinalResponse):
+        return False
+    return _has_buffered_bytes(fp, response._backend_sock)
+
+
 def take_read_ahead(response: http.client.HTTPResponse) -> bytes:
     """The bytes the response's reader holds beyond its head, taken out; nothing is waited for.
 

@@ -55,6 +55,7 @@ from prefork_lb.backend_http import (
     BackendHTTPSConnectionPool,
     HeaderLines,
     IncompleteHead,
+    body_at_hand,
     take_read_ahead,
 )
 from prefork_lb.config import Backend, Settings
@@ -298,8 +299,16 @@ def stream_body(
     ``on_complete`` runs once the whole body is in: when Content-Length says
     so, before the last piece is yielded, so the backend's connection and its
     in-flight count are given back before the client has the end of the body.
+
+    The first piece is ``b""`` unless body bytes are at hand already: the
+    server sends the response head at the first write, so the head goes out
+    at once when the body may be long in coming (or never come), and
+    together with the first body bytes (one send) when they are here.
     """
     complete = False
+    original = getattr(response, "_original_response", None)
+    if not (isinstance(original, http.client.HTTPResponse) and body_at_hand(original)):
+        yield b""
     try:
         while not complete:
             chunk = response.read1(RESPONSE_CHUNK)

@@ -42,6 +42,8 @@ import time
 from typing import Any
 
 import gevent
+from gunicorn import util
+from gunicorn.http import wsgi
 from gunicorn.http.errors import InvalidHeader, UnsupportedTransferCoding
 from gunicorn.workers.base_async import ALREADY_HANDLED
 from gunicorn.workers.ggevent import GeventWorker
@@ -66,6 +68,55 @@ def tunnel_end_delay(graceful_timeout: float) -> float:
     return max(graceful_timeout - min(TUNNEL_END_MARGIN, graceful_timeout / 10), 0.0)
 
 
+class CoalescingResponse(wsgi.Response):  # type: ignore[misc]  # gunicorn has no type hints
+    """gunicorn's response, sending its head together with the first body bytes.
+
+    gunicorn's ``write`` sends the head in a ``sendall`` of its own: two sends
+    (and two wake-ups of the client) for a small response. Here the first
+    non-empty write sends head and bytes in one. An empty write still sends
+    the head alone, at once (``upstream.stream_body`` makes one when the
+    body is not at hand yet); so does ``close()`` for a response without a body.
+    """
+
+    headers_sent: bool  # gunicorn's, set in its __init__
+    _head: bytes | None = None
+
+    def write(self, arg: Any) -> None:
+        """gunicorn's ``write``; the first one with bytes takes the head along."""
+        if arg == b"":
+            self.send_headers()  # gunicorn would go on to send the empty bytes too
+            return
+        if self.headers_sent:
+            super().write(arg)
+            return
+        self._head = self._encoded_head()
+        self.headers_sent = True
+        try:
+            super().write(arg)
+        finally:
+            # gunicorn wrote no body (HEAD, a full Content-Length): the head alone.
+            head, self._head = self._head, None
+            if head is not None:
+                util.write(self.sock, head)
+
+    def _emit_body(self, data: bytes) -> None:
+        head, self._head = self._head, None
+        if head is None:
+            super()._emit_body(data)
+        elif self.chunked:
+            self.sock.sendall(b"%b%X\r\n%b\r\n" % (head, len(data), data))
+        else:
+            self.sock.sendall(head + data)
+
+    def _encoded_head(self) -> bytes:
+        # gunicorn 27.0.1's send_headers, line for line, without the send.
+        tosend = self.default_headers()
+        tosend.extend(["%s: %s\r\n" % (k, v) for k, v in self.headers])  # noqa: UP031
+        header_str = "%s\r\n" % "".join(tosend)  # noqa: UP031
+        encoded: bytes = util.to_bytestring(header_str, "latin-1")
+        return encoded
+
+
 class Worker(GeventWorker):  # type: ignore[misc]  # gunicorn has no type hints
     """The gevent worker prefork_lb runs (``worker_class`` in gunicorn.conf.py)."""
 
@@ -81,6 +132,9 @@ class Worker(GeventWorker):  # type: ignore[misc]  # gunicorn has no type hints
         self._in_flight = state.in_flight
         self._slot = shared.worker_slot()
         request_context.access_log = self.log.access
+        # gunicorn's async worker makes its responses through wsgi.create(),
+        # which takes the module's Response: in this worker process, ours.
+        wsgi.Response = CoalescingResponse
         super().init_process()
 
     def handle_exit(self, sig: Any, frame: Any) -> None:
