@@ -16,6 +16,8 @@ from scripts.bench.results import (
     ADDED_P50_GOAL_MS,
     BULK_TARGETS,
     LATENCY_TARGETS,
+    PEER_TARGETS,
+    PEERS_GOAL,
     TARGETS,
     RunResults,
     Settings,
@@ -158,6 +160,27 @@ def cpu_line(run: RunResults) -> str | None:
     return line + " (user+system time of master and workers during the run, from /proc)"
 
 
+def peers_line(run: RunResults) -> str | None:
+    """prefork_lb's req/s over each Python peer's, and whether each meets the goal.
+
+    None when prefork_lb or every peer has no figure.
+    """
+    prefork_rps = run.requests_per_s("prefork_lb")
+    figures, met = [], []
+    for key in PEER_TARGETS:
+        times = ratio(prefork_rps, run.requests_per_s(key))
+        if times is not None:
+            figures.append(f"{format_ratio(times)} {TARGETS[key]}'s")
+            met.append(times >= PEERS_GOAL)
+    if not figures:
+        return None
+    verdict = "met" if all(met) else "not met"
+    return (
+        f"prefork_lb serves {', '.join(figures)} req/s "
+        f"(goal: {PEERS_GOAL:g}x every Python peer: {verdict})"
+    )
+
+
 def render_table(
     run: RunResults, settings: Settings, machine: dict[str, object], revision: str | None
 ) -> str:
@@ -173,6 +196,9 @@ def render_table(
     cpu = cpu_line(run)
     if cpu is not None:
         lines.append(cpu)
+    peers = peers_line(run)
+    if peers is not None:
+        lines.append(peers)
     vs_snippet = ratio(run.requests_per_s("prefork_lb"), run.requests_per_s("snippet"))
     if vs_snippet is not None:
         lines.append(f"prefork_lb serves {format_ratio(vs_snippet)} the flask snippet's req/s")
