@@ -151,6 +151,18 @@ def backends_document(
         "time": _iso(wall_now),
         "client_connections": figures.client_connections,
         "backends": backends,
+        "pools": [
+            {
+                "name": shown.name,
+                "policy": shown.pool.policy,
+                "backends": [settings.backends[m.index].url for m in shown.pool.members],
+                "waiting": shown.waiting,
+                "max_queue": shown.pool.max_queue,
+                "queue_timeout": shown.pool.queue_timeout,
+            }
+            for shown in figures.pools
+        ],
+        "unavailable": figures.unavailable(),
     }
 
 

@@ -22,14 +22,21 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import urlsplit
 
+from prefork_lb.routes import Route
 from prefork_lb.values import (
     ConfigError,
     IPNetwork,
     fail,
     parse_admin_path,
+    parse_backend_name,
+    parse_balance_factor,
     parse_bool,
     parse_ca_bundle,
+    parse_cookie_name,
     parse_count,
+    parse_extension_options,
+    parse_extensions,
+    parse_hash_key,
     parse_health_path,
     parse_networks,
     parse_policy,
@@ -37,6 +44,7 @@ from prefork_lb.values import (
     parse_protocols,
     parse_seconds,
     parse_seconds_or_zero,
+    parse_secret,
     parse_size,
     parse_status_range,
     parse_weight,
@@ -51,9 +59,13 @@ __all__ = [
     "ConfigError",
     "HealthCheck",
     "IPNetwork",
+    "Member",
+    "Pool",
+    "Route",
     "Setting",
     "Settings",
     "doubtful_settings",
+    "effective_pools",
     "inherit_settings",
     "load_config",
     "parse_backend_url",
@@ -171,6 +183,8 @@ def _parse_backend_options(
             backend = replace(backend, weight=value)
         elif key == "backup":
             backend = replace(backend, backup=value)
+        elif key == "name":
+            backend = replace(backend, name=value)
         else:
             overrides.append((key, value))
     return _BackendSpec(backend, tuple(overrides))
@@ -229,11 +243,121 @@ def _parse_backends(where: str, value: object) -> tuple[_BackendSpec, ...]:
         if url in first_at:
             raise fail(f"{where}[{i}]", url, f"backend already listed at [{first_at[url]}]")
         first_at[url] = i
+    names = [spec.backend.name for spec in specs]
+    for i, name in enumerate(names):
+        if name in names[:i]:
+            raise fail(f"{where}[{i}]", name, "another backend already has this name")
     if specs and all(spec.backend.backup for spec in specs):
         raise ConfigError(
             f"{where}: every backend is a backup; at least one must take traffic normally"
         )
     return specs
+
+
+@dataclass(frozen=True, slots=True)
+class _PoolSpec:
+    """A ``[pools.NAME]`` table as listed: its backends and the settings it sets for itself."""
+
+    name: str
+    where: str
+    backends: tuple[_BackendSpec, ...]
+    options: tuple[tuple[str, Any], ...] = ()
+
+
+_POOL_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+
+
+def _parse_pools(where: str, value: object) -> tuple[_PoolSpec, ...]:
+    """The ``[pools.NAME]`` tables of the file (the environment has only the default pool)."""
+    if isinstance(value, str) and not value.strip():
+        return ()
+    if isinstance(value, str):
+        raise fail(where, value, "pools are [pools.NAME] tables in the PREFORK_LB_CONFIG file")
+    if not isinstance(value, dict):
+        raise fail(where, value, "must be [pools.NAME] tables")
+    pools = []
+    for name, table in value.items():
+        here = f"pools.{name}"
+        if not _POOL_NAME.fullmatch(name):
+            raise fail(here, name, "a pool name is 1 to 64 letters, digits, '_', '-' or '.'")
+        if not isinstance(table, dict):
+            raise fail(here, table, "must be a table with a backends list")
+        known = {"backends", *_POOL_OPTIONS}
+        unknown = sorted(set(table) - known)
+        if unknown:
+            raise ConfigError(
+                f"{here}: unknown key {unknown[0]!r} (known keys: {', '.join(sorted(known))})"
+            )
+        if not table.get("backends"):
+            raise ConfigError(f"{here}: missing key 'backends' (at least one [[{here}.backends]])")
+        backends = _parse_backends(f"{here}.backends", table["backends"])
+        options = tuple(
+            (key, _BY_NAME[key].parse(f"{here}.{key}", raw))
+            for key, raw in table.items()
+            if key != "backends"
+        )
+        pools.append(_PoolSpec(name, f"{here}.backends", backends, options))
+    return tuple(pools)
+
+
+# A route's host: a host name, or "*." and a domain (any subdomain of it).
+_ROUTE_HOST = re.compile(r"(\*\.)?([A-Za-z0-9_](?:[A-Za-z0-9_.-]*[A-Za-z0-9_])?)")
+_ROUTE_PREFIX = re.compile(r"/[!-~]*")
+_METHOD = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_ROUTE_KEYS = ("host", "path_prefix", "methods", "pool", "strip_prefix")
+
+
+def _parse_routes(where: str, value: object) -> tuple[Route, ...]:
+    """The ``[[routes]]`` entries of the file, each checked on its own (pools: later)."""
+    if isinstance(value, str) and not value.strip():
+        return ()
+    if isinstance(value, str):
+        raise fail(where, value, "routes are [[routes]] tables in the PREFORK_LB_CONFIG file")
+    if not isinstance(value, list):
+        raise fail(where, value, "must be a list of [[routes]] tables")
+    return tuple(_parse_route(f"routes[{i}]", table) for i, table in enumerate(value))
+
+
+def _parse_route(here: str, table: object) -> Route:
+    if not isinstance(table, dict):
+        raise fail(here, table, "must be a table with a pool key")
+    unknown = sorted(set(table) - set(_ROUTE_KEYS))
+    if unknown:
+        raise ConfigError(
+            f"{here}: unknown key {unknown[0]!r} (known keys: {', '.join(_ROUTE_KEYS)})"
+        )
+    pool = table.get("pool")
+    if not isinstance(pool, str) or not pool:
+        raise fail(f"{here}.pool", pool, "must name a pool")
+    host = table.get("host", "")
+    if not isinstance(host, str) or (host and not _ROUTE_HOST.fullmatch(host)):
+        raise fail(f"{here}.host", host, "must be a host name, or *.domain for its subdomains")
+    prefix = table.get("path_prefix", "/")
+    if not isinstance(prefix, str) or not _ROUTE_PREFIX.fullmatch(prefix) or "?" in prefix:
+        raise fail(
+            f"{here}.path_prefix", prefix, "must be a path starting with / (printable, no ? or #)"
+        )
+    if "#" in prefix:
+        raise fail(f"{here}.path_prefix", prefix, "must not contain #")
+    if prefix != "/" and prefix.endswith("/"):
+        raise fail(
+            f"{here}.path_prefix",
+            prefix,
+            f"must not end with / (prefixes match whole segments: {prefix.rstrip('/')!r} "
+            f"matches {prefix!r} and what is below it)",
+        )
+    methods = table.get("methods", [])
+    if not isinstance(methods, list) or not all(
+        isinstance(m, str) and _METHOD.fullmatch(m) for m in methods
+    ):
+        raise fail(f"{here}.methods", methods, 'must be a list of methods such as ["GET"]')
+    return Route(
+        pool=pool,
+        host=host.lower().rstrip("."),
+        path_prefix=prefix,
+        methods=tuple(m.upper() for m in methods),
+        strip_prefix=parse_bool(f"{here}.strip_prefix", table.get("strip_prefix", False)),
+    )
 
 
 SETTINGS: tuple[Setting, ...] = (
@@ -244,7 +368,8 @@ SETTINGS: tuple[Setting, ...] = (
         "Backend base URLs, ``http://host:port`` or ``https://host:port``, each listed "
         "once. A backend may have options: ``weight`` (1 to 1000, default 1: its share "
         "of requests relative to the others), ``backup`` (used only while no other "
-        "backend is usable; at least one backend must not be a backup) and any setting "
+        "backend is usable; at least one backend must not be a backup), ``name`` (how "
+        "extensions name it, default its ``host:port``) and any setting "
         "marked (per backend too), which then holds for that backend instead of the "
         "global value. In the environment: comma-separated items, each a URL followed by "
         "space-separated ``key=value`` options or the word ``backup``, as in "
@@ -351,7 +476,70 @@ SETTINGS: tuple[Setting, ...] = (
         "How a request's backend is picked among the usable ones: ``round_robin`` "
         "(smooth weighted round robin: every run of requests is spread over the "
         "backends in proportion to their weights) or ``least_conn`` (the fewest "
-        "requests in flight, counted over all workers, per unit of weight).",
+        "requests in flight, counted over all workers, per unit of weight) or ``hash`` "
+        "(consistent hashing on ``hash_key``: a key keeps going to the same backend) "
+        "(per pool too).",
+    ),
+    Setting(
+        "hash_key",
+        parse_hash_key,
+        "ip",
+        'What ``policy = "hash"`` hashes: ``ip`` (the client\'s address as the balancer '
+        "trusts it: from ``X-Forwarded-For`` only behind ``trusted_proxies``), ``path`` "
+        "(without the query), ``header:NAME``, ``cookie:NAME`` or ``query:NAME``. A "
+        "request without it goes round robin (per pool too).",
+    ),
+    Setting(
+        "hash_balance_factor",
+        parse_balance_factor,
+        1.25,
+        'Bounded load for ``policy = "hash"``: a key whose backend already has more '
+        "than this factor times its share of the pool's requests in flight (counted over "
+        "all workers) goes to the next backend in the hash table. 0 turns it off "
+        "(per pool too).",
+    ),
+    Setting(
+        "sticky_cookie",
+        parse_cookie_name,
+        "",
+        "Sticky sessions: the name of a cookie that keeps a client on the backend that "
+        "first answered it, while that backend is usable. A client without a valid one "
+        "is balanced as usual and gets ``NAME=<token>; Path=/; HttpOnly; SameSite=Lax`` "
+        "(and ``Secure`` over TLS); the token is opaque and signed with "
+        "``sticky_secret``. A forged or stale token counts as none. The backend never "
+        "sees this cookie. Empty: off (per pool too).",
+    ),
+    Setting(
+        "sticky_secret",
+        parse_secret,
+        "",
+        "The key (16 characters or more) that signs sticky-cookie tokens. Empty: one is "
+        "made at start, shared by the workers and kept across reloads, but not across "
+        "restarts; several instances behind one name must be given the same one.",
+        wording="(made at start)",
+    ),
+    Setting(
+        "max_conns",
+        parse_count,
+        0,
+        "Requests in flight to a backend (open WebSocket tunnels included), counted over "
+        "every worker, that it never exceeds; a request finding every eligible backend "
+        "of its pool at its limit waits (``queue_timeout``, ``max_queue``). 0: no limit "
+        "(per backend and per pool too).",
+    ),
+    Setting(
+        "queue_timeout",
+        parse_seconds,
+        5.0,
+        "Seconds a request may wait for a backend below its ``max_conns`` before it gets "
+        "503 with ``Retry-After`` (per pool too).",
+    ),
+    Setting(
+        "max_queue",
+        parse_count,
+        1024,
+        "Requests that may wait for a pool's backends at once, over every worker; one "
+        "more gets 503 with ``Retry-After`` at once. 0: no waiting room (per pool too).",
     ),
     Setting(
         "max_fails",
@@ -488,11 +676,51 @@ SETTINGS: tuple[Setting, ...] = (
         "before the balancer closes it (as HAProxy's ``timeout tunnel``). "
         "``read_timeout`` bounds the wait for the backend's ``101``.",
     ),
+    Setting(
+        "pools",
+        _parse_pools,
+        (),
+        "File only: named sets of backends, ``[pools.NAME]`` tables each with its "
+        "``[[pools.NAME.backends]]`` (the same per-backend options as ``backends``) and "
+        "any setting marked (per pool too), which then holds for that pool instead of "
+        "the global value, and any marked (per backend too), which then holds for the "
+        "pool's backends. The top-level ``backends`` are the pool ``default``. A "
+        "backend URL listed in two pools is one backend (one health state, one "
+        "in-flight count); its weight and backup are per pool.",
+    ),
+    Setting(
+        "routes",
+        _parse_routes,
+        (),
+        "File only: ``[[routes]]`` tables choosing a pool by ``host`` (exact, or "
+        "``*.example.com`` for any subdomain), ``path_prefix`` (whole segments of the "
+        "raw path), ``methods`` (a list) and ``pool``; ``strip_prefix = true`` removes "
+        "the prefix from the path sent upstream. See Routing for the precedence. A "
+        "request no route takes goes to the ``default`` pool, or gets 404 without one.",
+    ),
+    Setting(
+        "extensions",
+        parse_extensions,
+        (),
+        "Extensions to run on every request, in this order: ``module:attribute`` names "
+        "of classes (or callables) that each worker calls once with the extension's "
+        "options (see Extensions). In the file a list, in the environment "
+        "comma-separated. A name that does not import stops the start.",
+    ),
+    Setting(
+        "extension_options",
+        parse_extension_options,
+        (),
+        "Each extension's options: in the file a table "
+        '``[extension_options."module:attribute"]`` per extension, in the environment '
+        "a JSON object of objects. An extension without a table gets an empty dict.",
+    ),
 )
 
 # Options a backend may set for itself: its own two, and the global settings
 # it may override, with the same parsers (so the same rules and messages).
 _OVERRIDABLE = (
+    "max_conns",
     "max_fails",
     "fail_timeout",
     "health_check",
@@ -504,11 +732,23 @@ _OVERRIDABLE = (
     "health_fall",
 )
 
+# Settings a [pools.NAME] table may set for itself (and for its backends).
+_POOL_OPTIONS = (
+    "policy",
+    "hash_key",
+    "hash_balance_factor",
+    "sticky_cookie",
+    "queue_timeout",
+    "max_queue",
+    *_OVERRIDABLE,
+)
+
 _BY_NAME = {setting.name: setting for setting in SETTINGS}
 _BY_ENV = {setting.env: setting for setting in SETTINGS}
 _BACKEND_OPTIONS: dict[str, Callable[[str, object], Any]] = {
     "weight": parse_weight,
     "backup": parse_bool,
+    "name": parse_backend_name,
     **{name: _BY_NAME[name].parse for name in _OVERRIDABLE},
 }
 
@@ -543,16 +783,46 @@ class Backend:
     scheme: str
     host: str
     port: int
+    # How extensions name it (``request.backend``); empty: its host:port.
+    name: str = ""
     weight: int = 1  # 1..1000
     backup: bool = False
+    max_conns: int = _DEFAULT["max_conns"]  # 0 = no limit
     max_fails: int = _DEFAULT["max_fails"]  # 0 = never marked down by failed requests
     fail_timeout: float = _DEFAULT["fail_timeout"]
     check: HealthCheck = HealthCheck()
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            object.__setattr__(self, "name", self.authority)
 
     @property
     def authority(self) -> str:
         """``host:port`` as it belongs in a Host header (IPv6 literals in brackets)."""
         return _authority(self.host, self.port)
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    """A backend as one pool lists it: its index in ``Settings.backends``, weight, backup."""
+
+    index: int
+    weight: int = 1
+    backup: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Pool:
+    """A named set of backends, with the selection settings that hold for it."""
+
+    name: str
+    members: tuple[Member, ...]
+    policy: str = _DEFAULT["policy"]
+    hash_key: str = _DEFAULT["hash_key"]
+    hash_balance_factor: float = _DEFAULT["hash_balance_factor"]
+    sticky_cookie: str = _DEFAULT["sticky_cookie"]
+    queue_timeout: float = _DEFAULT["queue_timeout"]
+    max_queue: int = _DEFAULT["max_queue"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -573,6 +843,13 @@ class Settings:
     backend_ca_bundle: str = _DEFAULT["backend_ca_bundle"]
     demo: bool = _DEFAULT["demo"]
     policy: str = _DEFAULT["policy"]
+    hash_key: str = _DEFAULT["hash_key"]
+    hash_balance_factor: float = _DEFAULT["hash_balance_factor"]
+    sticky_cookie: str = _DEFAULT["sticky_cookie"]
+    sticky_secret: str = field(default=_DEFAULT["sticky_secret"], repr=False)
+    max_conns: int = _DEFAULT["max_conns"]
+    queue_timeout: float = _DEFAULT["queue_timeout"]
+    max_queue: int = _DEFAULT["max_queue"]
     max_fails: int = _DEFAULT["max_fails"]
     fail_timeout: float = _DEFAULT["fail_timeout"]
     health_check: bool = _DEFAULT["health_check"]
@@ -590,8 +867,18 @@ class Settings:
     admin_allow: tuple[IPNetwork, ...] = _DEFAULT["admin_allow"]
     upgrade_protocols: tuple[str, ...] = _DEFAULT["upgrade_protocols"]  # lower case
     tunnel_timeout: float = _DEFAULT["tunnel_timeout"]
+    # Empty: one pool, "default", of every backend (effective_pools).
+    pools: tuple[Pool, ...] = _DEFAULT["pools"]
+    routes: tuple[Route, ...] = _DEFAULT["routes"]
+    extensions: tuple[str, ...] = _DEFAULT["extensions"]
+    # (extension, its options) pairs; options_for() looks one up.
+    extension_options: tuple[tuple[str, dict[str, Any]], ...] = _DEFAULT["extension_options"]
     # Where the settings came from, for messages only.
     sources: tuple[str, ...] = field(default=(), compare=False)
+
+    def options_for(self, extension: str) -> dict[str, Any]:
+        """The options of ``extension`` (a copy; empty when it has none)."""
+        return dict(dict(self.extension_options).get(extension, {}))
 
 
 def _resolve_backend(spec: _BackendSpec, settings: Settings) -> Backend:
@@ -612,6 +899,7 @@ def _resolve_backend(spec: _BackendSpec, settings: Settings) -> Backend:
     )
     return replace(
         spec.backend,
+        max_conns=option("max_conns"),
         max_fails=option("max_fails"),
         fail_timeout=option("fail_timeout"),
         check=check,
@@ -625,6 +913,72 @@ def inherit_settings(backend: Backend, settings: Settings) -> Backend:
     ``settings.backends`` already have theirs.
     """
     return _resolve_backend(_BackendSpec(backend), settings)
+
+
+def effective_pools(settings: Settings) -> tuple[Pool, ...]:
+    """The pools requests are balanced over: the configured ones, else ``default`` of all."""
+    if settings.pools:
+        return settings.pools
+    members = tuple(Member(i, b.weight, b.backup) for i, b in enumerate(settings.backends))
+    return (_pool("default", members, settings),)
+
+
+def _pool(name: str, members: tuple[Member, ...], settings: Settings) -> Pool:
+    """A pool whose options are those of ``settings`` (the global ones, or its own over them)."""
+    return Pool(
+        name=name,
+        members=members,
+        policy=settings.policy,
+        hash_key=settings.hash_key,
+        hash_balance_factor=settings.hash_balance_factor,
+        sticky_cookie=settings.sticky_cookie,
+        queue_timeout=settings.queue_timeout,
+        max_queue=settings.max_queue,
+    )
+
+
+def _resolve_pools(
+    settings: Settings, default: tuple[_BackendSpec, ...], specs: tuple[_PoolSpec, ...]
+) -> Settings:
+    """One list of backends, each URL once, and the pools as indexes into it."""
+    if default:
+        if any(spec.name == "default" for spec in specs):
+            raise ConfigError(
+                "pools.default: duplicate pool: the top-level backends are the pool 'default'"
+            )
+        specs = (_PoolSpec("default", "backends", default), *specs)
+    backends: list[Backend] = []
+    first: dict[str, tuple[int, str]] = {}  # url -> (index, where first listed)
+    pools = []
+    for spec in specs:
+        own = replace(settings, **dict(spec.options))
+        members = []
+        for i, backend_spec in enumerate(spec.backends):
+            backend = _resolve_backend(backend_spec, own)
+            url = backend.url
+            if url not in first:
+                first[url] = (len(backends), f"{spec.where}[{i}]")
+                backends.append(backend)
+            index, where = first[url]
+            known = backends[index]
+            if replace(backend, weight=known.weight, backup=known.backup) != known:
+                raise fail(
+                    f"{spec.where}[{i}]",
+                    url,
+                    f"is also listed at {where} with other options; a backend in two pools "
+                    "is one server and needs the same health and failure settings in both",
+                )
+            members.append(Member(index, backend.weight, backend.backup))
+        pools.append(_pool(spec.name, tuple(members), own))
+    return replace(settings, backends=tuple(backends), pools=tuple(pools))
+
+
+def _check_routes(settings: Settings) -> None:
+    names = {pool.name for pool in effective_pools(settings)}
+    for i, route in enumerate(settings.routes):
+        if route.pool not in names:
+            known = ", ".join(sorted(names))
+            raise fail(f"routes[{i}].pool", route.pool, f"is not a pool (pools: {known})")
 
 
 def _read_file(path: str) -> dict[str, Any]:
@@ -686,8 +1040,20 @@ def load_config(environ: Mapping[str, str]) -> Settings:
         sources.append(name)
     # Per-backend options are resolved last: only now are all the globals known.
     specs: tuple[_BackendSpec, ...] = values.pop("backends", ())
+    pool_specs: tuple[_PoolSpec, ...] = values.pop("pools", ())
     settings = Settings(**values, sources=tuple(sources))
-    settings = replace(settings, backends=tuple(_resolve_backend(spec, settings) for spec in specs))
+    if pool_specs:
+        settings = _resolve_pools(settings, specs, pool_specs)
+    else:
+        backends = tuple(_resolve_backend(spec, settings) for spec in specs)
+        settings = replace(settings, backends=backends)
+    _check_routes(settings)
+    unknown = sorted(set(dict(settings.extension_options)) - set(settings.extensions))
+    if unknown:
+        raise ConfigError(
+            f"extension_options: {unknown[0]!r} is not one of the extensions "
+            f"({', '.join(settings.extensions) or 'none listed'})"
+        )
     if not settings.backends and not settings.demo:
         raise ConfigError(
             "no backends configured: set PREFORK_LB_BACKENDS=http://host:port,... or "

@@ -17,6 +17,8 @@ class LBError(Exception):
 
     status: HTTPStatus = HTTPStatus.BAD_GATEWAY
     public: str = "the balancer could not complete the request"
+    # Seconds for a Retry-After header, if the client should come back later.
+    retry_after: int | None = None
 
     def __init__(self, detail: str) -> None:
         super().__init__(detail)
@@ -30,6 +32,8 @@ class LBError(Exception):
             ("Content-Length", str(len(body))),
             ("Cache-Control", "no-store"),
         ]
+        if self.retry_after is not None:
+            headers.append(("Retry-After", str(self.retry_after)))
         return f"{self.status.value} {self.status.phrase}", headers, body
 
 
@@ -79,6 +83,40 @@ class NoBackendAvailable(LBError):
 
     status = HTTPStatus.SERVICE_UNAVAILABLE
     public = "no backend is available"
+
+
+class QueueFull(NoBackendAvailable):
+    """Every backend of the pool is at its limit and its waiting room is full (or none)."""
+
+    public = "every backend is busy and the queue is full"
+
+    def __init__(self, detail: str, retry_after: int) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after
+
+
+class QueueTimeout(NoBackendAvailable):
+    """The request waited ``queue_timeout`` seconds for a backend below its limit."""
+
+    public = "every backend stayed busy for as long as the request could wait"
+
+    def __init__(self, detail: str, retry_after: int) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after
+
+
+class ClientLeftQueue(LBError):
+    """The client hung up while its request waited for a backend (no one reads the answer)."""
+
+    status = HTTPStatus.SERVICE_UNAVAILABLE
+    public = "the client left while waiting"
+
+
+class NoRoute(LBError):
+    """No route takes the request and there is no ``default`` pool."""
+
+    status = HTTPStatus.NOT_FOUND
+    public = "no route for this host and path"
 
 
 class BackendError(LBError):
@@ -132,6 +170,18 @@ class BadBackendResponse(BackendError):
     counts_as_failure = False
 
 
+class ExtensionFailed(LBError):
+    """An extension raised in one of its phases; ``extension`` and ``phase`` name where."""
+
+    status = HTTPStatus.INTERNAL_SERVER_ERROR
+    public = "an extension of the balancer failed"
+
+    def __init__(self, detail: str, *, extension: str = "", phase: str = "") -> None:
+        super().__init__(detail)
+        self.extension = extension
+        self.phase = phase
+
+
 class AbortResponse(ConnectionResetError):
     """Raised from a response body to drop the client connection mid-response.
 
@@ -158,6 +208,11 @@ ERROR_KINDS = (
     "RequestTooLarge",
     "UnsupportedTransferCoding",
     "MethodNotAllowed",
+    "NoRoute",
+    "QueueFull",
+    "QueueTimeout",
+    "ClientLeftQueue",
+    "ExtensionFailed",
     "LBError",
 )
 _KIND_INDEX = {name: index for index, name in enumerate(ERROR_KINDS)}

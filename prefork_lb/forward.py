@@ -16,14 +16,17 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 from urllib3.connection import HTTPConnection
 from urllib3.response import BaseHTTPResponse
 
+from prefork_lb.admission import AtCapacity
 from prefork_lb.config import Backend, Settings
 from prefork_lb.downstream import RequestBody
 from prefork_lb.errors import BackendError, LBError, NoBackendAvailable
+from prefork_lb.hashing import HashKey, cookie_value, key_hash, parse_hash_key, request_key
 from prefork_lb.headers import (
     AddressSet,
     response_head,
@@ -32,9 +35,11 @@ from prefork_lb.headers import (
 )
 from prefork_lb.record import RequestRecord, Stats
 from prefork_lb.request import ProxyRequest
-from prefork_lb.scheduling import may_retry
+from prefork_lb.scheduling import HASH, may_retry
 from prefork_lb.selector import Selector
+from prefork_lb.sticky import StickyCookie, without_cookie
 from prefork_lb.upstream import Upstream, release, switched_read_ahead
+from prefork_lb.waiting_room import WaitingRoom
 
 log = logging.getLogger("gunicorn.error").getChild("prefork_lb")
 
@@ -42,11 +47,13 @@ log = logging.getLogger("gunicorn.error").getChild("prefork_lb")
 class InFlight:
     """One try's place in its backend's in-flight count, given back exactly once."""
 
-    def __init__(self, selector: Selector, index: int) -> None:
+    def __init__(self, selector: Selector, index: int, counted: bool = False) -> None:
+        """``counted``: the selector counted it when it chose it (a pool with limits)."""
         self._selector = selector
         self._index = index
         self._ended = False
-        selector.started(index)
+        if not counted:
+            selector.started(index)
 
     def end(self) -> None:
         """The backend is done with this try (or it failed, or the client left)."""
@@ -98,29 +105,69 @@ class Forwarder:
         self._upstream = upstream
         self._stats = stats
         self._trusted_proxies = AddressSet(settings.trusted_proxies)
+        self._hash_keys: list[HashKey | None] = [
+            parse_hash_key(pool.hash_key) if pool.policy == HASH else None
+            for pool in selector.pools
+        ]
+        secret = settings.sticky_secret.encode()
+        self._room: WaitingRoom | None = None
+        if any(selector.limited):
+            self._room = WaitingRoom(selector.admission, selector.slot, selector.pools)
+            selector.on_release = self._room.wake
+        self._sticky: list[StickyCookie | None] = [
+            StickyCookie(
+                pool.sticky_cookie,
+                pool.name,
+                secret,
+                ((m.index, selector.backends[m.index].url) for m in pool.members),
+            )
+            if pool.sticky_cookie and secret
+            else None
+            for pool in selector.pools
+        ]
+        # Pools whose requests carry a hash key or a sticky cookie to read.
+        self._affinity = [
+            hash_key is not None or sticky is not None
+            for hash_key, sticky in zip(self._hash_keys, self._sticky, strict=True)
+        ]
 
-    def forward(
+    def forward(  # noqa: PLR0917 - the request path's steps pass what they have
         self,
         request: ProxyRequest,
         body: RequestBody | None,
         record: RequestRecord,
         upgrade: str | None = None,
+        pool: int = 0,
+        client: Any = None,
     ) -> Answer:
-        """The first answer from a backend; raises the last failure if retrying must stop.
+        """The first answer from a backend of ``pool``; raises the last failure if retries stop.
 
         With ``upgrade`` (``headers.upgrade_offer``) the request asks to switch
         protocols, on a fresh connection; a ``101`` for one of them is a
         switched answer (``Answer.switched``), any other a response as usual.
+        ``client`` (the client's socket) is watched while the request waits
+        for a backend below its limit.
         """
         tried: list[int] = []
         last_error: BackendError | None = None
         first_try = time.monotonic()
+        key = prefer = sticky = None
+        if self._affinity[pool]:
+            hash_key = self._hash_keys[pool]
+            if hash_key is not None:
+                key = self._key(hash_key, request)
+            sticky = self._sticky[pool]
+            if sticky is not None:
+                prefer = sticky.backend(cookie_value(request.headers, sticky.name))
+                # The balancer's own cookie is not the backend's business.
+                request = replace(request, headers=without_cookie(request.headers, sticky.name))
+        limited = self._selector.limited[pool]
         while True:
-            index = self._choose(frozenset(tried), last_error)
+            index = self._choose(request, frozenset(tried), last_error, pool, key, prefer, client)
             record.backend = self._selector.backends[index].url
             record.tries += 1
             try:
-                return self._exchange(request, body, index, record, upgrade)
+                answer = self._exchange(request, body, index, record, upgrade, limited)
             except BackendError as err:
                 tried.append(index)
                 self._stats.try_failed(index, err)
@@ -144,27 +191,71 @@ class Forwarder:
                     err.detail,
                 )
                 last_error = err
+                continue
+            if sticky is not None and index != prefer:
+                secure = request.scheme == "https"
+                answer.headers.append(("Set-Cookie", sticky.set_cookie(index, secure=secure)))
+            return answer
 
-    def _choose(self, tried: frozenset[int], last_error: BackendError | None) -> int:
+    def _key(self, hash_key: HashKey, request: ProxyRequest) -> int | None:
+        """The request's hash for a ``hash`` pool, None without its key."""
+        client = request.client_addr
+        if client in self._trusted_proxies:
+            forwarded = [v for n, v in request.headers if n == "X-Forwarded-For"]
+            if forwarded:
+                # The address the last trusted proxy saw.
+                client = forwarded[-1].rsplit(",", 1)[-1].strip() or client
+        data = request_key(
+            hash_key, client=client, target=request.target.path, headers=request.headers
+        )
+        return None if data is None else key_hash(data)
+
+    def _choose(  # noqa: PLR0917
+        self,
+        request: ProxyRequest,
+        tried: frozenset[int],
+        last_error: BackendError | None,
+        pool: int = 0,
+        key: int | None = None,
+        prefer: int | None = None,
+        client: Any = None,
+    ) -> int:
+        """The backend for the next try of ``request`` (``Selector.choose`` or ``admit``).
+
+        ``request`` is for subclasses (extensions may name a backend).
+        """
         try:
-            return self._selector.choose(tried)
+            if self._room is None or not self._selector.limited[pool]:
+                return self._selector.choose(tried, pool, key, prefer)
+            try:
+                return self._selector.admit(tried, pool, key, prefer)
+            except AtCapacity:
+                return self._room.wait(
+                    pool,
+                    lambda ticket: self._selector.admit(tried, pool, key, prefer, ticket),
+                    client,
+                )
         except NoBackendAvailable:
             if last_error is not None:
                 # Every other backend is down or was tried: report the last failure.
                 raise last_error from None
             raise
 
-    def _exchange(
+    def _exchange(  # noqa: PLR0917 - hot path: positional is cheaper
         self,
         request: ProxyRequest,
         body: RequestBody | None,
         index: int,
         record: RequestRecord,
         upgrade: str | None,
+        counted: bool = False,
     ) -> Answer:
-        """One try on backend ``index``: the request out, the response head back and checked."""
+        """One try on backend ``index``: the request out, the response head back and checked.
+
+        ``counted``: the backend was counted in flight when it was chosen.
+        """
         backend = self._selector.backends[index]
-        in_flight = InFlight(self._selector, index)
+        in_flight = InFlight(self._selector, index, counted)
         connection = None
         try:
             response, connection = self._send(request, body, index, record, upgrade)

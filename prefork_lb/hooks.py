@@ -16,6 +16,7 @@ would be imported before gevent patches the workers).
 from __future__ import annotations
 
 import os
+import secrets
 from dataclasses import fields, replace
 from typing import Any
 
@@ -25,10 +26,13 @@ from prefork_lb.config import (
     ConfigError,
     Settings,
     doubtful_settings,
+    effective_pools,
     inherit_settings,
     load_config,
 )
 from prefork_lb.demo import DemoBackends, start_demo_backends
+from prefork_lb.extension_loader import ExtensionStartError, check_in_child
+from prefork_lb.selector import hash_rings
 
 _demo: DemoBackends | None = None
 
@@ -48,10 +52,15 @@ def on_starting(server: Any) -> None:
             "prefork_lb configuration: header_map 'dangerous' lets Transfer_Encoding "
             "stand in for Transfer-Encoding; use 'drop' (the default) or 'refuse'"
         )
-    settings = _with_demo_backends(server, settings)
+    try:
+        _declare_extensions(settings)
+    except ExtensionStartError as err:
+        raise RuntimeError(f"prefork_lb {err}") from None
+    settings = _with_sticky_secret(_with_demo_backends(server, settings), running="")
     for warning in doubtful_settings(settings):
         server.log.warning("prefork_lb configuration: %s", warning)
     shared.install(settings)
+    hash_rings(settings)  # built once here, inherited by every worker
     for backend in settings.backends:
         server.log.info("prefork_lb: backend %s", backend.url)
 
@@ -75,8 +84,11 @@ def on_reload(server: Any) -> None:
         server.log.exception(_RELOAD_FAILED, f"unexpected error: {err!r}")
         return
     try:
+        _declare_extensions(settings)
         settings = _with_demo_backends(server, settings)
+        settings = _with_sticky_secret(settings, running=old.sticky_secret)
         shared.reinstall(settings)
+        hash_rings(settings)
     except Exception as err:
         # Whatever it is, the master must keep serving with what it has.
         server.log.exception(_RELOAD_FAILED, f"cannot set up the new shared state: {err}")
@@ -89,6 +101,25 @@ def on_reload(server: Any) -> None:
 
 
 _RELOAD_FAILED = "prefork_lb: reload failed, keeping the running settings: %s"
+
+
+def _with_sticky_secret(settings: Settings, *, running: str) -> Settings:
+    """The settings with a sticky secret if a pool needs one and none is set.
+
+    Made here, in the master, so that every worker signs with the same one;
+    on a reload the running one is kept (cookies already out stay valid).
+    """
+    if settings.sticky_secret or not any(p.sticky_cookie for p in effective_pools(settings)):
+        return settings
+    return replace(settings, sticky_secret=running or secrets.token_urlsafe(32))
+
+
+def _declare_extensions(settings: Settings) -> None:
+    """Check that the extensions import; make the shared memory they declare (kept on HUP)."""
+    declared = check_in_child(settings.extensions)
+    shared.extension_memory().declare(
+        counters=declared.counters, limiters=declared.limiters, extensions=settings.extensions
+    )
 
 
 def _with_demo_backends(server: Any, settings: Settings) -> Settings:

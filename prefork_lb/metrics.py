@@ -24,7 +24,13 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from prefork_lb.shared import BackendFigures, Figures, SharedState
+from prefork_lb.shared import (
+    BackendFigures,
+    Figures,
+    SharedCounter,
+    SharedState,
+    extension_memory,
+)
 
 __all__ = ["CONTENT_TYPE_LATEST", "render"]
 
@@ -46,6 +52,7 @@ class BalancerCollector(Collector):
         yield from _counters(self._figures)
         yield from _tunnels(backends)
         yield _latency(backends)
+        yield from _waiting_rooms(self._figures)
         in_flight = GaugeMetricFamily(
             PREFIX + "in_flight",
             "Requests being forwarded to the backend now, over all workers.",
@@ -76,6 +83,21 @@ class BalancerCollector(Collector):
             since.add_metric([backend.url], started if row.since == 0.0 else self._now - row.since)
         yield up
         yield since
+        errors = extension_memory().errors
+        if errors:
+            yield _extension_errors(errors)
+
+
+def _extension_errors(errors: dict[tuple[str, str], SharedCounter]) -> Metric:
+    family = CounterMetricFamily(
+        PREFIX + "extension_errors",
+        "Exceptions an extension raised, by extension and phase (in on_request, "
+        "on_upstream_request or on_response the client got a 500).",
+        labels=["extension", "phase"],
+    )
+    for (extension, phase), counter in errors.items():
+        family.add_metric([extension, phase], counter.value)
+    return family
 
 
 def _counters(figures: Figures) -> Iterator[Metric]:
@@ -114,6 +136,40 @@ def _counters(figures: Figures) -> Iterator[Metric]:
         aborted.add_metric([backend.url], backend.aborted)
         retries.add_metric([backend.url], backend.retries)
     yield from (requests, aborted, retries, errors)
+
+
+def _waiting_rooms(figures: Figures) -> Iterator[Metric]:
+    """Queue length and queue waits per pool; the balancer's own 503s by reason."""
+    length = GaugeMetricFamily(
+        PREFIX + "queue_length",
+        "Requests waiting now for a backend of the pool below its max_conns, over all workers.",
+        labels=["pool"],
+    )
+    wait = HistogramMetricFamily(
+        PREFIX + "queue_wait_seconds",
+        "Time requests waited for a backend below its max_conns (admitted or not).",
+        labels=["pool"],
+    )
+    for pool in figures.pools:
+        length.add_metric([pool.name], pool.waiting)
+        wait.add_metric([pool.name], _cumulative(pool.queue_wait), pool.queue_wait_sum)
+    unavailable = CounterMetricFamily(
+        PREFIX + "unavailable",
+        "503s the balancer answered itself, by reason: no_backend (every backend down), "
+        "queue_full, queue_timeout.",
+        labels=["reason"],
+    )
+    for reason, count in figures.unavailable().items():
+        unavailable.add_metric([reason], count)
+    yield from (length, wait, unavailable)
+
+
+def _cumulative(histogram: tuple[tuple[float, int], ...]) -> list[tuple[str, float]]:
+    cumulative, buckets = 0, []
+    for bound, count in histogram:
+        cumulative += count
+        buckets.append(("+Inf" if math.isinf(bound) else str(bound), float(cumulative)))
+    return buckets
 
 
 def _tunnels(backends: tuple[BackendFigures, ...]) -> Iterator[Metric]:

@@ -109,6 +109,10 @@ class Stats:
         self._table.count_aborted(self._slot, index)
         self._table.count_error(self._slot, index, error_kind(err))
 
+    def extension_answer(self, status: int) -> None:
+        """An extension answered the request itself, with ``status``; no backend was chosen."""
+        self._table.count_response(self._slot, self._balancer, status)
+
     def own_answer(self, err: LBError, backend: int | None) -> None:
         """The balancer answered ``err`` itself: counted as the failed backend's, if one did.
 
@@ -151,6 +155,9 @@ class _NoStats(Stats):
         pass
 
     def aborted(self, index: int, err: LBError) -> None:
+        pass
+
+    def extension_answer(self, status: int) -> None:
         pass
 
     def own_answer(self, err: LBError, backend: int | None) -> None:

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from prefork_lb.errors import NoBackendAvailable
 
 LEAST_CONN = "least_conn"  # one of config.POLICIES; round robin otherwise
+HASH = "hash"  # consistent hashing (hashing.py); round robin for requests without a key
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 # Weights are scaled by this while a backend slow-starts, so that even a
 # weight of 1 can ramp up in steps.

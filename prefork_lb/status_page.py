@@ -102,9 +102,35 @@ def render_status_page(
 <p class="note">In flight, open tunnels (WebSocket; also in flight) and failed requests
 are live, summed over every worker.
 Traffic columns count since the balancer started{traffic_note}.</p>
+{_pools(document)}
 </body>
 </html>
 """
+
+
+def _pools(document: Mapping[str, Any]) -> str:
+    """The pools' waiting rooms and the balancer's own 503s by reason."""
+    rows = "\n".join(
+        f'<tr><th scope="row">{_e(pool["name"])}</th><td>{_e(pool["policy"])}</td>'
+        f'<td class="num waiting">{_e(pool["waiting"])}</td>'
+        f'<td class="num">{_e(pool["max_queue"])}</td>'
+        f'<td class="num">{_e(pool["queue_timeout"])} s</td></tr>'
+        for pool in document.get("pools", [])
+    )
+    unavailable = document.get("unavailable", {})
+    reasons = ", ".join(f"{_e(name)}: {_e(count)}" for name, count in unavailable.items())
+    return f"""<h2>Pools</h2>
+<table id="pools">
+<thead>
+<tr><th scope="col">Pool</th><th scope="col">Policy</th><th scope="col">Waiting</th>
+<th scope="col">Max queue</th><th scope="col">Queue timeout</th></tr>
+</thead>
+<tbody>
+{rows}
+</tbody>
+</table>
+<p class="note" id="unavailable">503s answered by the balancer, by reason:
+{reasons or "none"}.</p>"""
 
 
 def summarize(total: int, up: int) -> str:

@@ -8,6 +8,7 @@ the message) and the raw value, and returns the typed value or raises
 from __future__ import annotations
 
 import ipaddress
+import json
 import math
 import os
 import re
@@ -139,13 +140,49 @@ def parse_protocols(where: str, value: object) -> tuple[str, ...]:
     return tuple(protocols)
 
 
-POLICIES = ("round_robin", "least_conn")
+POLICIES = ("round_robin", "least_conn", "hash")
 
 
 def parse_policy(where: str, value: object) -> str:
     if isinstance(value, str) and value.strip() in POLICIES:
         return value.strip()
     raise fail(where, value, f"must be one of {', '.join(POLICIES)}")
+
+
+_HASH_KEY = re.compile(r"ip|path|(?:header|cookie|query):[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+
+
+def parse_hash_key(where: str, value: object) -> str:
+    """What ``policy = "hash"`` hashes on: ip, path, header:NAME, cookie:NAME or query:NAME."""
+    if isinstance(value, str) and _HASH_KEY.fullmatch(value.strip()):
+        return value.strip()
+    raise fail(where, value, "must be ip, path, header:NAME, cookie:NAME or query:NAME")
+
+
+def parse_balance_factor(where: str, value: object) -> float:
+    """0 (off), or a factor of at least 1 over the average load."""
+    number = _to_seconds(value)
+    if number == 0 or 1 <= number <= 100:
+        return number
+    raise fail(where, value, "must be 0 (off) or a number from 1 to 100, such as 1.25")
+
+
+_COOKIE_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+
+
+def parse_cookie_name(where: str, value: object) -> str:
+    """A cookie name (an HTTP token), or empty for none."""
+    if isinstance(value, str) and (not value.strip() or _COOKIE_NAME.fullmatch(value.strip())):
+        return value.strip()
+    raise fail(where, value, "must be a cookie name (letters, digits, !#$%&'*+-.^_`|~)")
+
+
+def parse_secret(where: str, value: object) -> str:
+    """A secret of at least 16 characters, or empty (one is made at start)."""
+    if isinstance(value, str) and (not value or len(value) >= 16):
+        return value
+    # The value itself stays out of the message: it is a secret.
+    raise ConfigError(f"{where}: must be at least 16 characters (or empty)")
 
 
 # A request-target in origin form: no spaces or controls, and no "#", which
@@ -208,3 +245,41 @@ def parse_ca_bundle(where: str, value: object) -> str:
     else:
         return path
     raise ConfigError(f"{where}: cannot load the CA bundle {path!r}: {reason}")
+
+
+_BACKEND_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:\[\]-]{0,63}")
+
+
+def parse_backend_name(where: str, value: object) -> str:
+    if isinstance(value, str) and _BACKEND_NAME.fullmatch(value.strip()):
+        return value.strip()
+    raise fail(where, value, "must be 1 to 64 letters, digits, '.', '_', ':', '-'")
+
+
+_EXTENSION = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*", re.ASCII)
+
+
+def parse_extensions(where: str, value: object) -> tuple[str, ...]:
+    names = split_list(where, value)
+    for name in names:
+        if not _EXTENSION.fullmatch(name):
+            raise fail(where, name, "each extension must be module:attribute")
+    if len(set(names)) != len(names):
+        raise fail(where, value, "an extension is listed twice")
+    return tuple(names)
+
+
+def parse_extension_options(where: str, value: object) -> tuple[tuple[str, dict[str, object]], ...]:
+    # In the environment: a JSON object of objects; in the file: TOML tables.
+    if isinstance(value, str) and not value.strip():
+        return ()
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            raise fail(where, value, "must be a JSON object in the environment") from None
+    if not isinstance(value, dict) or not all(
+        isinstance(options, dict) for options in value.values()
+    ):
+        raise fail(where, value, 'must be tables named by extension ("module:attribute")')
+    return tuple((str(name), dict(options)) for name, options in value.items())

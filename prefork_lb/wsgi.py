@@ -7,12 +7,14 @@ built there. ``ProxyApp`` takes each request through named steps:
 1. **read** the client's request into a ``ProxyRequest`` (raw target, header
    lines, body framing) and its body (``downstream.py``); admin requests are
    answered here;
-2. **forward** it (``forward.py``): choose a backend, exchange with it, and
+2. **route** it to a pool (``routes.py``), with the target that pool gets
+   (only when ``[[routes]]`` are configured; otherwise the one pool);
+3. **forward** it (``forward.py``): choose a backend, exchange with it, and
    retry on the next one where that is safe, until a response head comes back;
-3. **relay** the answer: status and checked headers, then the body chunk by
+4. **relay** the answer: status and checked headers, then the body chunk by
    chunk. A failure before the status line becomes a short plain-text error
    response; after it, the client connection is aborted;
-4. **record**: every step writes what happened into the request's
+5. **record**: every step writes what happened into the request's
    ``RequestRecord`` (``record.py``), which the access log reads; the shared
    stats count the same events.
 """
@@ -22,18 +24,20 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from dataclasses import replace
+from typing import Any, Protocol
 
 from prefork_lb import request_context, shared
 from prefork_lb.admin import AdminEndpoint
 from prefork_lb.config import Settings
 from prefork_lb.downstream import BodyLimits, request_body, reset_on_close
-from prefork_lb.errors import AbortResponse, BackendError, LBError
+from prefork_lb.errors import AbortResponse, BackendError, LBError, NoRoute
 from prefork_lb.forward import Answer, Forwarder
 from prefork_lb.headers import REQUEST_ID, canonical_name, client_request_id, upgrade_offer
 from prefork_lb.prober import HealthProber
 from prefork_lb.record import NO_STATS, RECORD_KEY, RequestRecord, Stats
-from prefork_lb.request import ProxyRequest, body_framing, check_host, upstream_target
+from prefork_lb.request import ProxyRequest, Target, body_framing, check_host, upstream_target
+from prefork_lb.routes import RouteTable
 from prefork_lb.selector import Selector
 from prefork_lb.tunnel import run_tunnel
 from prefork_lb.upstream import Upstream, backend_tls_options, release_without_body, stream_body
@@ -52,7 +56,13 @@ def create_app() -> ProxyApp:
     selector = Selector(state.settings, state, slot)
     HealthProber(selector, state.health, backend_tls_options(state.settings)).start()
     stats = Stats(state.stats, slot, state.in_flight) if slot is not None else NO_STATS
-    return ProxyApp(state.settings, selector, AdminEndpoint(state, selector), stats)
+    admin = AdminEndpoint(state, selector)
+    if state.settings.extensions:
+        # Decided once: without extensions the plain ProxyApp runs, unchanged.
+        from prefork_lb.extension_app import extended_app  # noqa: PLC0415 - imports wsgi
+
+        return extended_app(state.settings, selector, admin, stats)
+    return ProxyApp(state.settings, selector, admin, stats)
 
 
 def _log_urllib3_warnings() -> None:
@@ -65,6 +75,16 @@ def _log_urllib3_warnings() -> None:
         urllib3_log.addHandler(handler)
 
 
+class ProxyHooks(Protocol):
+    """What may act on a request between the steps (the extensions' phases do)."""
+
+    def routed(self, request: ProxyRequest) -> ProxyRequest:
+        """The request to forward, once routed."""
+
+    def answered(self, answer: Answer) -> None:
+        """A backend's answer, before its head goes to the client; may raise ``LBError``."""
+
+
 class ProxyApp:
     """A WSGI application that forwards every request to one of the backends."""
 
@@ -74,15 +94,23 @@ class ProxyApp:
         selector: Selector,
         admin: AdminEndpoint,
         stats: Stats = NO_STATS,
+        *,
+        forwarder: Forwarder | None = None,
     ) -> None:
         self._admin = admin
         self._stats = stats
-        self._forwarder = Forwarder(settings, selector, Upstream(settings), stats)
+        self._forwarder = forwarder or Forwarder(settings, selector, Upstream(settings), stats)
         self._body_limits = BodyLimits(
             settings.client_timeout, settings.client_min_rate, settings.max_body_size
         )
         self._upgrade_protocols = settings.upgrade_protocols
         self._tunnel_timeout = settings.tunnel_timeout
+        # Compiled once. None without [[routes]] when pool 0 is "default": every
+        # request goes there (without a default pool each one is a 404).
+        names = [pool.name for pool in selector.pools]
+        self._routes = (
+            RouteTable(settings.routes, names) if settings.routes or names[0] != "default" else None
+        )
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes] | object:
         """Forward one request; the body of the answer streams from the backend.
@@ -95,15 +123,46 @@ class ProxyApp:
             request = read_request(environ)
             if self._admin.serves(request):
                 return self._admin.respond(request, start_response)
-            record.request_id = client_request_id(request.headers) or uuid.uuid4().hex
+        except LBError as err:
+            return self._answer_error(environ, start_response, record, err)
+        record.request_id = client_request_id(request.headers) or uuid.uuid4().hex
+        return self._handle(environ, start_response, record, request)
+
+    def _handle(
+        self,
+        environ: Environ,
+        start_response: StartResponse,
+        record: RequestRecord,
+        request: ProxyRequest,
+    ) -> Iterable[bytes] | object:
+        """What follows reading a request (``extension_app`` puts its phases around it)."""
+        return self._proxy(environ, start_response, record, request)
+
+    def _proxy(
+        self,
+        environ: Environ,
+        start_response: StartResponse,
+        record: RequestRecord,
+        request: ProxyRequest,
+        hooks: ProxyHooks | None = None,
+    ) -> Iterable[bytes] | object:
+        """Route, forward and relay a request read from the client (or tunnel it)."""
+        client = environ.get("gunicorn.socket")
+        try:
+            pool = 0
+            if self._routes is not None:
+                request, pool = route(self._routes, request)
+            if hooks is not None:
+                request = hooks.routed(request)
             upgrade = None
             if "HTTP_UPGRADE" in environ and self._upgrade_protocols:
                 upgrade = upgrade_offer(request, self._upgrade_protocols)
             body = request_body(environ["wsgi.input"], request, self._body_limits)
-            answer = self._forwarder.forward(request, body, record, upgrade)
+            answer = self._forwarder.forward(request, body, record, upgrade, pool, client)
+            if hooks is not None:
+                hooks.answered(answer)
         except LBError as err:
             return self._answer_error(environ, start_response, record, err)
-        client = environ.get("gunicorn.socket")
         if answer.switched:
             self._stats.responded(answer.index, 101)
             return run_tunnel(
@@ -144,7 +203,7 @@ class ProxyApp:
         except BaseException:
             answer.done()
             raise
-        return _ClosingBody(relayed, answer.done)
+        return ClosingBody(relayed, answer.done)
 
     def _answer_error(
         self,
@@ -173,10 +232,11 @@ class ProxyApp:
         if record.request_id is not None:
             headers.append((REQUEST_ID, record.request_id))
         start_response(status, headers)
+        record.body_bytes = len(body)
         return [body]
 
 
-class _ClosingBody:
+class ClosingBody:
     """A response body that calls ``on_close`` when the server closes it.
 
     A generator's ``finally`` does not run if it is closed before it starts;
@@ -185,7 +245,7 @@ class _ClosingBody:
 
     def __init__(self, body: Iterable[bytes], on_close: Callable[[], None]) -> None:
         self._body = body
-        self._on_close = on_close  # idempotent: Answer.done
+        self._on_close = on_close
 
     def __iter__(self) -> Iterator[bytes]:
         return iter(self._body)
@@ -225,6 +285,19 @@ def read_request(environ: Environ) -> ProxyRequest:
         content_length=content_length,
         chunked=chunked,
     )
+
+
+def route(table: RouteTable, request: ProxyRequest) -> tuple[ProxyRequest, int]:
+    """The request as its pool gets it (its prefix stripped, if so routed), and the pool."""
+    host = request.target.authority
+    if host is None:
+        host = next((value for name, value in request.headers if name == "Host"), "")
+    found = table.match(host, request.target.path, request.method)
+    if found is None:
+        raise NoRoute(f"no route for host {host!r} and target {request.target.path!r}")
+    if found.target != request.target.path:
+        request = replace(request, target=Target(found.target, request.target.authority))
+    return request, found.pool
 
 
 def headers_from_environ(environ: Environ) -> list[tuple[str, str]]:

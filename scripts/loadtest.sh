@@ -427,7 +427,11 @@ measure_prefork_lb() {
     step "prefork_lb ($WORKERS gevent workers): $DURATION s at $CONNECTIONS connections..."
     local port pid backends log="$OUT/prefork_lb.log"
     port=$(helper ports 1)
-    backends=$(IFS=,; echo "${BACKEND_URLS[*]}")
+    # Named backend-1, -2, ... so that an extension (canary) can name one.
+    backends=""
+    for i in "${!BACKEND_URLS[@]}"; do
+        backends+="${backends:+,}${BACKEND_URLS[$i]} name=backend-$((i + 1))"
+    done
     # Other PREFORK_LB_* settings in the environment apply (and go into the JSON).
     start_service "$log" env PREFORK_LB_BACKENDS="$backends" \
         .venv/bin/gunicorn -c gunicorn.conf.py --bind "127.0.0.1:$port" --workers "$WORKERS" \
@@ -443,6 +447,64 @@ measure_prefork_lb() {
     measure_bulk prefork_lb "http://127.0.0.1:$port/bulk"
     progress "      workers' memory after bulk: $(helper rss "$pid" "$OUT/rss-after.json")"
     keep_for_latency prefork_lb "http://127.0.0.1:$port/" "$pid"
+}
+
+# The cost of routing and of hashing (issue 13): prefork_lb again, in front of the
+# same backends, once with a route table (the request's route last of five) and
+# once with policy = "hash" on the path (bounded load spreads wrk's one path).
+measure_prefork_lb_routing() {
+    step "prefork_lb routed and hashed: $DURATION s each at $CONNECTIONS connections..."
+    local listed="" url
+    for url in "${BACKEND_URLS[@]}"; do
+        listed+="\"$url\", "
+    done
+    cat >"$WORK_DIR/routed.toml" <<EOF
+[pools.web]
+backends = [$listed]
+[pools.other]
+backends = [$listed]
+[[routes]]
+host = "api.example.com"
+pool = "other"
+[[routes]]
+host = "*.example.org"
+pool = "other"
+[[routes]]
+path_prefix = "/static"
+pool = "other"
+[[routes]]
+path_prefix = "/api"
+methods = ["POST"]
+pool = "other"
+[[routes]]
+path_prefix = "/"
+pool = "web"
+EOF
+    cat >"$WORK_DIR/hashed.toml" <<EOF
+policy = "hash"
+hash_key = "path"
+backends = [$listed]
+EOF
+    measure_prefork_lb_config prefork_lb_routed "$WORK_DIR/routed.toml"
+    measure_prefork_lb_config prefork_lb_hash "$WORK_DIR/hashed.toml"
+}
+
+# measure_prefork_lb_config KEY CONFIG: prefork_lb with that file, small responses only.
+measure_prefork_lb_config() {
+    local key=$1 config=$2 port pid log="$OUT/$1.log"
+    port=$(helper ports 1)
+    start_service "$log" env PREFORK_LB_CONFIG="$config" \
+        .venv/bin/gunicorn -c gunicorn.conf.py --bind "127.0.0.1:$port" --workers "$WORKERS" \
+        --access-logfile /dev/null
+    pid=$LAST_PID
+    if ! wait_ready "$key" "http://127.0.0.1:$port/" "$pid" "$log"; then
+        fail_target "$key" "$key.log"
+        stop_service "$pid"
+        return 0
+    fi
+    progress "      $key:"
+    measure "$key" "$pid" "http://127.0.0.1:$port/"
+    stop_service "$pid"
 }
 
 measure_nginx() {
@@ -832,12 +894,13 @@ main() {
     prepare_snippet_venv
     prepare_peers_venv
 
-    STEPS=9
+    STEPS=10
     FAILED=0
     progress "starting the backends..."
     start_backends
     measure_direct
     measure_prefork_lb
+    measure_prefork_lb_routing
     measure_nginx
     measure_haproxy
     measure_wsgiproxy2

@@ -9,15 +9,27 @@ it indexes them. One concern per module:
   prober lease;
 - ``in_flight``: requests in flight and open client connections, one row per
   worker;
+- ``admission``: the lock that admits requests to backends with
+  ``max_conns``, the pools' waiting rooms and their tickets;
 - ``stats``: responses, errors, retries and latency, one row per worker;
+- ``extension_memory``: the shared counters and rate limiters extensions
+  declare, and their error counts;
 - ``figures``: one typed, read-only ``BackendFigures`` per backend, every
   figure under its name, for whoever shows them;
 - ``handover``: the master installs the state (and reinstalls it on HUP),
   hands each worker its slot, and workers attach to what it installed.
 """
 
+from prefork_lb.shared.admission import AdmissionTable
 from prefork_lb.shared.counter import RotationCounter
-from prefork_lb.shared.figures import BackendFigures, BalancerFigures, Figures
+from prefork_lb.shared.extension_memory import (
+    ExtensionMemory,
+    RateLimiter,
+    RateLimiterTable,
+    SharedCounter,
+    extension_memory,
+)
+from prefork_lb.shared.figures import BackendFigures, BalancerFigures, Figures, PoolFigures
 from prefork_lb.shared.handover import (
     SharedState,
     assign_worker_slot,
@@ -41,17 +53,24 @@ from prefork_lb.shared.stats import (
 __all__ = [
     "LATENCY_BUCKETS",
     "STATUS_CLASSES",
+    "AdmissionTable",
     "BackendFigures",
     "BackendStats",
     "BalancerFigures",
+    "ExtensionMemory",
     "Figures",
     "HealthTable",
     "InFlightTable",
+    "PoolFigures",
     "ProberLease",
+    "RateLimiter",
+    "RateLimiterTable",
     "RotationCounter",
+    "SharedCounter",
     "SharedState",
     "StatsTable",
     "assign_worker_slot",
+    "extension_memory",
     "install",
     "installed",
     "reinstall",

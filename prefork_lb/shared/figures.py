@@ -14,9 +14,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 
-from prefork_lb.config import Backend
+from prefork_lb.admission import WAIT_BUCKETS
+from prefork_lb.config import Backend, Pool
 from prefork_lb.errors import ERROR_KINDS
 from prefork_lb.health import BackendHealth
+from prefork_lb.shared.admission import AdmissionTable
 from prefork_lb.shared.in_flight import InFlightTable
 from prefork_lb.shared.stats import LATENCY_BUCKETS, STATUS_CLASSES, BackendStats, StatsTable
 
@@ -79,6 +81,33 @@ class BalancerFigures:
     errors: Mapping[str, int]  # by error kind, as in ``BackendFigures``
 
 
+# The balancer's own 503s by reason: the error kind that counts each.
+UNAVAILABLE_REASONS = {
+    "no_backend": "NoBackendAvailable",
+    "queue_full": "QueueFull",
+    "queue_timeout": "QueueTimeout",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class PoolFigures:
+    """One pool's waiting room: requests waiting now, and how long waits took so far.
+
+    ``queue_wait`` is a histogram as ``BackendFigures.latency`` is: ``(upper
+    bound in seconds, count)`` per bucket, not cumulative, the last ``inf``.
+    """
+
+    pool: Pool
+    waiting: int
+    queue_wait: tuple[tuple[float, int], ...]
+    queue_wait_sum: float
+
+    @property
+    def name(self) -> str:
+        """The pool's name."""
+        return self.pool.name
+
+
 @dataclass(frozen=True, slots=True)
 class Figures:
     """Everything the shared tables say at one moment, by backend."""
@@ -86,6 +115,12 @@ class Figures:
     backends: tuple[BackendFigures, ...]  # in the order of ``Settings.backends``
     balancer: BalancerFigures
     client_connections: int  # open now, over all workers
+    pools: tuple[PoolFigures, ...] = ()  # in the order of ``config.effective_pools``
+
+    def unavailable(self) -> dict[str, int]:
+        """The balancer's own 503s so far, by reason (``UNAVAILABLE_REASONS``)."""
+        errors = self.balancer.errors
+        return {reason: errors.get(kind, 0) for reason, kind in UNAVAILABLE_REASONS.items()}
 
 
 def read_figures(
@@ -93,9 +128,24 @@ def read_figures(
     health: Sequence[BackendHealth],
     in_flight: InFlightTable,
     stats: StatsTable,
+    *,
+    pools: Sequence[Pool] = (),
+    admission: AdmissionTable | None = None,
 ) -> Figures:
     """Read the tables for ``backends`` (their health rows already read) into ``Figures``."""
     *columns, own = stats.totals()
+    rooms = []
+    if admission is not None:
+        for number, pool in enumerate(pools):
+            counts, total = admission.wait_histogram(number)
+            rooms.append(
+                PoolFigures(
+                    pool=pool,
+                    waiting=admission.waiting(number),
+                    queue_wait=tuple(zip((*WAIT_BUCKETS, math.inf), counts, strict=True)),
+                    queue_wait_sum=total,
+                )
+            )
     return Figures(
         backends=tuple(
             _backend_figures(backend, row, count, tunnels, column)
@@ -108,6 +158,7 @@ def read_figures(
             errors=_by_name(ERROR_KINDS, own.errors),
         ),
         client_connections=in_flight.connections(),
+        pools=tuple(rooms),
     )
 
 

@@ -8,7 +8,7 @@ module stays in the master's ``sys.modules``, what it holds survives a HUP
 On HUP the master calls ``reinstall()``: workers forked from then on get new
 tables sized for the new backend list, while the old workers, draining, keep
 the tables they inherited. What must stay one across the change does: the
-rotation counter (the same object), the prober lease (the same file, so old
+rotation counters (each pool keeps its own, by name), the prober lease (the same file, so old
 and new workers contend for one lease), each in-flight slot (a slot an old
 worker holds stays taken until that worker exits), and the health of every
 backend whose URL is in both lists (copied row by row).
@@ -23,9 +23,10 @@ import time
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
-from prefork_lb.config import Settings
+from prefork_lb.config import Settings, effective_pools
 from prefork_lb.errors import ERROR_KINDS
 from prefork_lb.health import BackendHealth
+from prefork_lb.shared.admission import AdmissionTable
 from prefork_lb.shared.counter import RotationCounter
 from prefork_lb.shared.figures import Figures, read_figures
 from prefork_lb.shared.health_table import HealthTable
@@ -38,11 +39,19 @@ class SharedState:
     """What the master hands to every worker: the settings and the shared tables."""
 
     settings: Settings
-    rotation: RotationCounter
+    # One rotation counter per pool, in the order of config.effective_pools.
+    rotations: tuple[RotationCounter, ...]
     health: HealthTable
     in_flight: InFlightTable
     stats: StatsTable
+    # Waiting rooms and the admission lock (pools in effective_pools order).
+    admission: AdmissionTable
     started_at: float  # wall-clock time the master installed it
+
+    @property
+    def rotation(self) -> RotationCounter:
+        """The first pool's rotation counter (the ``default`` pool's, when it exists)."""
+        return self.rotations[0]
 
     def figures(self, health: Sequence[BackendHealth] | None = None) -> Figures:
         """Every backend's figures as they are now, summed over all workers.
@@ -51,15 +60,24 @@ class SharedState:
         keeps a copy); without it they are read from the health table.
         """
         rows = self.health.snapshot()[1] if health is None else health
-        return read_figures(self.settings.backends, rows, self.in_flight, self.stats)
+        return read_figures(
+            self.settings.backends,
+            rows,
+            self.in_flight,
+            self.stats,
+            pools=effective_pools(self.settings),
+            admission=self.admission,
+        )
 
     def close(self) -> None:
         """Release everything (in this process only)."""
-        self.rotation.close()
+        for rotation in self.rotations:
+            rotation.close()
         self.health.close()
         self.health.lease.close()
         self.in_flight.close()
         self.stats.close()
+        self.admission.close()
 
 
 _installed: SharedState | None = None
@@ -72,6 +90,8 @@ _retired_slots: dict[int, InFlightTable] = {}
 # it was at the reload (already counted in the newer table) and that table's
 # backend URLs.
 _retired_stats: dict[int, tuple[StatsTable, tuple[list[int], list[float]], tuple[str, ...]]] = {}
+# In the master: the waiting rooms those slots' workers wait in.
+_retired_admission: dict[int, AdmissionTable] = {}
 
 
 def install(settings: Settings) -> SharedState:
@@ -81,13 +101,17 @@ def install(settings: Settings) -> SharedState:
         _installed.close()
     _retired_slots.clear()
     _retired_stats.clear()
+    for room in set(_retired_admission.values()):
+        room.close()
+    _retired_admission.clear()
     count = len(settings.backends)
     _installed = SharedState(
         settings=settings,
-        rotation=RotationCounter(),
+        rotations=tuple(RotationCounter() for _ in effective_pools(settings)),
         health=HealthTable(count),
         in_flight=InFlightTable(count),
         stats=StatsTable(count, len(ERROR_KINDS)),
+        admission=AdmissionTable(len(effective_pools(settings))),
         started_at=time.time(),
     )
     return _installed
@@ -116,25 +140,41 @@ def reinstall(settings: Settings, *, now: float | None = None) -> SharedState:
     health = HealthTable(count, rows=rows, lease=old.health.lease)
     in_flight = old.in_flight.successor(count)
     stats = StatsTable(count, len(ERROR_KINDS))
+    admission = AdmissionTable(len(effective_pools(settings)))
     for slot in old.in_flight.taken():
         _retired_slots.setdefault(slot, old.in_flight)
+        _retired_admission.setdefault(slot, old.admission)
     _carry_stats(old, stats, settings)
     _installed = SharedState(
         settings=settings,
-        rotation=old.rotation,
+        rotations=_carry_rotations(old, settings),
         health=health,
         in_flight=in_flight,
         stats=stats,
+        admission=admission,
         started_at=old.started_at,
     )
     # Only this process's handles: the old workers keep theirs. The old
     # in-flight table stays open while a slot in it is taken.
+    for counter in set(old.rotations) - set(_installed.rotations):
+        counter.close()
     old.health.close(keep_lease=True)
     if old.in_flight not in _retired_slots.values():
         old.in_flight.close()
     if old.stats not in (table for table, _, _ in _retired_stats.values()):
         old.stats.close()
+    if old.admission not in _retired_admission.values():
+        old.admission.close()
     return _installed
+
+
+def _carry_rotations(old: SharedState, settings: Settings) -> tuple[RotationCounter, ...]:
+    """The new pools' rotation counters: a pool's own from before, by name, else a new one."""
+    known = {
+        pool.name: counter
+        for pool, counter in zip(effective_pools(old.settings), old.rotations, strict=True)
+    }
+    return tuple(known.get(pool.name) or RotationCounter() for pool in effective_pools(settings))
 
 
 def _carry_stats(old: SharedState, stats: StatsTable, settings: Settings) -> None:
@@ -185,6 +225,12 @@ def release_worker_slot(slot: int | None) -> None:
         if retired not in _retired_slots.values():
             retired.close()
     _installed.in_flight.release(slot)
+    room = _retired_admission.pop(slot, None)
+    if room is not None:
+        room.release(slot)
+        if room not in _retired_admission.values():
+            room.close()
+    _installed.admission.release(slot)
     draining = _retired_stats.pop(slot, None)
     if draining is None:
         _installed.stats.release(slot)

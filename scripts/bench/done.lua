@@ -2,6 +2,14 @@
 -- counts and latencies (in µs); print them as one JSON line, which
 -- scripts/bench/wrk.py reads, rather than parse the rounded, unit-suffixed
 -- human output.
+-- LOADTEST_HEADER="Name: value" adds that header to every request (an API key
+-- for an extension that checks one, say).
+local extra = os.getenv("LOADTEST_HEADER")
+if extra then
+  local name, value = extra:match("^([^:]+):%s*(.*)$")
+  if name then wrk.headers[name] = value end
+end
+
 done = function(summary, latency, requests)
   local e = summary.errors
   io.write(string.format(

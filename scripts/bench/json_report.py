@@ -122,6 +122,14 @@ def render_figures(
         "versions": provenance.versions,
         "targets": [_target_figures(run, key) for key in TARGETS],
         "latency_1conn": _latency_figures(run, settings),
+        "routing_cost_vs_round_robin": {
+            key: {
+                "cpu_us_per_request": rounded(run.cpu_us_per_request(key), 1),
+                "requests_per_s": rounded(run.requests_per_s(key), 1),
+                "extra_cpu": rounded(cost),
+            }
+            for key, cost in run.routing_cost().items()
+        },
         "prefork_lb_workers_memory": {
             "before_bulk": run.memory_before,
             "after_bulk": run.memory_after,

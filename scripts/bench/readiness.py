@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.client
+import os
 import re
 import socket
 import time
@@ -41,7 +42,7 @@ def wait_ready(url: str, pid: int, timeout_s: float) -> str | None:
         # http.client, not urllib: urllib would honour an http_proxy setting.
         conn = http.client.HTTPConnection(host, port, timeout=2)
         try:
-            conn.request("GET", path)
+            conn.request("GET", path, headers=extra_header())
             response = conn.getresponse()
             response.read()
             if response.status == 200:
@@ -53,3 +54,9 @@ def wait_ready(url: str, pid: int, timeout_s: float) -> str | None:
             conn.close()
         time.sleep(0.1)
     return f"no 200 within {timeout_s:g} s ({last_problem})"
+
+
+def extra_header() -> dict[str, str]:
+    """The header ``LOADTEST_HEADER="Name: value"`` asks every request to carry (wrk's too)."""
+    name, colon, value = os.environ.get("LOADTEST_HEADER", "").partition(":")
+    return {name.strip(): value.strip()} if colon and name.strip() else {}

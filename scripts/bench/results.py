@@ -33,6 +33,14 @@ BULK_TARGETS = ("direct", "prefork_lb", "nginx", "haproxy")
 LATENCY_TARGETS = BULK_TARGETS
 # The balancers whose CPU time loadtest.sh samples around the small-response run.
 CPU_TARGETS = ("prefork_lb", "nginx", "haproxy", "wsgiproxy2", "proxypy", "snippet")
+# prefork_lb again, measured right after the plain run, in front of the same
+# backends: with a route table, and with policy = "hash" (issue 13: the cost
+# of each against plain round robin, within ROUTING_GOAL).
+ROUTING_TARGETS = {
+    "prefork_lb_routed": "prefork_lb routed",
+    "prefork_lb_hash": "prefork_lb hash",
+}
+ROUTING_GOAL = 0.05
 # Issue 5's goal: at one connection, the p50 prefork_lb adds over the backend directly.
 ADDED_P50_GOAL_MS = 0.3
 
@@ -123,6 +131,15 @@ class RunResults:
             self.cpu_before.get(key), self.cpu_after.get(key), result.requests
         )
 
+    def routing_cost(self) -> dict[str, float | None]:
+        """Per ``ROUTING_TARGETS`` key: its CPU per request over plain prefork_lb's, minus 1."""
+        plain = self.cpu_us_per_request("prefork_lb")
+        costs = {}
+        for key in ROUTING_TARGETS:
+            share = ratio(self.cpu_us_per_request(key), plain)
+            costs[key] = None if share is None else share - 1
+        return costs
+
     def added_ms(self, key: str) -> tuple[float, float] | None:
         """The p50 and p99 a balancer adds over the backend directly at one connection."""
         result, direct = self.latency.get(key), self.latency.get("direct")
@@ -146,12 +163,20 @@ def load_results(results: Path) -> RunResults:
         status = results / f"{key}.status"
         why_missing[key] = status.read_text().strip() if status.is_file() else "no result"
     return RunResults(
-        small={key: read_wrk_result(results / f"{key}.wrk") for key in TARGETS},
+        small={
+            key: read_wrk_result(results / f"{key}.wrk") for key in (*TARGETS, *ROUTING_TARGETS)
+        },
         bulk={key: read_wrk_result(results / f"{key}.bulk.wrk") for key in BULK_TARGETS},
         latency={key: read_wrk_result(results / f"{key}.latency.wrk") for key in LATENCY_TARGETS},
         why_missing=why_missing,
         memory_before=_read_json(results / "rss-before.json"),
         memory_after=_read_json(results / "rss-after.json"),
-        cpu_before={key: _read_json(results / f"{key}.cpu-before.json") for key in CPU_TARGETS},
-        cpu_after={key: _read_json(results / f"{key}.cpu-after.json") for key in CPU_TARGETS},
+        cpu_before={
+            key: _read_json(results / f"{key}.cpu-before.json")
+            for key in (*CPU_TARGETS, *ROUTING_TARGETS)
+        },
+        cpu_after={
+            key: _read_json(results / f"{key}.cpu-after.json")
+            for key in (*CPU_TARGETS, *ROUTING_TARGETS)
+        },
     )

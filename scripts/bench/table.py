@@ -18,6 +18,8 @@ from scripts.bench.results import (
     LATENCY_TARGETS,
     PEER_TARGETS,
     PEERS_GOAL,
+    ROUTING_GOAL,
+    ROUTING_TARGETS,
     TARGETS,
     RunResults,
     Settings,
@@ -181,6 +183,23 @@ def peers_line(run: RunResults) -> str | None:
     )
 
 
+def routing_line(run: RunResults) -> str | None:
+    """Issue 13's figure: routing's and hashing's CPU per request against plain round robin."""
+    costs = run.routing_cost()
+    parts = [
+        f"{ROUTING_TARGETS[key].removeprefix('prefork_lb ')} "
+        f"{format_us(run.cpu_us_per_request(key))} ({cost:+.1%})"
+        for key, cost in costs.items()
+        if cost is not None
+    ]
+    if not parts:
+        return None
+    return (
+        f"prefork_lb CPU per request against round robin: {', '.join(parts)} "
+        f"(goal: within {ROUTING_GOAL:.0%})"
+    )
+
+
 def render_table(
     run: RunResults, settings: Settings, machine: dict[str, object], revision: str | None
 ) -> str:
@@ -199,6 +218,9 @@ def render_table(
     peers = peers_line(run)
     if peers is not None:
         lines.append(peers)
+    routing = routing_line(run)
+    if routing is not None:
+        lines.append(routing)
     vs_snippet = ratio(run.requests_per_s("prefork_lb"), run.requests_per_s("snippet"))
     if vs_snippet is not None:
         lines.append(f"prefork_lb serves {format_ratio(vs_snippet)} the flask snippet's req/s")

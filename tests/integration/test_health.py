@@ -487,7 +487,18 @@ def test_admin_view_describes_every_backend(
     backends = [f"{b1.url} weight=5", b2.url, f"{b3.url} backup health_check=1"]
     lb = _start(start_balancer, backends, workers=2)
     document = _admin(lb)
-    assert set(document) == {"policy", "fail_open", "pid", "time", "client_connections", "backends"}
+    assert set(document) == {
+        "policy",
+        "fail_open",
+        "pid",
+        "time",
+        "client_connections",
+        "backends",
+        "pools",
+        "unavailable",
+    }
+    assert [pool["name"] for pool in document["pools"]] == ["default"]
+    assert document["unavailable"] == {"no_backend": 0, "queue_full": 0, "queue_timeout": 0}
     assert (document["policy"], document["fail_open"]) == ("round_robin", False)
     assert document["pid"] in lb.worker_pids()
     entries = document["backends"]

@@ -574,9 +574,9 @@ def test_no_backends_outside_demo(environ: dict[str, str]) -> None:
             'admin_allow = ["localhost"]\n', "admin_allow", "got 'localhost'", id="admin-allow-name"
         ),
         pytest.param(
-            '[[backends]]\nurl = "http://a:1"\n[[backends]]\nname = "b"\n',
+            '[[backends]]\nurl = "http://a:1"\n[[backends]]\nnick = "b"\n',
             "backends[1]",
-            "'name'",
+            "'nick'",
             id="unknown-key-second-table",
         ),
         pytest.param("[[backends]]\n", "backends[0]", "missing key 'url'", id="missing-url"),

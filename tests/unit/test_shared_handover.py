@@ -8,7 +8,7 @@ from dataclasses import replace
 import pytest
 
 from prefork_lb import shared
-from prefork_lb.config import Settings, parse_backend_url
+from prefork_lb.config import Member, Pool, Settings, parse_backend_url
 from prefork_lb.health import BackendHealth
 from prefork_lb.hooks import describe_changes
 from prefork_lb.shared import handover
@@ -196,3 +196,21 @@ def test_slots_survive_two_reloads(empty_slot: None) -> None:
 def test_describe_changes(old: Settings, new: Settings, expected: str) -> None:
     """The reload's log line names what changed, or says that nothing did."""
     assert describe_changes(old, new) == expected
+
+
+def test_reload_keeps_each_pools_rotation_by_name(empty_slot: None) -> None:
+    """A reload carries each pool's rotation counter over by pool name; a new pool starts at 0."""
+
+    def pools(*names: str) -> Settings:
+        return replace(
+            _settings(A, B),
+            pools=tuple(Pool(name, (Member(0), Member(1))) for name in names),
+        )
+
+    old = shared.install(pools("api", "web"))
+    for _ in range(3):
+        old.rotations[0].next()
+    old.rotations[1].next()
+    new = shared.reinstall(pools("web", "static", "api"))
+    assert [counter.peek() for counter in new.rotations] == [1, 0, 3]
+    assert new.admission.pools == 3
