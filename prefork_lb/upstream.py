@@ -307,9 +307,10 @@ def stream_body(
     """
     complete = False
     original = getattr(response, "_original_response", None)
-    if not (isinstance(original, http.client.HTTPResponse) and body_at_hand(original)):
-        yield b""
+    at_hand = isinstance(original, http.client.HTTPResponse) and body_at_hand(original)
     try:
+        if not at_hand:
+            yield b""
         while not complete:
             chunk = response.read1(RESPONSE_CHUNK)
             complete = not chunk or getattr(response, "length_remaining", None) == 0
