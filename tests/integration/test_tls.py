@@ -290,7 +290,12 @@ def test_health_checks_verify_like_requests(
     start_balancer: StartBalancer, trusted: Authority, good_backend: ScriptedBackend
 ) -> None:
     """Active checks of an https backend pass with the CA bundle and fail without it."""
-    checks = {"PREFORK_LB_HEALTH_CHECK": "1", "PREFORK_LB_HEALTH_INTERVAL": "0.2"}
+    # A generous timeout: on a loaded machine a slow handshake must not pass for the failure.
+    checks = {
+        "PREFORK_LB_HEALTH_CHECK": "1",
+        "PREFORK_LB_HEALTH_INTERVAL": "0.2",
+        "PREFORK_LB_HEALTH_TIMEOUT": "10",
+    }
     verified = start_balancer(
         [good_backend.url],
         workers=1,
