@@ -27,6 +27,12 @@ preload_app = False
 # refused at start: it would let "Transfer_Encoding" frame the body.
 header_map = "drop"
 
+# gunicorn's C request parser (gunicorn-h1c, a dependency): "fast" makes a
+# worker fail at start rather than fall back to the slower Python parser
+# unnoticed. It refuses what the Python parser refuses (tests/integration/
+# test_hostile_requests.py runs with it); the balancer's own checks stay.
+http_parser = "fast"
+
 # The balancer decides whom to trust with X-Forwarded-* (PREFORK_LB_TRUSTED_PROXIES);
 # gunicorn must not let a client's X-Forwarded-Proto change wsgi.url_scheme.
 forwarded_allow_ips = ""

@@ -28,11 +28,15 @@ import re
 import select
 import socket
 import ssl
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from gevent.monkey import get_original
 from urllib3 import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3._base_connection import _ResponseOptions
 from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.util import SKIP_HEADER
+from urllib3.util.request import _METHODS_NOT_EXPECTING_BODY
 
 MAX_INTERIM_RESPONSES = 16
 # The standard library's poll, whether or not gevent has patched select.
@@ -191,6 +195,19 @@ def _has_buffered_bytes(fp: Any, sock: socket.socket) -> bool:
             sock.settimeout(timeout)
 
 
+def body_at_hand(response: http.client.HTTPResponse) -> bool:
+    """Whether the first read of a body framed by its length returns without waiting.
+
+    True when bytes of it were read in with the head (or wait in the
+    socket). A chunked body is never at hand here: its first read may wait
+    for the rest of a chunk-size line.
+    """
+    fp = response.fp
+    if fp is None or response.chunked or not isinstance(response, _FinalResponse):
+        return False
+    return _has_buffered_bytes(fp, response._backend_sock)
+
+
 def take_read_ahead(response: http.client.HTTPResponse) -> bytes:
     """The bytes the response's reader holds beyond its head, taken out; nothing is waited for.
 
@@ -234,7 +251,125 @@ def _readable_now(sock: Any) -> bool:
     return bool(poller.poll(0))
 
 
-class _HTTPConnection(HTTPConnection):
+# A field block every line of which http.client's putheader would pass as it is:
+# a token name, ": ", a value without CR or LF. (http.client lets a CR or LF
+# followed by a space or tab through; such a block goes line by line instead.)
+_PLAIN_FIELDS = re.compile(r"(?:[!#$%&'*+\-.^_`|~0-9A-Za-z]+: [^\r\n]*\r\n)*")
+
+
+class HeaderLines(Mapping[str, str]):
+    """Header lines for a request, in order, repeated names kept (a dict cannot hold them).
+
+    urllib3 takes them as a mapping (it iterates names and ``items()``); the
+    connections here take a request without a body as one field block.
+    """
+
+    def __init__(self, lines: Iterable[tuple[str, str]]) -> None:
+        self._lines = list(lines)
+        self.names = {name.lower() for name, _ in self._lines}
+
+    def append(self, line: tuple[str, str]) -> None:
+        """Add one more line at the end."""
+        self._lines.append(line)
+        self.names.add(line[0].lower())
+
+    def __getitem__(self, name: str) -> str:
+        for line_name, value in self._lines:
+            if line_name.lower() == name.lower():
+                return value
+        raise KeyError(name)
+
+    def __iter__(self) -> Iterator[str]:
+        return (name for name, _ in self._lines)
+
+    def __len__(self) -> int:
+        return len(self._lines)
+
+    def items(self) -> Iterator[tuple[str, str]]:  # type: ignore[override]
+        """Every line, repeated names included, in order."""
+        return iter(self._lines)
+
+    def field_block(self, method: str) -> bytes | None:
+        """The encoded lines (SKIP_HEADER ones left out) if urllib3 would send just these.
+
+        None when urllib3's ``request`` would add or frame something itself
+        (no Host, Accept-Encoding or User-Agent decision; a method that
+        expects a body without a Content-Length), or when a line is not
+        plainly valid: those go through urllib3 and http.client line by line,
+        with their checks and their errors.
+        """
+        names = self.names
+        if (
+            "host" not in names
+            or "accept-encoding" not in names
+            or "user-agent" not in names
+            or "transfer-encoding" in names
+            or ("content-length" not in names and method.upper() not in _METHODS_NOT_EXPECTING_BODY)
+        ):
+            return None
+        text = "".join(
+            f"{name}: {value}\r\n" for name, value in self._lines if value is not SKIP_HEADER
+        )
+        if not _PLAIN_FIELDS.fullmatch(text):
+            return None
+        try:
+            return text[:-2].encode("latin-1")  # http.client joins the lines with CRLF itself
+        except UnicodeEncodeError:
+            return None
+
+
+class _PreparedHead(HTTPConnection):
+    """urllib3's connection, sending a bodiless request's checked field block as one piece.
+
+    Everything else is urllib3's and http.client's own: the socket timeout,
+    the response options, ``putrequest`` (its checks of the method and the
+    target, and the connection's state), ``endheaders`` (connecting if need
+    be, one send).
+    """
+
+    def request(  # type: ignore[override]
+        self,
+        method: str,
+        url: str,
+        body: Any = None,
+        headers: Mapping[str, str] | None = None,
+        *,
+        chunked: bool = False,
+        preload_content: bool = True,
+        decode_content: bool = True,
+        enforce_content_length: bool = True,
+    ) -> None:
+        """urllib3's ``request``; a ``HeaderLines`` head without a body goes as one block."""
+        block = None
+        if body is None and not chunked and isinstance(headers, HeaderLines):
+            block = headers.field_block(method)
+        if block is None:
+            super().request(
+                method,
+                url,
+                body,
+                headers,
+                chunked=chunked,
+                preload_content=preload_content,
+                decode_content=decode_content,
+                enforce_content_length=enforce_content_length,
+            )
+            return
+        if self.sock is not None:
+            self.sock.settimeout(self.timeout)
+        self._response_options = _ResponseOptions(
+            request_method=method,
+            request_url=url,
+            preload_content=preload_content,
+            decode_content=decode_content,
+            enforce_content_length=enforce_content_length,
+        )
+        self.putrequest(method, url, skip_host=True, skip_accept_encoding=True)
+        self._buffer.append(block)  # type: ignore[attr-defined]  # http.client's own list
+        self.endheaders()
+
+
+class _HTTPConnection(_PreparedHead):
     response_class = _FinalResponse
 
     @property
@@ -243,7 +378,7 @@ class _HTTPConnection(HTTPConnection):
         return self.sock is not None and not _readable_now(self.sock)
 
 
-class _HTTPSConnection(HTTPSConnection):
+class _HTTPSConnection(_PreparedHead, HTTPSConnection):
     response_class = _FinalResponse
 
     @property

@@ -31,7 +31,7 @@ from __future__ import annotations
 import http.client
 import ssl
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from urllib3 import HTTPConnectionPool, PoolManager
@@ -53,7 +53,9 @@ from urllib3.util.ssl_ import create_urllib3_context
 from prefork_lb.backend_http import (
     BackendHTTPConnectionPool,
     BackendHTTPSConnectionPool,
+    HeaderLines,
     IncompleteHead,
+    body_at_hand,
     take_read_ahead,
 )
 from prefork_lb.config import Backend, Settings
@@ -266,47 +268,14 @@ class Upstream:
             yield piece
 
 
-def _header_lines(headers: Headers) -> _HeaderLines:
-    lines = _HeaderLines(headers)
+def _header_lines(headers: Headers) -> HeaderLines:
+    lines = HeaderLines(headers)
     # http.client adds these when absent; a proxy must not invent them.
     if "user-agent" not in lines.names:
         lines.append(("User-Agent", SKIP_HEADER))
     if "accept-encoding" not in lines.names:
         lines.append(("Accept-Encoding", SKIP_HEADER))
     return lines
-
-
-class _HeaderLines(Mapping[str, str]):
-    """Header lines for ``HTTPConnection.request``, which only iterates names and items().
-
-    A dict cannot hold two fields of one name; this keeps the lines as a list
-    so that repeated fields go out as separate lines, in order.
-    """
-
-    def __init__(self, lines: Headers) -> None:
-        self._lines = list(lines)
-        self.names = {name.lower() for name, _ in self._lines}
-
-    def append(self, line: tuple[str, str]) -> None:
-        """Add one more line at the end."""
-        self._lines.append(line)
-        self.names.add(line[0].lower())
-
-    def __getitem__(self, name: str) -> str:
-        for line_name, value in self._lines:
-            if line_name.lower() == name.lower():
-                return value
-        raise KeyError(name)
-
-    def __iter__(self) -> Iterator[str]:
-        return (name for name, _ in self._lines)
-
-    def __len__(self) -> int:
-        return len(self._lines)
-
-    def items(self) -> Iterator[tuple[str, str]]:  # type: ignore[override]
-        """Every line, repeated names included, in order."""
-        return iter(self._lines)
 
 
 def _check_header_parsing(response: BaseHTTPResponse) -> None:
@@ -330,9 +299,18 @@ def stream_body(
     ``on_complete`` runs once the whole body is in: when Content-Length says
     so, before the last piece is yielded, so the backend's connection and its
     in-flight count are given back before the client has the end of the body.
+
+    The first piece is ``b""`` unless body bytes are at hand already: the
+    server sends the response head at the first write, so the head goes out
+    at once when the body may be long in coming (or never come), and
+    together with the first body bytes (one send) when they are here.
     """
     complete = False
+    original = getattr(response, "_original_response", None)
+    at_hand = isinstance(original, http.client.HTTPResponse) and body_at_hand(original)
     try:
+        if not at_hand:
+            yield b""
         while not complete:
             chunk = response.read1(RESPONSE_CHUNK)
             complete = not chunk or getattr(response, "length_remaining", None) == 0

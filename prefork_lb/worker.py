@@ -42,11 +42,18 @@ import time
 from typing import Any
 
 import gevent
+from gunicorn import util
+from gunicorn.http import wsgi
+from gunicorn.http.errors import InvalidHeader, UnsupportedTransferCoding
 from gunicorn.workers.base_async import ALREADY_HANDLED
 from gunicorn.workers.ggevent import GeventWorker
 
 from prefork_lb import request_context, shared
 from prefork_lb.downstream import reset_on_close
+
+# gunicorn-h1c 0.6.10's words for a transfer coding it does not know; gunicorn
+# passes them on as InvalidHeader (400), where its Python parser answers 501.
+_H1C_UNSUPPORTED_CODING = "Unsupported Transfer-Encoding"
 
 # How long a connection refused without reading its request body keeps reading
 # (and dropping) what the client still sends, after the answer (nginx: 30 s).
@@ -59,6 +66,55 @@ TUNNEL_END_MARGIN = 1.0
 def tunnel_end_delay(graceful_timeout: float) -> float:
     """Seconds after a graceful stop begins that a worker ends its open tunnels."""
     return max(graceful_timeout - min(TUNNEL_END_MARGIN, graceful_timeout / 10), 0.0)
+
+
+class CoalescingResponse(wsgi.Response):  # type: ignore[misc]  # gunicorn has no type hints
+    """gunicorn's response, sending its head together with the first body bytes.
+
+    gunicorn's ``write`` sends the head in a ``sendall`` of its own: two sends
+    (and two wake-ups of the client) for a small response. Here the first
+    non-empty write sends head and bytes in one. An empty write still sends
+    the head alone, at once (``upstream.stream_body`` makes one when the
+    body is not at hand yet); so does ``close()`` for a response without a body.
+    """
+
+    headers_sent: bool  # gunicorn's, set in its __init__
+    _head: bytes | None = None
+
+    def write(self, arg: Any) -> None:
+        """gunicorn's ``write``; the first one with bytes takes the head along."""
+        if arg == b"":
+            self.send_headers()  # gunicorn would go on to send the empty bytes too
+            return
+        if self.headers_sent:
+            super().write(arg)
+            return
+        self._head = self._encoded_head()
+        self.headers_sent = True
+        try:
+            super().write(arg)
+        finally:
+            # gunicorn wrote no body (HEAD, a full Content-Length): the head alone.
+            head, self._head = self._head, None
+            if head is not None:
+                util.write(self.sock, head)
+
+    def _emit_body(self, data: bytes) -> None:
+        head, self._head = self._head, None
+        if head is None:
+            super()._emit_body(data)
+        elif self.chunked:
+            self.sock.sendall(b"%b%X\r\n%b\r\n" % (head, len(data), data))
+        else:
+            self.sock.sendall(head + data)
+
+    def _encoded_head(self) -> bytes:
+        # gunicorn 27.0.1's send_headers, line for line, without the send.
+        tosend = self.default_headers()
+        tosend.extend(["%s: %s\r\n" % (k, v) for k, v in self.headers])  # noqa: UP031
+        header_str = "%s\r\n" % "".join(tosend)  # noqa: UP031
+        encoded: bytes = util.to_bytestring(header_str, "latin-1")
+        return encoded
 
 
 class Worker(GeventWorker):  # type: ignore[misc]  # gunicorn has no type hints
@@ -76,6 +132,9 @@ class Worker(GeventWorker):  # type: ignore[misc]  # gunicorn has no type hints
         self._in_flight = state.in_flight
         self._slot = shared.worker_slot()
         request_context.access_log = self.log.access
+        # gunicorn's async worker makes its responses through wsgi.create(),
+        # which takes the module's Response: in this worker process, ours.
+        wsgi.Response = CoalescingResponse
         super().init_process()
 
     def handle_exit(self, sig: Any, frame: Any) -> None:
@@ -106,6 +165,16 @@ class Worker(GeventWorker):  # type: ignore[misc]  # gunicorn has no type hints
         if respiter is ALREADY_HANDLED:
             raise StopIteration
         return False
+
+    def handle_error(self, req: Any, client: Any, addr: Any, exc: BaseException) -> None:
+        """gunicorn's error answer; an unknown transfer coding is a 501 whichever parser saw it.
+
+        (RFC 9112 section 6.1; gunicorn does the same for a gunicorn-h1c that
+        raises its own error for it, which 0.6.10 does not.)
+        """
+        if isinstance(exc, InvalidHeader) and exc.hdr == _H1C_UNSUPPORTED_CODING:
+            exc = UnsupportedTransferCoding(exc.hdr)
+        super().handle_error(req, client, addr, exc)
 
     def handle(self, listener: Any, client: Any, addr: Any) -> None:
         """Serve one client connection, counted in the shared table while it is open."""

@@ -322,12 +322,11 @@ def _relay_body(
 ) -> Iterator[bytes]:
     """Pass the body through; if the backend fails mid-body, abort the client connection.
 
-    Gunicorn sends the status line at the first write: an empty first write
-    sends it as soon as the backend's head has arrived, not with the first
-    body byte (which may be long in coming, or never).
+    Gunicorn sends the status line at the first write: ``stream_body`` starts
+    with an empty piece unless body bytes are at hand, so the head goes out
+    as soon as the backend's head has arrived, not with a late first body byte.
     """
     try:
-        yield b""
         for chunk in chunks:
             record.body_bytes += len(chunk)
             yield chunk

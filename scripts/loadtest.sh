@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Load test on this machine: prefork_lb side by side with the backends themselves,
-# nginx and HAProxy as balancers, and the seven-line Flask snippet it grew from;
+# nginx and HAProxy as balancers, its Python peers (WSGIProxy2 on gunicorn's
+# gevent worker, proxy.py's reverse proxy), and the seven-line Flask snippet it grew from;
 # then the latency each adds at one connection, one request at a time; then
 # WebSocket bulk relay and echo round trips, direct, through prefork_lb and nginx.
 #
@@ -50,6 +51,10 @@ ORIGINAL_ARGS=("$@")
 
 readonly CACHE_DIR=.loadtest
 readonly SNIPPET_VENV="$CACHE_DIR/snippet-venv"
+# The Python peers, pinned, in a virtualenv of their own (made once).
+readonly PEERS_VENV="$CACHE_DIR/peers-venv"
+readonly PEERS_PACKAGES=("gunicorn[gevent]==27.0.1" "gevent==26.9.0" "urllib3==2.8.0"
+    "WSGIProxy2==0.5.1" "WebOb==1.8.11" "proxy.py==2.4.10")
 readonly BULK_BYTES=50000000     # the bulk row's body: 50 MB
 readonly READY_TIMEOUT=30        # seconds a server may take to answer its first request
 readonly WRK_LUA=scripts/bench/done.lua  # prints each run's exact figures as one JSON line
@@ -607,6 +612,73 @@ prepare_snippet_venv() {
     fi
 }
 
+# The Python peers: pinned versions in their own virtualenv, made once and kept
+# in .loadtest/ for later runs (remade when the pins change).
+prepare_peers_venv() {
+    local pins="${PEERS_PACKAGES[*]}"
+    [ -f "$PEERS_VENV/.ready" ] && [ "$(cat "$PEERS_VENV/.ready")" = "$pins" ] && return 0
+    progress "creating the Python peers' virtualenv in $PEERS_VENV (pip install $pins)..."
+    rm -rf "$PEERS_VENV"
+    if python3 -m venv "$PEERS_VENV" >"$CACHE_DIR/peers-venv.log" 2>&1 &&
+        "$PEERS_VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
+            "${PEERS_PACKAGES[@]}" >>"$CACHE_DIR/peers-venv.log" 2>&1; then
+        echo "$pins" >"$PEERS_VENV/.ready"
+    else
+        progress "    could not install the peers (see $CACHE_DIR/peers-venv.log): no peer rows"
+    fi
+}
+
+# WSGIProxy2 on gunicorn's gevent worker, as many workers as prefork_lb, urllib3 as
+# its client, the backends in turn (scripts/bench/peer_wsgiproxy.py).
+measure_wsgiproxy2() {
+    step "WSGIProxy2 ($WORKERS gevent workers): $DURATION s at $CONNECTIONS connections..."
+    if [ ! -f "$PEERS_VENV/.ready" ]; then
+        skip_target wsgiproxy2 "skipped: no virtualenv with the peers (see $CACHE_DIR/peers-venv.log)"
+        return 0
+    fi
+    local port pid backends log="$OUT/wsgiproxy2.log"
+    port=$(helper ports 1)
+    backends=$(IFS=,; echo "${BACKEND_URLS[*]}")
+    # -c /dev/null: not prefork_lb's gunicorn.conf.py, which gunicorn reads from here.
+    start_service "$log" env PEER_BACKENDS="$backends" \
+        "$PEERS_VENV/bin/gunicorn" -c /dev/null -k gevent --workers "$WORKERS" \
+        --bind "127.0.0.1:$port" --access-logfile /dev/null --no-control-socket \
+        'scripts.bench.peer_wsgiproxy:create_app()'
+    pid=$LAST_PID
+    if ! wait_ready WSGIProxy2 "http://127.0.0.1:$port/" "$pid" "$log"; then
+        fail_target wsgiproxy2 wsgiproxy2.log
+        stop_service "$pid"
+        return 0
+    fi
+    measure wsgiproxy2 "$pid" "http://127.0.0.1:$port/"
+    stop_service "$pid"
+}
+
+# proxy.py's reverse proxy in threaded mode (a thread per connection), one
+# acceptor per prefork_lb worker, the backends in turn (scripts/bench/peer_proxypy.py).
+measure_proxypy() {
+    step "proxy.py reverse proxy (threaded, $WORKERS acceptors): $DURATION s at $CONNECTIONS connections..."
+    if [ ! -f "$PEERS_VENV/.ready" ]; then
+        skip_target proxypy "skipped: no virtualenv with the peers (see $CACHE_DIR/peers-venv.log)"
+        return 0
+    fi
+    local port pid backends log="$OUT/proxypy.log"
+    port=$(helper ports 1)
+    backends=$(IFS=,; echo "${BACKEND_URLS[*]}")
+    start_service "$log" env PEER_BACKENDS="$backends" \
+        "$PEERS_VENV/bin/python" -m proxy --threaded --enable-reverse-proxy \
+        --plugins scripts.bench.peer_proxypy.BackendsReverseProxy \
+        --hostname 127.0.0.1 --port "$port" --num-acceptors "$WORKERS" --log-level WARNING
+    pid=$LAST_PID
+    if ! wait_ready proxy.py "http://127.0.0.1:$port/" "$pid" "$log"; then
+        fail_target proxypy proxypy.log
+        stop_service "$pid"
+        return 0
+    fi
+    measure proxypy "$pid" "http://127.0.0.1:$port/"
+    stop_service "$pid"
+}
+
 measure_snippet() {
     step "the seven-line Flask snippet (dev server, threaded=True): $DURATION s at $CONNECTIONS connections..."
     if [ ! -f "$SNIPPET_VENV/.ready" ]; then
@@ -775,6 +847,8 @@ EOF
 report() {
     local snippet_python=""
     [ -f "$SNIPPET_VENV/.ready" ] && snippet_python="$SNIPPET_VENV/bin/python"
+    local peers_python=""
+    [ -f "$PEERS_VENV/.ready" ] && peers_python="$PEERS_VENV/bin/python"
     local quick=()
     [ "$QUICK" = 1 ] && quick=(--quick)
     progress ""
@@ -785,6 +859,7 @@ report() {
         --backends "$BACKENDS_KIND" \
         --backends-label "$BACKENDS_LABEL" "${quick[@]}" \
         --nginx "$NGINX" --haproxy "$HAPROXY" --wrk "$WRK" --snippet-python "$snippet_python" \
+        --peers-python "$peers_python" \
         --command "$(printf '%s ' scripts/loadtest.sh "${ORIGINAL_ARGS[@]}")" --started "$STARTED"
     progress ""
     helper ws-report "$OUT" --json "$JSON_FILE"
@@ -817,8 +892,9 @@ main() {
     trap 'exit 129' HUP
     make_work_dir
     prepare_snippet_venv
+    prepare_peers_venv
 
-    STEPS=8
+    STEPS=10
     FAILED=0
     progress "starting the backends..."
     start_backends
@@ -827,6 +903,8 @@ main() {
     measure_prefork_lb_routing
     measure_nginx
     measure_haproxy
+    measure_wsgiproxy2
+    measure_proxypy
     measure_snippet
     measure_latency
     measure_websocket

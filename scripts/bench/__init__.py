@@ -13,6 +13,8 @@ Standard library only: it runs with the project's .venv python.
   machine      cores, kernel, tool and package versions
   readiness    free ports; waiting until a server answers
   backend      the fallback backend server when nginx is not installed
+  peer_wsgiproxy, peer_proxypy   the Python peers as balancers (run in their own
+               virtualenv, .loadtest/peers-venv, by loadtest.sh)
 
 scripts/compare-commits.sh runs ``python -m scripts.bench.compare`` (see there):
   callgrind      callgrind's Ir total, gunicorn's worker pid, from their files

@@ -98,7 +98,7 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--backends", required=True, choices=["nginx", "python"])
     report.add_argument("--backends-label", required=True)
     report.add_argument("--quick", action="store_true")
-    for path in ("nginx", "haproxy", "wrk", "snippet-python", "command"):
+    for path in ("nginx", "haproxy", "wrk", "snippet-python", "peers-python", "command"):
         report.add_argument(f"--{path}", default="")
     report.add_argument("--started", type=float, default=time.time())
     return parser
@@ -134,6 +134,12 @@ def report(args: argparse.Namespace) -> None:
             "prefork_lb_git": revision,
             **package_versions(sys.executable, ["prefork_lb", "gunicorn", "gevent", "urllib3"]),
             **package_versions(args.snippet_python, ["flask", "werkzeug", "requests"]),
+            **{
+                f"peer {name}": version
+                for name, version in package_versions(
+                    args.peers_python, ["WSGIProxy2", "proxy.py"]
+                ).items()
+            },
         },
         environment={
             name: value

@@ -137,6 +137,10 @@ def render_figures(
         "ratios": {
             "prefork_lb_vs_nginx": rounded(ratio(prefork_rps, run.requests_per_s("nginx"))),
             "prefork_lb_vs_snippet": rounded(ratio(prefork_rps, run.requests_per_s("snippet"))),
+            "prefork_lb_vs_wsgiproxy2": rounded(
+                ratio(prefork_rps, run.requests_per_s("wsgiproxy2"))
+            ),
+            "prefork_lb_vs_proxypy": rounded(ratio(prefork_rps, run.requests_per_s("proxypy"))),
             "prefork_lb_bulk_vs_nginx": rounded(
                 ratio(run.bulk_mb_per_s("prefork_lb"), run.bulk_mb_per_s("nginx"))
             ),

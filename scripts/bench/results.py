@@ -21,13 +21,18 @@ TARGETS = {
     "prefork_lb": "prefork_lb",
     "nginx": "nginx",
     "haproxy": "haproxy",
+    "wsgiproxy2": "WSGIProxy2",
+    "proxypy": "proxy.py",
     "snippet": "flask snippet",
 }
+# prefork_lb's Python peers (issue 17: it should serve 2x the req/s of each).
+PEER_TARGETS = ("wsgiproxy2", "proxypy")
+PEERS_GOAL = 2.0
 BULK_TARGETS = ("direct", "prefork_lb", "nginx", "haproxy")
 # Driven at one connection after the throughput runs (files KEY.latency.wrk).
 LATENCY_TARGETS = BULK_TARGETS
 # The balancers whose CPU time loadtest.sh samples around the small-response run.
-CPU_TARGETS = ("prefork_lb", "nginx", "haproxy", "snippet")
+CPU_TARGETS = ("prefork_lb", "nginx", "haproxy", "wsgiproxy2", "proxypy", "snippet")
 # prefork_lb again, measured right after the plain run, in front of the same
 # backends: with a route table, and with policy = "hash" (issue 13: the cost
 # of each against plain round robin, within ROUTING_GOAL).

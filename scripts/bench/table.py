@@ -16,6 +16,8 @@ from scripts.bench.results import (
     ADDED_P50_GOAL_MS,
     BULK_TARGETS,
     LATENCY_TARGETS,
+    PEER_TARGETS,
+    PEERS_GOAL,
     ROUTING_GOAL,
     ROUTING_TARGETS,
     TARGETS,
@@ -160,6 +162,27 @@ def cpu_line(run: RunResults) -> str | None:
     return line + " (user+system time of master and workers during the run, from /proc)"
 
 
+def peers_line(run: RunResults) -> str | None:
+    """prefork_lb's req/s over each Python peer's, and whether each meets the goal.
+
+    None when prefork_lb or every peer has no figure.
+    """
+    prefork_rps = run.requests_per_s("prefork_lb")
+    figures, met = [], []
+    for key in PEER_TARGETS:
+        times = ratio(prefork_rps, run.requests_per_s(key))
+        if times is not None:
+            figures.append(f"{format_ratio(times)} {TARGETS[key]}'s")
+            met.append(times >= PEERS_GOAL)
+    if not figures:
+        return None
+    verdict = "met" if all(met) else "not met"
+    return (
+        f"prefork_lb serves {', '.join(figures)} req/s "
+        f"(goal: {PEERS_GOAL:g}x every Python peer: {verdict})"
+    )
+
+
 def routing_line(run: RunResults) -> str | None:
     """Issue 13's figure: routing's and hashing's CPU per request against plain round robin."""
     costs = run.routing_cost()
@@ -192,6 +215,9 @@ def render_table(
     cpu = cpu_line(run)
     if cpu is not None:
         lines.append(cpu)
+    peers = peers_line(run)
+    if peers is not None:
+        lines.append(peers)
     routing = routing_line(run)
     if routing is not None:
         lines.append(routing)

@@ -67,6 +67,8 @@ def test_ratios_and_latency() -> None:
     assert figures["ratios"] == {
         "prefork_lb_vs_nginx": 0.0553,
         "prefork_lb_vs_snippet": 2.6485,
+        "prefork_lb_vs_wsgiproxy2": 0.6004,
+        "prefork_lb_vs_proxypy": 0.5075,
         "prefork_lb_bulk_vs_nginx": 1.1979,
         "prefork_lb_cpu_vs_nginx": 31.17,
     }

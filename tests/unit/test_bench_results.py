@@ -80,7 +80,14 @@ def test_load_results_reads_every_file() -> None:
         "peak_kib": 70852,
     }
     figures = {key: rounded(run.cpu_us_per_request(key), 1) for key in CPU_TARGETS}
-    assert figures == {"prefork_lb": 540.2, "nginx": 17.3, "haproxy": 18.0, "snippet": 1707.8}
+    assert figures == {
+        "prefork_lb": 540.2,
+        "nginx": 17.3,
+        "haproxy": 18.0,
+        "wsgiproxy2": 594.8,
+        "proxypy": 420.1,
+        "snippet": 1707.8,
+    }
     assert run.cpu_us_per_request("direct") is None
 
 
