@@ -161,10 +161,11 @@ def test_the_rate_limit_holds_for_all_workers_together(
     allowed = statuses.count(200)
     assert set(statuses) == {200, 429}
     # The bucket starts full (1 token) and refills RATE a second over the run: never more
-    # (the server's window is inside the client's), a little less for a token refilled
-    # while the clients were starting or the run was ending.
+    # (the server's window is inside the client's). Less when no request was waiting as a
+    # token came (a burst of 1 keeps none): on a loaded machine the clients stall at times,
+    # so the floor only shows the limiter keeps letting requests through.
     expected = 1 + RATE * elapsed
-    assert expected - 3 <= allowed <= expected + 1, (allowed, elapsed, len(statuses))
+    assert expected * 0.6 <= allowed <= expected + 1, (allowed, elapsed, len(statuses))
     assert statuses.count(429) > allowed  # the clients did ask for far more
 
 
