@@ -63,27 +63,9 @@ parse_args() {
     fi
 }
 
-progress() { printf '%s\n' "$*" >&2; }
-
-# The apt-get line for a missing tool; root needs no sudo. (As in loadtest.sh.)
-install_hint() {
-    local sudo="sudo "
-    [ "$(id -u)" = 0 ] && sudo=""
-    if command -v apt-get >/dev/null; then
-        echo "${sudo}apt-get install -y $1"
-    else
-        echo "install '$1' with your package manager (Debian/Ubuntu: ${sudo}apt-get install -y $1)"
-    fi
-}
-
-# The tool's path, or nothing (nginx lives in /usr/sbin, not on a user's PATH).
-find_tool() {
-    local path
-    path=$(PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin" command -v "$1") || return 0
-    if [ -x "$path" ]; then
-        echo "$path"
-    fi
-}
+# progress, install_hint, find_tool (shared with loadtest.sh)
+# shellcheck source=scripts/tools.sh
+source "$(dirname "${BASH_SOURCE[0]}")/tools.sh"
 
 check_tools() {
     local tool missing=()
