@@ -173,14 +173,12 @@ class Forwarder:
             except BackendError as err:
                 tried.append(index)
                 self._stats.try_failed(index, err)
-                retry = err.counts_as_failure and may_retry(
-                    method=request.method,
+                retry = err.counts_as_failure and self._may_try_again(
+                    request,
+                    body,
+                    tried,
+                    first_try,
                     request_sent=err.request_sent or (body is not None and body.started),
-                    body_replayable=body is None or body.replayable,
-                    tries=len(tried),
-                    retries=self._settings.retries,
-                    elapsed=time.monotonic() - first_try,
-                    budget=self._settings.retry_timeout,
                 )
                 if not retry:
                     raise
@@ -220,15 +218,7 @@ class Forwarder:
         answer's connection is closed, never reused with its body half read;
         another backend must be left to try.
         """
-        retry = may_retry(
-            method=request.method,
-            request_sent=True,
-            body_replayable=body is None or body.replayable,
-            tries=len(tried),
-            retries=self._settings.retries,
-            elapsed=time.monotonic() - first_try,
-            budget=self._settings.retry_timeout,
-        )
+        retry = self._may_try_again(request, body, tried, first_try, request_sent=True)
         if not retry or answer.switched or not self._selector.any_eligible(frozenset(tried), pool):
             return False
         log.warning(
@@ -241,6 +231,26 @@ class Forwarder:
         release(answer.response, keep=False)
         answer.done()
         return True
+
+    def _may_try_again(
+        self,
+        request: ProxyRequest,
+        body: RequestBody | None,
+        tried: list[int],
+        first_try: float,
+        *,
+        request_sent: bool,
+    ) -> bool:
+        """``scheduling.may_retry`` with this request's method, body, tries and budget."""
+        return may_retry(
+            method=request.method,
+            request_sent=request_sent,
+            body_replayable=body is None or body.replayable,
+            tries=len(tried),
+            retries=self._settings.retries,
+            elapsed=time.monotonic() - first_try,
+            budget=self._settings.retry_timeout,
+        )
 
     def _key(self, hash_key: HashKey, request: ProxyRequest) -> int | None:
         """The request's hash for a ``hash`` pool, None without its key."""
