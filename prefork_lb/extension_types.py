@@ -16,24 +16,22 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
+from prefork_lb.headers import FIELD_VALUE, TOKEN
+
 if TYPE_CHECKING:
     from prefork_lb.config import Backend
 
 __all__ = ["CompleteInfo", "Headers", "Request", "Response"]
 
-# RFC 9110 section 5.6.2.
-_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-# Visible ASCII, space, tab and obs-text (latin-1): what a header line may carry.
-_FIELD_VALUE = re.compile(r"[\t\x20-\x7e\x80-\xff]*")
 # RFC 9112 section 3.2: origin-form, printable ASCII, no "#".
 _ORIGIN_FORM = re.compile(r"/[!-\"$-~]*")
 
 
 def check_header(name: object, value: object) -> tuple[str, str]:
     """``(name, value)`` if both may go in a header line; else ``ValueError``."""
-    if not isinstance(name, str) or not _TOKEN.fullmatch(name):
+    if not isinstance(name, str) or not TOKEN.fullmatch(name):
         raise ValueError(f"header name {name!r} is not an HTTP token")
-    if not isinstance(value, str) or not _FIELD_VALUE.fullmatch(value):
+    if not isinstance(value, str) or not FIELD_VALUE.fullmatch(value):
         raise ValueError(f"header {name} value {value!r} has a control character (CR, LF, NUL…)")
     return name, value
 

@@ -52,9 +52,10 @@ REQUEST_ID = "X-Request-ID"
 # A request id worth passing on: visible ASCII, short enough for a log line.
 _REQUEST_ID = re.compile(r"[!-~]{1,200}")
 
-_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+# A field name or method (RFC 9110 section 5.6.2 token).
+TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 # Field values: visible ASCII, obs-text, space and tab; no CR, LF, NUL or other controls.
-_FIELD_VALUE = re.compile(r"[\t\x20-\x7e\x80-\xff]*")
+FIELD_VALUE = re.compile(r"[\t\x20-\x7e\x80-\xff]*")
 _DIGITS = re.compile(r"[0-9]+")
 _canonical_cache: dict[str, str] = {}
 
@@ -285,12 +286,12 @@ def switching_head(
 
 def _checked_fields(reason: str, headers: Iterable[tuple[str, str]]) -> Headers:
     """The head's fields, if a client may be handed them: no control characters, token names."""
-    if not _FIELD_VALUE.fullmatch(reason):
+    if not FIELD_VALUE.fullmatch(reason):
         raise BadBackendResponse(f"reason phrase {reason!r} has control characters")
     headers = list(headers)
     for name, value in headers:
-        if not _TOKEN.fullmatch(name):
+        if not TOKEN.fullmatch(name):
             raise BadBackendResponse(f"invalid header name {name!r}")
-        if not _FIELD_VALUE.fullmatch(value):
+        if not FIELD_VALUE.fullmatch(value):
             raise BadBackendResponse(f"header {name!r} has control characters in its value")
     return headers
