@@ -2,7 +2,7 @@
 
 The browser test needs Debian's ``chromium`` and ``chromedriver`` (``apt-get install
 chromium chromium-driver``; ``scripts/test`` installs them when it runs as root, as on
-CI) and is skipped, saying so, only when they are missing.
+CI) and fails, saying what to install, when they are missing.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ CHROMEDRIVER = shutil.which("chromedriver")
 def browser(tmp_path: Path) -> Iterator[webdriver.Chrome]:
     """A headless Chromium driven through Debian's chromedriver, with a throwaway profile."""
     if CHROMIUM is None or CHROMEDRIVER is None:
-        pytest.skip(
+        pytest.fail(
             "needs Debian's chromium and chromedriver on PATH "
             "(apt-get install -y chromium chromium-driver)"
         )
