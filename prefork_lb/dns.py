@@ -123,6 +123,10 @@ class SrvRecord(NamedTuple):
 _LABEL = re.compile(r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)", re.ASCII)
 _SERVICE_LABEL = re.compile(r"_[A-Za-z0-9-]{1,62}", re.ASCII)
 _PORT = re.compile(r"[0-9]{1,5}", re.ASCII)
+_NOT_A_HOST = (
+    "is not a hostname or an IP address (a hostname is labels of letters, digits, '-' and '_' "
+    "of up to 63 characters, a non-ASCII one in its xn-- form)"
+)
 
 
 def _authority(host: str, port: int) -> str:
@@ -133,6 +137,15 @@ def _is_hostname(name: str) -> bool:
     """A DNS name of letters, digits, '-' and '_' (labels of 1 to 63), an optional final dot."""
     bare = name[:-1] if name.endswith(".") else name
     return 0 < len(bare) <= 253 and all(_LABEL.fullmatch(label) for label in bare.split("."))
+
+
+def _is_host(host: str, *, bracketed: bool) -> bool:
+    """A hostname or an IPv4 literal, or (and only within brackets) an IPv6 literal."""
+    if bracketed or ":" in host:
+        return bracketed and ":" in host and _is_ip(host)
+    # A name whose last label is all digits is a mistyped IPv4 address, not a hostname.
+    last = host.rstrip(".").rsplit(".", 1)[-1]
+    return _is_ip(host) or (_is_hostname(host) and not last.isdigit())
 
 
 def _is_ip(text: str) -> bool:
@@ -172,12 +185,12 @@ def parse_dns(where: str, value: object) -> DnsSource | None:
         raise fail(where, value, expected)
     host, port_text = _split_host_port(text)
     if port_text is None:
-        raise fail(where, value, f"{expected}: the port is missing")
+        raise fail(where, value, expected)
     port = _port(port_text)
     if port is None:
         raise fail(where, value, "the port must be a whole number from 1 to 65535")
-    if not (_is_ip(host) if ":" in host else _is_hostname(host) or _is_ip(host)):
-        raise fail(where, value, f"{expected}: {host!r} is not a hostname or an IP address")
+    if not _is_host(host, bracketed=text.startswith("[")):
+        raise fail(where, value, f"{host!r} {_NOT_A_HOST}")
     return DnsSource("a", host, port)
 
 
@@ -212,7 +225,8 @@ def parse_resolver(where: str, value: object) -> tuple[str, int] | None:
     try:
         ip = ipaddress.ip_address(host)
     except ValueError:
-        raise fail(where, value, f"{expected} (a hostname would need DNS itself)") from None
+        why = " (not a hostname: that would need DNS itself)" if _is_hostname(host) else ""
+        raise fail(where, value, expected + why) from None
     return ip.compressed, port
 
 
