@@ -255,19 +255,20 @@ def make_resolution(addresses: Iterable[Address], ttl: float) -> Resolution:
 
 
 def srv_addresses(
-    records: Iterable[SrvRecord], targets: Mapping[str, Sequence[str]]
+    records: Iterable[SrvRecord | tuple[int, int, int, str]], targets: Mapping[str, Sequence[str]]
 ) -> tuple[Address, ...]:
-    """Addresses from SRV records and the IPs each target resolved to.
+    """Addresses from SRV records (priority, weight, port, target) and the IPs of each target.
 
     The lowest priority number found is the primary set; any higher number is
     a backup (used when no primary is usable). The SRV weight becomes the
     backend's weight clamped to 1..1000: a weight of 0 (RFC 2782: "very small
     chance of being selected") becomes 1, the smallest share a backend has
     here, since a weight of 0 would never be picked at all. A target of "."
-    means "no service" and gives no address. Duplicate ``ip:port``: the
-    primary, then the heaviest, stays.
+    means "no service" and gives no address; ``targets`` is keyed by name in
+    lower case without the final dot. Duplicate ``ip:port``: the primary,
+    then the heaviest, stays.
     """
-    usable = [record for record in records if record.target.rstrip(".")]
+    usable = [SrvRecord(*record) for record in records if record[3].rstrip(".")]
     if not usable:
         return ()
     primary = min(record.priority for record in usable)
