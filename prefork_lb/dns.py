@@ -12,7 +12,7 @@ Every rule of the "last good set" lives in ``follow`` (STYLE.md rule 2):
 result                          the set                       log line
 ==============================  ============================  =====================
 addresses, same as before       kept                          only on recovery
-addresses, different            replaced                      "+added, -removed"
+addresses, different            replaced                      "+new, -gone, ~changed"
 no addresses (empty answer)     kept (the failure ``empty``)  first of its kind
 ``DnsFailure(reason)``          kept                          first of its kind
 ==============================  ============================  =====================
@@ -281,7 +281,11 @@ def srv_addresses(
 
 
 def next_delay(ttl: float, interval: float) -> float:
-    """Seconds until the next resolve: the TTL, at least 1 s, at most ``interval``."""
+    """Seconds until the next resolve: the TTL, at least 1 s, at most ``interval``.
+
+    The floor keeps a TTL of 0 from becoming a busy loop; an ``interval``
+    below 1 s is the operator's own choice and wins.
+    """
     return min(max(ttl, 1.0), interval)
 
 

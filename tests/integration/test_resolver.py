@@ -12,6 +12,10 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import dns.flags
+import dns.message
+import dns.query
+import dns.rcode
 import pytest
 
 from prefork_lb.dns import Address, DnsFailure, DnsSource, Resolution
@@ -55,6 +59,29 @@ def resolver(server: DnsServer) -> Resolver:
 
 
 # --- the programmable server -------------------------------------------------------------------
+
+
+def test_server_answers_authoritatively(server: DnsServer) -> None:
+    """The test server sets AA, answers NOERROR with no record for a type a name lacks, and
+    NXDOMAIN for a name it does not know."""
+    server.set_a("aa.test", ["10.0.0.1"], ttl=9)
+    answers = {
+        (name, rdtype): dns.query.udp(
+            dns.message.make_query(name, rdtype), "127.0.0.1", timeout=TIMEOUT, port=server.port
+        )
+        for name, rdtype in [("aa.test", "A"), ("aa.test", "AAAA"), ("unknown-aa.test", "A")]
+    }
+    assert all(response.flags & dns.flags.AA for response in answers.values())
+    found = answers["aa.test", "A"]
+    assert (found.rcode(), [rrset.to_text() for rrset in found.answer]) == (
+        dns.rcode.NOERROR,
+        ["aa.test. 9 IN A 10.0.0.1"],
+    )
+    assert (answers["aa.test", "AAAA"].rcode(), answers["aa.test", "AAAA"].answer) == (
+        dns.rcode.NOERROR,
+        [],
+    )
+    assert answers["unknown-aa.test", "A"].rcode() == dns.rcode.NXDOMAIN
 
 
 def test_a_records_with_their_ttl(server: DnsServer, resolver: Resolver) -> None:
