@@ -703,7 +703,8 @@ SETTINGS: tuple[Setting, ...] = (
         "admin_allow",
         parse_networks,
         (ipaddress.ip_network("127.0.0.1/32"), ipaddress.ip_network("::1/128")),
-        "Client addresses or CIDR networks (the TCP peer, never a forwarded header) "
+        "Client addresses or CIDR networks (the TCP peer, or the client named by a PROXY "
+        "header from ``proxy_allow_ips``; never a forwarded header) "
         "allowed to use the admin endpoint. For anyone else its path is ordinary "
         "traffic, forwarded to a backend.",
     ),

@@ -181,3 +181,20 @@ def test_haproxy_checks_over_send_proxy_v2_mark_the_instance_up(
         assert fetch(haproxy.port, "/through", source=OTHER_CLIENT).status == 200
     balancer.wait_for_log(rf'(?m)^127\.0\.0\.1 "GET {check_path} HTTP/1.0" 200 ')
     assert re.search(r"(?m)^None ", balancer.log()) is None  # the check's client was lost
+
+
+def test_gunicorn_cmd_args_turn_the_proxy_protocol_on(
+    backends: list[ScriptedBackend], backend_records: list[ScriptedBackend]
+) -> None:
+    """GUNICORN_CMD_ARGS (as in the systemd env file) turns PROXY v2 on, and only v2."""
+    env = {"GUNICORN_CMD_ARGS": "--proxy-protocol v2 --proxy-allow-from 127.0.0.0/8"}
+    with BalancerProcess([backends[0].url], workers=1, env=env) as lb:
+        conn = RawConnection(lb.port)
+        conn.send(v2_proxy("10.9.8.7") + b"GET /cmd-args HTTP/1.1\r\nHost: a\r\n\r\n")
+        assert conn.read_response().status == 200
+        conn.close()
+        conn = RawConnection(lb.port)
+        conn.send(b"PROXY TCP4 10.9.8.7 127.0.0.1 40000 80\r\nGET /cmd-args HTTP/1.1\r\n\r\n")
+        assert conn.read_response().status == 400  # v2 only: a v1 line is no request line
+        conn.close()
+    assert _received(backend_records, "/cmd-args") == [["10.9.8.7"]]
