@@ -2,13 +2,18 @@
 
 The test binds the front's listening socket itself (127.0.0.1, ephemeral port)
 and HAProxy takes it over as ``bind fd@N``: the port is known before HAProxy
-starts and nothing races for it. Each server line sends the PROXY protocol
-(``v1``: ``send-proxy``, ``v2``: ``send-proxy-v2``, ``""``: none) and, with a
-``check_path``, is checked with ``option httpchk GET <check_path>`` every
-``check_interval`` seconds (one failure marks it down, one success up). The
-server states come from HAProxy's stats socket (``show stat``). The process is
-killed when the ``with`` block ends however it ends, and with the test process
-if that dies first.
+starts and nothing races for it. With ``bind="ADDRESS:PORT"`` HAProxy binds
+that itself instead, and ``prefix`` runs it through a wrapper such as
+``ip netns exec NAME`` (a socket stays in the network namespace it was made
+in). A server is a port on 127.0.0.1, or ``"host:port"``.
+
+Each server line sends the PROXY protocol (``v1``: ``send-proxy``, ``v2``:
+``send-proxy-v2``, ``""``: none) and, with a ``check_path``, is checked with
+``option httpchk GET <check_path>`` every ``check_interval`` seconds (one
+failure marks it down, one success up; ``server_options`` adds to the line).
+The server states come from HAProxy's stats socket (``show stat``). The
+process is killed when the ``with`` block ends however it ends, and with the
+test process if that dies first.
 """
 
 from __future__ import annotations
@@ -40,24 +45,32 @@ class HAProxy:
 
     def __init__(
         self,
-        servers: Sequence[int],
+        servers: Sequence[int | str],
         *,
         proxy: str = "v2",
         check_path: str | None = "/_prefork_lb/ready",
         check_interval: float = 0.2,
         server_options: str = "",
+        bind: str | None = None,
+        prefix: Sequence[str] = (),
     ) -> None:
         if proxy not in _PROXY_OPTION:
             raise ValueError(f"proxy must be 'v1', 'v2' or '', got {proxy!r}")
         self._dir = tempfile.TemporaryDirectory(prefix="haproxy-")
-        self._listener = socket.create_server(("127.0.0.1", 0), backlog=1024)
-        self._listener.set_inheritable(True)
-        self.port: int = self._listener.getsockname()[1]
+        self._prefix = tuple(prefix)
+        self._listener: socket.socket | None = None
+        if bind is None:
+            self._listener = socket.create_server(("127.0.0.1", 0), backlog=1024)
+            self._listener.set_inheritable(True)
+            self.port: int = self._listener.getsockname()[1]
+            bind = f"fd@{self._listener.fileno()}"
+        else:
+            self.port = int(bind.rsplit(":", 1)[1])
         self.stats_socket = Path(self._dir.name) / "stats.sock"
         self.config = Path(self._dir.name) / "haproxy.cfg"
         self.config.write_text(
             _config(
-                self._listener.fileno(),
+                bind,
                 self.stats_socket,
                 servers,
                 _PROXY_OPTION[proxy],
@@ -73,8 +86,8 @@ class HAProxy:
         """Start HAProxy and wait until its stats socket answers."""
         with self._log.open("wb") as log:
             self.process = subprocess.Popen(
-                [HAPROXY, "-f", str(self.config), "-db"],
-                pass_fds=[self._listener.fileno()],
+                [*self._prefix, HAPROXY, "-f", str(self.config), "-db"],
+                pass_fds=[self._listener.fileno()] if self._listener is not None else [],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
@@ -132,7 +145,8 @@ class HAProxy:
         if self.process is not None and self.process.poll() is None:
             self.process.kill()
             self.process.wait()
-        self._listener.close()
+        if self._listener is not None:
+            self._listener.close()
         self._dir.cleanup()
 
     def __enter__(self) -> HAProxy:
@@ -147,9 +161,9 @@ class HAProxy:
 
 
 def _config(  # noqa: PLR0917 - one config, written in one place
-    fd: int,
+    bind: str,
     stats_socket: Path,
-    servers: Sequence[int],
+    servers: Sequence[int | str],
     proxy_option: str,
     check_path: str | None,
     check_interval: float,
@@ -165,14 +179,18 @@ def _config(  # noqa: PLR0917 - one config, written in one place
         "  timeout client 30s",
         "  timeout server 30s",
         "frontend front",
-        f"  bind fd@{fd}",
+        f"  bind {bind}",
         "  default_backend instances",
         "backend instances",
     ]
     if check_path:
         lines.append(f"  option httpchk GET {check_path}")
     lines += [
-        f"  server instance-{i} 127.0.0.1:{port} {proxy_option} {check} {server_options}".rstrip()
-        for i, port in enumerate(servers)
+        f"  server instance-{i} {_address(server)} {proxy_option} {check} {server_options}".rstrip()
+        for i, server in enumerate(servers)
     ]
     return "\n".join(lines) + "\n"
+
+
+def _address(server: int | str) -> str:
+    return f"127.0.0.1:{server}" if isinstance(server, int) else server
