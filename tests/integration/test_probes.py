@@ -18,6 +18,7 @@ import pytest
 from tests.support.backend import ScriptedBackend
 from tests.support.balancer import BalancerProcess
 from tests.support.client import fetch
+from tests.support.haproxy import HAProxy
 from tests.support.polling import wait_for
 
 READY = "/_prefork_lb/ready"
@@ -95,6 +96,20 @@ def test_ready_is_503_while_every_backend_is_down_and_200_once_one_is_back(
     assert fetch(lb.port, LIVE).status == 200
     backends[1].start()
     wait_for(lambda: fetch(lb.port, READY).status == 200, "200 ready", 10, context=lb.log)
+
+
+def test_haproxy_takes_a_not_ready_instance_out_and_back_in(
+    lb: BalancerProcess, backends: list[ScriptedBackend]
+) -> None:
+    """HAProxy checking the ready path takes the instance out while no backend is usable."""
+    with HAProxy([lb.port], proxy="", check_path=READY) as haproxy:
+        haproxy.wait_for_states("UP")
+        for backend in backends:
+            backend.stop()
+        haproxy.wait_for_states("DOWN")
+        backends[0].start()
+        haproxy.wait_for_states("UP")
+        assert fetch(haproxy.port, "/through").status == 200
 
 
 def test_a_drained_backend_does_not_count_as_usable(
