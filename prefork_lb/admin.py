@@ -1,7 +1,8 @@
 """The admin endpoint: what the balancer knows about its backends, as JSON.
 
 Served under ``admin_path`` (default ``/_prefork_lb``) to clients whose own
-address (the TCP peer, never a forwarded header) is in ``admin_allow``
+address (the TCP peer, or the client a PROXY header from Gunicorn's
+``proxy_allow_ips`` names; never a forwarded header) is in ``admin_allow``
 (default: loopback only), and whose request carries no forwarding header: a
 proxy on the same host (a TLS terminator on 127.0.0.1) would otherwise make
 every client look local. For everybody else the path is ordinary traffic

@@ -36,6 +36,7 @@ ROOT = Path(__file__).resolve().parents[2]
 PURE_MODULES = [
     "prefork_lb.scheduling",  # rotation, weights, least-connections, the retry rule
     "prefork_lb.health",  # the health state machine; the clock is passed in
+    "prefork_lb.readiness",  # the rule for "ready" and the probes' answers
     "prefork_lb.headers",  # hop-by-hop stripping, X-Forwarded-*, Via, response checks
     "prefork_lb.request",  # the client's request as a value
     "prefork_lb.errors",  # failures, each carrying its status
