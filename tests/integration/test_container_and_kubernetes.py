@@ -9,12 +9,11 @@ mistake, so a linter that stopped finding anything would fail here.
 
 from __future__ import annotations
 
-import json
 import os
-import re
 import shlex
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +22,19 @@ import yaml
 
 from prefork_lb.config import CONFIG_FILE_ENV, Settings, load_config
 from tests.integration.test_deployment import graceful_timeout
+from tests.support import deploy_drills
 from tests.support.balancer import ROOT
+from tests.support.containerfile import (
+    CONTAINERFILE,
+    copied_from_context,
+    environment,
+    exec_form,
+    final_stage,
+    healthcheck_command,
+    instructions,
+)
 
-DEPLOY = ROOT / "scripts" / "deploy"
-CONTAINERFILE = DEPLOY / "Containerfile"
-KUBERNETES = DEPLOY / "kubernetes"
+KUBERNETES = ROOT / "scripts" / "deploy" / "kubernetes"
 VENV_BIN = Path(sys.executable).parent
 # The oldest Kubernetes the manifests are for (the preStop sleep action is on by default
 # from 1.30), and the newest whose schemas kubernetes-validate ships.
@@ -72,33 +79,9 @@ def test_hadolint_fails_on_a_planted_mistake(tmp_path: Path) -> None:
     assert "DL3015" in result.stdout  # --no-install-recommends
 
 
-def instructions() -> list[tuple[str, str]]:
-    """The Containerfile's instructions as (KEYWORD, arguments), continuation lines joined."""
-    logical = re.sub(r"\\\n", " ", CONTAINERFILE.read_text())
-    found = []
-    for line in logical.splitlines():
-        if line.strip() and not line.lstrip().startswith("#"):
-            keyword, _, arguments = line.strip().partition(" ")
-            found.append((keyword.upper(), arguments.strip()))
-    return found
-
-
-def final_stage() -> list[tuple[str, str]]:
-    """The instructions of the image's last stage (from its FROM on)."""
-    steps = instructions()
-    start = max(i for i, (keyword, _) in enumerate(steps) if keyword == "FROM")
-    return steps[start:]
-
-
 def test_containerfile_copies_only_what_the_checkout_has() -> None:
     """Every COPY source from the build context exists in the checkout, so the build finds it."""
-    copied = []
-    for keyword, arguments in instructions():
-        words = shlex.split(arguments)
-        if keyword != "COPY" or any(w.startswith("--from") for w in words):
-            continue
-        *sources, _destination = [w for w in words if not w.startswith("--")]
-        copied += sources
+    copied = [source for sources, _ in copied_from_context(instructions()) for source in sources]
     assert copied, "no COPY from the build context"
     for source in copied:
         assert (ROOT / source).exists(), source
@@ -106,15 +89,30 @@ def test_containerfile_copies_only_what_the_checkout_has() -> None:
     assert {"pyproject.toml", "README.rst", "prefork_lb", "gunicorn.conf.py"} <= set(copied)
 
 
+def test_the_wheel_the_image_installs_holds_every_package() -> None:
+    """pyproject.toml lists every package under prefork_lb, as the image's wheel needs.
+
+    The editable install of the tests finds a subpackage missing from the list; the wheel
+    the image installs would not have it.
+    """
+    listed = set(
+        tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    )
+    found = {
+        ".".join(init.parent.relative_to(ROOT).parts)
+        for init in (ROOT / "prefork_lb").rglob("__init__.py")
+    }
+    assert listed == found
+
+
 def test_containerfile_runs_gunicorn_with_the_config_it_copied() -> None:
     """The CMD's gunicorn config file is copied into the working directory it runs in."""
     stage = final_stage()
-    (cmd,) = [json.loads(args) for keyword, args in stage if keyword == "CMD"]
+    (cmd,) = [exec_form(args) for keyword, args in stage if keyword == "CMD"]
     assert cmd == ["gunicorn", "-c", "gunicorn.conf.py"]
     (workdir,) = [args for keyword, args in stage if keyword == "WORKDIR"]
-    copies = [shlex.split(args) for keyword, args in stage if keyword == "COPY"]
-    assert ["gunicorn.conf.py", "./"] in copies
     assert workdir == "/opt/prefork_lb"
+    assert (["gunicorn.conf.py"], "./") in copied_from_context(stage)
 
 
 def test_containerfile_runs_as_a_user_and_stops_with_term() -> None:
@@ -124,13 +122,31 @@ def test_containerfile_runs_as_a_user_and_stops_with_term() -> None:
     assert int(user) > 0
     assert int(group) > 0
     assert stage["STOPSIGNAL"] == "SIGTERM"
-    assert "PORT=8000" in stage["ENV"].split()
-    assert stage["EXPOSE"] == "8000"
-    probe = stage["HEALTHCHECK"]
+    assert environment(final_stage())["PORT"] == stage["EXPOSE"] == "8000"
+    probe = " ".join(healthcheck_command(final_stage()))
     assert "/_prefork_lb/ready" in probe
     # Neither is in the slim image.
     assert "curl" not in probe
     assert "wget" not in probe
+
+
+def test_the_images_command_serves_and_its_healthcheck_follows_readiness() -> None:
+    """The CMD, run from a directory holding only what the image copies there, serves on
+    0.0.0.0:$PORT; the HEALTHCHECK passes while a backend is up, fails once none is, and
+    never reaches the backend; TERM stops it with status 0.
+
+    Run in a network namespace of its own (tests/support/deploy_drills.py, ``image``),
+    so port 8000 on every address is the drill's alone.
+    """
+    report = deploy_drills.run_drill("image")
+    log = report["log"]
+    assert report["listening_on_any_address"] is True, log
+    assert report["workers"] > 0, log
+    assert report["healthy_with_backend"] == 0, log
+    assert report["healthy_without_backend"] != 0, log
+    assert report["forwarded_probes"] == [], log
+    assert report["home_made"] is False  # the image's user has no home to write to
+    assert report["exit_status"] == 0, log
 
 
 def kubernetes_validate(paths: list[Path], version: str) -> subprocess.CompletedProcess[str]:

@@ -9,41 +9,19 @@ restart resets the few connections queued on the stopping instance's sockets
 
 from __future__ import annotations
 
-import json
-import os
 import shlex
-import signal
-import subprocess
-import sys
 from typing import Any
 
 from tests.integration.test_deployment import service
+from tests.support import deploy_drills
 from tests.support.balancer import ROOT
-from tests.support.reuse_port_drill import ENV_EXAMPLE
 
 SYSCTL_FILE = ROOT / "scripts" / "deploy" / "sysctl-reuse-port.conf"
-DRILL = ["unshare", "--net", "--", sys.executable, "-m", "tests.support.reuse_port_drill"]
 
 
-def run_drill(command: str, timeout: float = 90.0) -> dict[str, Any]:
-    """Run one drill of tests/support/reuse_port_drill.py in a new network namespace."""
-    process = subprocess.Popen(
-        [*DRILL, command, str(SYSCTL_FILE)],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        # Its own process group: on a timeout the drill's gunicorns go with it.
-        start_new_session=True,
-    )
-    try:
-        out, err = process.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        out, err = process.communicate()
-        raise AssertionError(f"drill {command} did not end in {timeout} s:\n{err}") from None
-    assert process.returncode == 0, f"drill {command} failed ({process.returncode}):\n{err}"
-    report: dict[str, Any] = json.loads(out)
+def run_drill(command: str) -> dict[str, Any]:
+    """One drill with the shipped sysctl file applied in its network namespace."""
+    report = deploy_drills.run_drill(command, "--sysctl", str(SYSCTL_FILE))
     assert report["sysctl"] == {"net.ipv4.tcp_migrate_req": "1"}
     return report
 
@@ -68,7 +46,7 @@ def test_one_instance_restarts_while_the_other_serves() -> None:
 
 def test_reuse_port_instances_are_the_template_units() -> None:
     """The env example binds with --reuse-port; the template leaves it the bind, and one UID."""
-    text = ENV_EXAMPLE.read_text()
+    text = deploy_drills.ENV_EXAMPLE.read_text()
     (line,) = [line for line in text.splitlines() if line.startswith("GUNICORN_CMD_ARGS=")]
     # systemd takes the quotes off the value; gunicorn splits it as a shell would.
     (value,) = shlex.split(line.partition("=")[2])

@@ -1,8 +1,9 @@
-"""Several prefork_lb instances on one port (SO_REUSEPORT), run in a network namespace of its own.
+"""Drills of the files in scripts/deploy, each in a network namespace of its own.
 
-Run as ``unshare --net -- python -m tests.support.reuse_port_drill COMMAND SYSCTL_FILE``
+Run as ``unshare --net -- python -m tests.support.deploy_drills COMMAND [--sysctl FILE]``
 (root): it brings the namespace's loopback up and applies the sysctl file there, so
-the host's settings are neither read nor changed. It prints one JSON object.
+the host's settings are neither read nor changed, and its ports (8000, 0.0.0.0) are
+its own. It prints one JSON object.
 
 ``restart``: two instances started as scripts/deploy/reuse-port.env.example starts
 them (its GUNICORN_CMD_ARGS, bound to 127.0.0.1), clients sending requests on fresh
@@ -10,6 +11,12 @@ connections all along, and one instance stopped with TERM and started again.
 
 ``queue``: the kernel alone: connections queued (never accepted) on two listeners of
 one SO_REUSEPORT group, then one listener closed; how many the other can still accept.
+
+``image``: the Containerfile's last stage replayed without a container engine, on the
+installed project: its COPY of the config into a working directory of its own, its
+ENV, its CMD; then its HEALTHCHECK command, with the backend up and down. Not its USER:
+the interpreter of the tests' virtualenv may live where only root reads (pyenv under
+/root), so the drill runs as root, with a HOME that does not exist.
 """
 
 from __future__ import annotations
@@ -32,7 +39,14 @@ from pathlib import Path
 from typing import Any
 
 from tests.support.backend import ScriptedBackend
-from tests.support.balancer import ROOT, clean_environ, gunicorn_command
+from tests.support.balancer import ROOT, child_pids, clean_environ, gunicorn_command
+from tests.support.containerfile import (
+    copied_from_context,
+    environment,
+    exec_form,
+    final_stage,
+    healthcheck_command,
+)
 from tests.support.polling import wait_for
 
 ENV_EXAMPLE = ROOT / "scripts" / "deploy" / "reuse-port.env.example"
@@ -52,14 +66,25 @@ def apply_sysctl_file(path: Path) -> dict[str, str]:
     return applied
 
 
-def listening_sockets(port: int) -> int:
-    """How many TCP sockets listen on ``port`` in this network namespace."""
-    count = 0
+def _listeners() -> list[tuple[str, int]]:
+    """(address in /proc's hex, port) of every listening IPv4 TCP socket in this namespace."""
+    found = []
     for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
         fields = line.split()
-        if fields[3] == _LISTEN and int(fields[1].rsplit(":", 1)[1], 16) == port:
-            count += 1
-    return count
+        if fields[3] == _LISTEN:
+            address, port = fields[1].rsplit(":", 1)
+            found.append((address, int(port, 16)))
+    return found
+
+
+def listening_sockets(port: int) -> int:
+    """How many TCP sockets listen on ``port`` in this network namespace."""
+    return sum(1 for _, bound in _listeners() if bound == port)
+
+
+def _listens_on_any_address(port: int) -> bool:
+    """Whether a socket listens on 0.0.0.0:``port``, as a container's port must."""
+    return ("00000000", port) in _listeners()
 
 
 def instance_flags(port: int) -> list[str]:
@@ -233,19 +258,117 @@ def queue_drill(connections: int) -> dict[str, Any]:
         listeners[1].close()
 
 
+def image_drill() -> dict[str, Any]:
+    """The image's CMD from its WORKDIR with its ENV, and its HEALTHCHECK, backend up and down."""
+    stage = final_stage()
+    (cmd,) = [exec_form(args) for keyword, args in stage if keyword == "CMD"]
+    probe = healthcheck_command(stage)
+    backend = ScriptedBackend("backend-1")
+    backend.start()
+    bin_dir = str(Path(sys.executable).parent)  # the image has them in /usr/local/bin
+    with tempfile.TemporaryDirectory(prefix="prefork_lb-image-") as workdir:
+        for sources, destination in copied_from_context(stage):
+            for source in sources:
+                (Path(workdir) / destination / Path(source).name).write_bytes(
+                    (ROOT / source).read_bytes()
+                )
+        env = clean_environ({})
+        env = {
+            **{k: v for k, v in env.items() if k in ("LANG", "LC_ALL", "TZ", "PYTHONPATH")},
+            **environment(stage),
+            "PATH": f"{bin_dir}:/usr/local/bin:/usr/bin:/bin",
+            "HOME": "/nonexistent",
+            "PREFORK_LB_BACKENDS": backend.url,
+        }
+        port = int(env["PORT"])
+        log_path = Path(workdir) / "gunicorn.log"
+        with log_path.open("wb") as log:
+            master = subprocess.Popen(
+                cmd, cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT
+            )
+
+        def health() -> int:
+            return subprocess.run(
+                probe, cwd=workdir, env=env, capture_output=True, timeout=30, check=False
+            ).returncode
+
+        def answered() -> bool:
+            with contextlib.suppress(OSError, http.client.HTTPException):
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+                conn.request("GET", "/")
+                response = conn.getresponse()
+                return response.status == 200 and response.read().strip() == b"backend-1"
+            return False
+
+        def log_text() -> str:
+            return log_path.read_text(errors="replace")[-3000:]
+
+        try:
+            wait_for(answered, "the image's gunicorn answering", 20, context=log_text)
+            up = health()
+            backend.stop()
+            answered()  # a failed request marks the backend down (max_fails)
+            down = health()
+            probed = [r.target for r in backend.requests if r.target != "/"]
+            workers = len(child_pids(master.pid))
+            listening = _listens_on_any_address(port)
+            master.send_signal(signal.SIGTERM)
+            exit_status = master.wait(timeout=15)
+        finally:
+            if master.poll() is None:
+                master.kill()
+                master.wait()
+            backend.stop()
+        return {
+            "listening_on_any_address": listening,
+            "healthy_with_backend": up,
+            "healthy_without_backend": down,
+            "forwarded_probes": probed,
+            "workers": workers,
+            "home_made": Path(env["HOME"]).exists(),
+            "exit_status": exit_status,
+            "log": log_text(),
+        }
+
+
+def run_drill(command: str, *options: str, timeout: float = 90.0) -> dict[str, Any]:
+    """For a test: run one drill in a new network namespace and return its report."""
+    process = subprocess.Popen(
+        ["unshare", "--net", "--", sys.executable, "-m", __name__, command, *options],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        # Its own process group: on a timeout the drill's gunicorns go with it.
+        start_new_session=True,
+    )
+    try:
+        out, err = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        out, err = process.communicate()
+        raise AssertionError(f"drill {command} did not end in {timeout} s:\n{err}") from None
+    assert process.returncode == 0, f"drill {command} failed ({process.returncode}):\n{err}"
+    report: dict[str, Any] = json.loads(out)
+    return report
+
+
 def main() -> None:
     """Set up the namespace, run one drill, print its report as JSON."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("command", choices=["restart", "queue"])
-    parser.add_argument("sysctl_file", type=Path)
+    parser.add_argument("command", choices=["restart", "queue", "image"])
+    parser.add_argument("--sysctl", type=Path, help="a sysctl.d file to apply first")
     parser.add_argument("--clients", type=int, default=16)
     args = parser.parse_args()
     subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
-    report = {"sysctl": apply_sysctl_file(args.sysctl_file), "kernel": os.uname().release}
+    report: dict[str, Any] = {"kernel": os.uname().release}
+    report["sysctl"] = apply_sysctl_file(args.sysctl) if args.sysctl else {}
     if args.command == "restart":
         report |= restart_drill(args.clients)
-    else:
+    elif args.command == "queue":
         report |= queue_drill(64)
+    else:
+        report |= image_drill()
     json.dump(report, sys.stdout)
     sys.stdout.write("\n")
 
