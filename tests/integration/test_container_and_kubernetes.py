@@ -131,12 +131,10 @@ def test_containerfile_runs_as_a_user_and_stops_with_term() -> None:
 
 
 def test_the_images_command_serves_and_its_healthcheck_follows_readiness() -> None:
-    """The CMD, run from a directory holding only what the image copies there, serves on
-    0.0.0.0:$PORT; the HEALTHCHECK passes while a backend is up, fails once none is, and
-    never reaches the backend; TERM stops it with status 0.
+    """The image's CMD serves on 0.0.0.0:$PORT; its HEALTHCHECK passes only while a backend is up.
 
-    Run in a network namespace of its own (tests/support/deploy_drills.py, ``image``),
-    so port 8000 on every address is the drill's alone.
+    Replayed in a network namespace of its own (tests/support/image_drill.py); the probe
+    must never reach the backend, and TERM must stop the balancer with status 0.
     """
     report = deploy_drills.run_drill("image")
     log = report["log"]
