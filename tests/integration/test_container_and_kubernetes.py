@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import yaml
 
-from prefork_lb.config import CONFIG_FILE_ENV, Settings, load_config
+from prefork_lb.config import CONFIG_FILE_ENV, ENV_PREFIX, ConfigError, Settings, load_config
 from tests.integration.test_deployment import graceful_timeout
 from tests.support import deploy_drills
 from tests.support.balancer import ROOT
@@ -245,6 +245,22 @@ def test_read_only_root_leaves_gunicorn_a_writable_tmpfs() -> None:
     pod = manifest("deployment.yaml")["spec"]["template"]["spec"]
     volumes = {volume["name"]: volume for volume in pod["volumes"]}
     assert "emptyDir" in volumes[mounts["/tmp"]]
+
+
+def test_pods_get_no_service_variables_that_read_as_settings() -> None:
+    """The Service's docker-link variables would be PREFORK_LB_*, so the pods go without them."""
+    name = manifest("service.yaml")["metadata"]["name"]
+    link_prefix = name.upper().replace("-", "_") + "_"  # PREFORK_LB_SERVICE_HOST, ...
+    assert link_prefix.startswith(ENV_PREFIX)
+    pod = manifest("deployment.yaml")["spec"]["template"]["spec"]
+    assert pod["enableServiceLinks"] is False
+    with pytest.raises(ConfigError, match="PREFORK_LB_SERVICE_HOST: unknown setting"):
+        load_config(
+            {
+                "PREFORK_LB_BACKENDS": "http://10.0.0.5:8080",
+                f"{link_prefix}SERVICE_HOST": "10.96.0.9",
+            }
+        )
 
 
 def configmap_settings_file(tmp_path: Path) -> tuple[Path, str]:
