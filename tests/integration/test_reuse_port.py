@@ -33,7 +33,7 @@ def test_connections_queued_on_a_closing_listener_move_to_another() -> None:
 
 
 def test_one_instance_restarts_while_the_other_serves() -> None:
-    """Two instances on one port: one stopped and started again under load, 0 requests fail."""
+    """Two instances on one port: one stopped, started again and reloaded under load, none fails."""
     report = run_drill("restart")
     assert report["results"].keys() == {"200"}, report
     assert report["exit_status"] == 0

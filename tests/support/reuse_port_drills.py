@@ -2,7 +2,8 @@
 
 ``restart_drill``: two instances started as scripts/deploy/reuse-port.env.example starts
 them (its GUNICORN_CMD_ARGS, bound to 127.0.0.1), clients sending requests on fresh
-connections all along, and one instance stopped with TERM and started again.
+connections all along, and one instance stopped with TERM and started again, then
+reloaded with HUP.
 
 ``queue_drill``: the kernel alone: connections queued (never accepted) on two listeners
 of one SO_REUSEPORT group, then one listener closed; how many the other can still accept.
@@ -26,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.support.backend import ScriptedBackend
-from tests.support.balancer import ROOT, clean_environ, gunicorn_command
+from tests.support.balancer import ROOT, child_pids, clean_environ, gunicorn_command
 from tests.support.namespace import listening_sockets
 from tests.support.polling import wait_for
 
@@ -158,6 +159,20 @@ def restart_drill(clients: int) -> dict[str, Any]:
                 wait_for(lambda: listening_sockets(port) == all_bound, "a listening again", 5)
                 after_restart = loop.ok()
                 wait_for(lambda: loop.ok() > after_restart + 100, "requests after restart", 20)
+                # A reload of one instance: its new workers bind, its old ones close theirs.
+                old_workers = set(child_pids(again.process.pid))
+                again.process.send_signal(signal.SIGHUP)
+                wait_for(
+                    lambda: (
+                        not old_workers & set(child_pids(again.process.pid))
+                        and listening_sockets(port) == all_bound
+                    ),
+                    "a reloaded",
+                    20,
+                    context=again.log,
+                )
+                after_reload = loop.ok()
+                wait_for(lambda: loop.ok() > after_reload + 100, "requests after reload", 20)
             return {
                 "port": port,
                 "exit_status": stopped_with,
