@@ -13,7 +13,8 @@ class Request:
 
     sent: float
     answered: float
-    connection: int
+    loop: int  # which of the driver's closed loops sent it
+    connection: int  # the serial number of that loop's TCP connection
     ok: bool
     peer: str  # the instance's address, as the backend saw it ("" if it failed)
     backend: str
@@ -22,10 +23,11 @@ class Request:
     @classmethod
     def from_record(cls, record: Sequence[object]) -> Request:
         """A request from the driver's JSON list."""
-        sent, answered, connection, ok, peer, backend, error = record
+        sent, answered, loop, connection, ok, peer, backend, error = record
         return cls(
             float(str(sent)),
             float(str(answered)),
+            int(str(loop)),
             int(str(connection)),
             bool(ok),
             str(peer),
@@ -54,25 +56,49 @@ def served_by(requests: Sequence[Request], names: Mapping[str, str]) -> dict[str
     return {name: counts.get(name, 0) for name in sorted({*names.values(), *counts})}
 
 
-def connections_held(requests: Sequence[Request], peer: str, moment: float) -> set[int]:
-    """The connections routed to ``peer`` and still open at ``moment``.
+Connection = tuple[int, int]  # (loop, serial): one TCP connection of the driver
+
+
+def connections_held(requests: Sequence[Request], peer: str, moment: float) -> set[Connection]:
+    """The TCP connections routed to ``peer`` and still open at ``moment``.
 
     A connection is routed to the instance that answered its last request
     before ``moment``; it is open if that request succeeded (a failure closes
     it). The load is closed-loop, so each holds at most one request in
-    flight: the most an instance killed at ``moment`` can fail.
+    flight.
     """
-    last: dict[int, Request] = {}
+    last: dict[Connection, Request] = {}
     for request in sorted(requests, key=lambda r: r.answered):
         if request.answered <= moment:
-            last[request.connection] = request
-    return {number for number, r in last.items() if r.ok and r.peer == peer}
+            last[(request.loop, request.connection)] = request
+    return {key for key, r in last.items() if r.ok and r.peer == peer}
 
 
-def failed_on(requests: Sequence[Request], connections: set[int], after: float) -> int:
+def unanswered_connections(
+    requests: Sequence[Request], start: float, end: float
+) -> set[Connection]:
+    """The TCP connections opened from ``start`` to ``end`` that never got an answer.
+
+    While a killed instance dies (its processes exiting, its listening socket
+    still open), HAProxy may hand it a new connection, which the kernel
+    accepts and then resets: the instance held it too, though no answer says so.
+    """
+    first: dict[Connection, Request] = {}
+    answered: set[Connection] = set()
+    for request in sorted(requests, key=lambda r: r.sent):
+        key = (request.loop, request.connection)
+        first.setdefault(key, request)
+        if request.ok:
+            answered.add(key)
+    return {key for key, r in first.items() if start <= r.sent <= end and key not in answered}
+
+
+def failed_on(requests: Sequence[Request], connections: set[Connection], after: float) -> int:
     """Failed requests answered after ``after`` on any of ``connections``."""
     return sum(
-        1 for r in requests if not r.ok and r.answered > after and r.connection in connections
+        1
+        for r in requests
+        if not r.ok and r.answered > after and (r.loop, r.connection) in connections
     )
 
 

@@ -26,8 +26,9 @@ from scripts.bench.cluster.configs import BACKEND_HEADER, PEER_HEADER
 REQUEST = b"GET / HTTP/1.1\r\nHost: cluster\r\n\r\n"
 REQUEST_TIMEOUT_S = 5.0
 _MAX_HEAD = 16384
-# (sent, answered, connection, ok, instance peer, backend, error)
-Record = tuple[float, float, int, bool, str, str, str]
+# (sent, answered, loop, connection, ok, instance peer, backend, error): "loop" is one of
+# the closed loops, "connection" the serial number of its TCP connection.
+Record = tuple[float, float, int, int, bool, str, str, str]
 
 
 class RequestFailed(Exception):
@@ -65,18 +66,21 @@ def _connection_loop(
     number: int, address: tuple[str, int], stop: gevent.event.Event, records: list[Record]
 ) -> None:
     sock: gevent.socket.socket | None = None
+    serial = 0
     buffer = bytearray()
     while not stop.is_set():
         sent = time.monotonic()
         try:
             with gevent.Timeout(REQUEST_TIMEOUT_S, RequestFailed("no answer in time")):
                 if sock is None:
+                    serial += 1
                     sock = gevent.socket.create_connection(address)
                     buffer.clear()
                 sock.sendall(REQUEST)
                 headers, keep = _read_response(sock, buffer)
         except (OSError, RequestFailed, ValueError) as err:
-            records.append((sent, time.monotonic(), number, False, "", "", str(err)[:80]))
+            failed = (sent, time.monotonic(), number, serial, False, "", "", str(err)[:80])
+            records.append(failed)
             if sock is not None:
                 sock.close()
                 sock = None
@@ -87,6 +91,7 @@ def _connection_loop(
                 sent,
                 time.monotonic(),
                 number,
+                serial,
                 True,
                 headers.get(PEER_HEADER.lower(), ""),
                 headers.get(BACKEND_HEADER.lower(), ""),

@@ -12,13 +12,15 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import threading
 from pathlib import Path
 
-from scripts.bench.cluster.plan import SUBNET_BITS, Layout, stale_namespaces
+from scripts.bench.cluster.plan import SUBNET_BITS, Layout, run_of, stale_namespaces
 
 IP_TIMEOUT_S = 10
 _CLONE_NEWNET = 0x40000000
@@ -99,9 +101,13 @@ def _is_cluster_run(pid: int) -> bool:
 
 
 def sweep() -> list[str]:
-    """Remove the namespaces (and their processes) of runs whose process has died."""
+    """Remove the namespaces (and their processes) and work directories of runs whose
+    process has died; the namespaces removed."""
     stale = stale_namespaces(run_namespaces(), _is_cluster_run)
     remove(stale)
+    for prefix in {run[0] for name in stale if (run := run_of(name)) is not None}:
+        for work_dir in Path(tempfile.gettempdir()).glob(f"{prefix}-*"):
+            shutil.rmtree(work_dir, ignore_errors=True)
     return stale
 
 

@@ -29,7 +29,9 @@ def render(result: dict[str, Any]) -> str:
     lines += [
         "",
         f"SIGKILL of {kill['instance']} (master and workers) under load",
-        f"  client connections it held        {kill['held_connections']} of {kill['connections']}",
+        f"  client connections it held        {kill['held_connections']} of {kill['connections']},"
+        f" and {kill['accepted_while_dying']} it accepted in the {kill['dying_s'] * 1000:.0f} ms"
+        " its processes took to die",
         f"  failed requests                   {kill['failed']}"
         f" (on those connections: {kill['failed_on_held']})",
         f"  HAProxy marked it DOWN after      {kill['detect_s']:.3f} s"

@@ -17,7 +17,8 @@ from typing import Any
 from scripts.bench.cluster import analysis
 from scripts.bench.cluster.cluster import Cluster
 from scripts.bench.cluster.plan import FRONT_PORT, INSTANCE_PORT
-from scripts.bench.cluster.services import workers_of
+from scripts.bench.cluster.services import wait_until, workers_of
+from scripts.bench.procfs import process_running
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,14 +73,22 @@ def kill_one(cluster: Cluster, timing: Timing, victim_number: int = 2) -> dict[s
     load = cluster.start_load(timing.connections, timing.warm_s + 60, "kill")
     time.sleep(timing.warm_s)
     before = cluster.haproxy_status()[victim.short]
+    processes = {service.pid, *workers_of(service.pid)}
     killed_at = time.monotonic()
     service.kill_group(signal.SIGKILL)
+    # Dead when none of its processes runs any more: its listening socket is closed then.
+    wait_until(
+        lambda: not any(map(process_running, processes)), "the killed instance gone", 10, 0.002
+    )
+    gone_at = time.monotonic()
     detect_s = cluster.wait_haproxy_status(victim, "DOWN", timeout_s=30)
+    at_down = cluster.haproxy_status()[victim.short]
     time.sleep(timing.after_s)
     requests = load.finish()
     after = cluster.haproxy_status()[victim.short]
     service.process.wait(10)
     held = analysis.connections_held(requests, victim.address, killed_at)
+    while_dying = analysis.unanswered_connections(requests, killed_at, gone_at) - held
     last = analysis.last_served(requests, victim.address)
 
     restarted_at = time.monotonic()
@@ -95,8 +104,10 @@ def kill_one(cluster: Cluster, timing: Timing, victim_number: int = 2) -> dict[s
         "requests": len(requests),
         "connections": timing.connections,
         "held_connections": len(held),
+        "dying_s": round(gone_at - killed_at, 3),
+        "accepted_while_dying": len(while_dying),
         "failed": len(analysis.failures(requests)),
-        "failed_on_held": analysis.failed_on(requests, held, killed_at),
+        "failed_on_held": analysis.failed_on(requests, held | while_dying, killed_at),
         "failure_reasons": sorted({r.error for r in analysis.failures(requests)}),
         "detect_s": round(detect_s, 3),
         "detection_bound_s": cluster.checks.detection_bound_s,
@@ -104,6 +115,8 @@ def kill_one(cluster: Cluster, timing: Timing, victim_number: int = 2) -> dict[s
         "served_after_kill": analysis.served_after(requests, victim.address, killed_at),
         "haproxy_connect_errors": int(after["econ"] or 0) - int(before["econ"] or 0),
         "haproxy_redispatched": int(after["wredis"] or 0) - int(before["wredis"] or 0),
+        # Connections HAProxy gave the instance once it had marked it DOWN.
+        "haproxy_attempts_after_down": int(after["stot"] or 0) - int(at_down["stot"] or 0),
         "served_by": analysis.served_by(requests, _names(cluster)),
         "restart_to_up_s": round(up_s, 3),
         "restarted_served_fresh": sum(
