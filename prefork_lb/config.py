@@ -43,6 +43,7 @@ from prefork_lb.values import (
     parse_percent,
     parse_policy,
     parse_positive_int,
+    parse_probe_path,
     parse_protocols,
     parse_retry_statuses,
     parse_seconds,
@@ -716,6 +717,23 @@ SETTINGS: tuple[Setting, ...] = (
         "writes are refused (403); reads need no token. ``ctl`` reads it too.",
     ),
     Setting(
+        "ready_path",
+        parse_probe_path,
+        "/_prefork_lb/ready",
+        "The readiness probe, for an L4 balancer or a kubelet: ``GET`` (or ``HEAD``) of "
+        "exactly this path answers ``200 ready`` while the default pool has a usable "
+        "backend, else ``503 not ready``, to any client (``admin_allow`` does not apply). "
+        "Empty or ``off``: the path is forwarded like any other.",
+    ),
+    Setting(
+        "live_path",
+        parse_probe_path,
+        "/_prefork_lb/live",
+        "The liveness probe: ``GET`` (or ``HEAD``) of exactly this path answers "
+        "``200 live`` while a worker answers, to any client. Empty or ``off``: the path "
+        "is forwarded like any other.",
+    ),
+    Setting(
         "state_file",
         parse_state_file,
         "",
@@ -938,6 +956,8 @@ class Settings:
     admin_path: str = _DEFAULT["admin_path"]
     admin_allow: tuple[IPNetwork, ...] = _DEFAULT["admin_allow"]
     admin_token: str = field(default=_DEFAULT["admin_token"], repr=False)
+    ready_path: str = _DEFAULT["ready_path"]  # empty: off
+    live_path: str = _DEFAULT["live_path"]  # empty: off
     state_file: str = _DEFAULT["state_file"]  # an absolute path; empty: none
     upgrade_protocols: tuple[str, ...] = _DEFAULT["upgrade_protocols"]  # lower case
     tunnel_timeout: float = _DEFAULT["tunnel_timeout"]
@@ -1122,6 +1142,10 @@ def load_config(environ: Mapping[str, str]) -> Settings:
         backends = tuple(_resolve_backend(spec, settings) for spec in specs)
         settings = replace(settings, backends=backends)
     _check_routes(settings)
+    if settings.ready_path and settings.ready_path == settings.live_path:
+        raise ConfigError(
+            f"live_path: must differ from ready_path, got {settings.live_path!r} for both"
+        )
     unknown = sorted(set(dict(settings.extension_options)) - set(settings.extensions))
     if unknown:
         raise ConfigError(

@@ -245,6 +245,20 @@ def parse_admin_path(where: str, value: object) -> str:
     return path
 
 
+def parse_probe_path(where: str, value: object) -> str:
+    """The exact path of a probe endpoint (``ready_path``, ``live_path``); empty: off."""
+    if not isinstance(value, str):
+        raise fail(where, value, 'must be a path such as /_prefork_lb/ready, or "off"')
+    text = value.strip()
+    if text.lower() in ("", "off"):
+        return ""
+    if not _HEALTH_PATH.fullmatch(text) or "?" in text or "#" in text:
+        raise fail(
+            where, value, 'must be a path such as /_prefork_lb/ready (no "?" or "#"), or "off"'
+        )
+    return text
+
+
 def parse_ca_bundle(where: str, value: object) -> str:
     """A readable PEM file of CA certificates, as an absolute path; empty: the system's."""
     if not isinstance(value, str):

@@ -213,6 +213,9 @@ class Worker(GeventWorker):  # type: ignore[misc]  # gunicorn has no type hints
     def handle_request(self, listener_name: Any, req: Any, sock: Any, addr: Any) -> Any:
         """Serve one request with the client socket's deadline on; end the connection if it hit."""
         sock.settimeout(self.client_timeout)
+        info = req.proxy_protocol_info
+        if info and info["client_addr"] is None:
+            _peer_for_local(info, addr)
         # The app reads the parsed header lines from here (the environ joins repeats).
         context = request_context.current_request.set(req)
         try:
@@ -233,7 +236,7 @@ class Worker(GeventWorker):  # type: ignore[misc]  # gunicorn has no type hints
             reset_on_close(sock)
             self.log.warning(
                 "client %s did not read the response to %s %s for %g s: connection closed",
-                addr[0] if addr else "-",
+                info["client_addr"] if info else addr[0] if addr else "-",
                 req.method,
                 req.uri,
                 self.client_timeout,
@@ -243,6 +246,23 @@ class Worker(GeventWorker):  # type: ignore[misc]  # gunicorn has no type hints
             request_context.current_request.reset(context)
             with contextlib.suppress(OSError):
                 sock.settimeout(None)
+
+
+def _peer_for_local(info: dict[str, Any], addr: Any) -> None:
+    """A PROXY header without a client (v2 ``LOCAL``, or ``UNSPEC``): the TCP peer is the client.
+
+    HAProxy sends ``LOCAL`` on its own health checks over a ``send-proxy-v2``
+    server line. Gunicorn then sets ``REMOTE_ADDR`` to None, which every use
+    of the client's address (X-Forwarded-For, the access log, ``admin_allow``,
+    ``hash_key = "ip"``) would trip on. Filled in here, in gunicorn's own
+    record of the header, the environ gunicorn builds from it is right for
+    all of them (and for this connection's later requests, which reuse it).
+    """
+    if isinstance(addr, tuple):
+        info["client_addr"], info["client_port"] = addr[0], addr[1]
+    else:  # a Unix socket's peer, as gunicorn writes it into REMOTE_ADDR
+        info["client_addr"] = addr.decode() if isinstance(addr, bytes) else str(addr or "")
+        info["client_port"] = ""
 
 
 def _linger(sock: Any) -> None:

@@ -5,8 +5,8 @@ it runs in each worker after gevent has patched it, so the urllib3 pools are
 built there. ``ProxyApp`` takes each request through named steps:
 
 1. **read** the client's request into a ``ProxyRequest`` (raw target, header
-   lines, body framing) and its body (``downstream.py``); admin requests are
-   answered here;
+   lines, body framing) and its body (``downstream.py``); the ready and live
+   probes (``probes.py``) and admin requests are answered here;
 2. **route** it to a pool (``routes.py``), with the target that pool gets
    (only when ``[[routes]]`` are configured; otherwise the one pool);
 3. **forward** it (``forward.py``): choose a backend, exchange with it, and
@@ -35,6 +35,7 @@ from prefork_lb.errors import AbortResponse, BackendError, LBError, NoRoute
 from prefork_lb.forward import Answer, Forwarder
 from prefork_lb.headers import REQUEST_ID, canonical_name, client_request_id, upgrade_offer
 from prefork_lb.prober import HealthProber
+from prefork_lb.probes import ProbeEndpoints
 from prefork_lb.record import NO_STATS, RECORD_KEY, RequestRecord, Stats
 from prefork_lb.request import ProxyRequest, Target, body_framing, check_host, upstream_target
 from prefork_lb.routes import RouteTable
@@ -105,6 +106,7 @@ class ProxyApp:
         )
         self._upgrade_protocols = settings.upgrade_protocols
         self._tunnel_timeout = settings.tunnel_timeout
+        self._probes = ProbeEndpoints(settings, selector).paths
         # Compiled once. None without [[routes]] when pool 0 is "default": every
         # request goes there (without a default pool each one is a 404).
         names = [pool.name for pool in selector.pools]
@@ -121,6 +123,9 @@ class ProxyApp:
         record = environ[RECORD_KEY] = RequestRecord()
         try:
             request = read_request(environ)
+            probe = self._probes.get(request.target.path)
+            if probe is not None:
+                return probe(request, start_response)
             if self._admin.serves(request):
                 return self._admin.respond(request, start_response, environ["wsgi.input"])
         except LBError as err:

@@ -28,9 +28,12 @@ def fetch(
     headers: dict[str, str] | None = None,
     body: bytes | None = None,
     timeout: float = 20.0,
+    source: str | None = None,
 ) -> Reply:
-    """Send one request to 127.0.0.1:port and read the whole reply."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    """Send one request to 127.0.0.1:port (from ``source``, a loopback alias) and read the reply."""
+    conn = http.client.HTTPConnection(
+        "127.0.0.1", port, timeout=timeout, source_address=(source, 0) if source else None
+    )
     try:
         conn.request(method, target, body=body, headers=headers or {})
         response = conn.getresponse()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import re
 from pathlib import Path
 
 import pytest
@@ -699,6 +700,10 @@ def test_file_without_backends(tmp_path: Path) -> None:
             id="admin-allow",
         ),
         pytest.param("ADMIN_ALLOW", "", "admin_allow", (), id="admin-allow-nobody"),
+        pytest.param("READY_PATH", "/healthz/ready", "ready_path", "/healthz/ready", id="ready"),
+        pytest.param("READY_PATH", "off", "ready_path", "", id="ready-off"),
+        pytest.param("LIVE_PATH", "", "live_path", "", id="live-empty"),
+        pytest.param("LIVE_PATH", "/live/", "live_path", "/live/", id="live-exact"),
     ],
 )
 def test_failover_settings_from_environment(
@@ -1380,3 +1385,18 @@ def test_tunnel_setting_errors(variable: str, value: str) -> None:
         load_config({"PREFORK_LB_DEMO": "1", f"PREFORK_LB_{variable}": value})
     assert str(caught.value).startswith(f"PREFORK_LB_{variable}: ")
     assert repr(value.strip()) in str(caught.value) or repr(value) in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        pytest.param("READY_PATH", "ready", "PREFORK_LB_READY_PATH: must be a path", id="relative"),
+        pytest.param("READY_PATH", "/r?x=1", "got '/r?x=1'", id="query"),
+        pytest.param("LIVE_PATH", "/a b", "PREFORK_LB_LIVE_PATH: must be a path", id="space"),
+        pytest.param("LIVE_PATH", "/_prefork_lb/ready", "must differ from ready_path", id="same"),
+    ],
+)
+def test_bad_probe_paths_are_named(variable: str, value: str, message: str) -> None:
+    """A probe path that is not a plain path, or both probes on one path, stops the start."""
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config({"PREFORK_LB_BACKENDS": "http://h:1", f"PREFORK_LB_{variable}": value})
