@@ -37,6 +37,9 @@ def _parser() -> argparse.ArgumentParser:
         "--python-backends", action="store_true", help="Python backends even if nginx is installed"
     )
     parser.add_argument(
+        "--python-load", action="store_true", help="the Python driver even if wrk is installed"
+    )
+    parser.add_argument(
         "--sweep", action="store_true", help="only remove what runs that died left behind"
     )
     return parser
@@ -64,6 +67,7 @@ def _stop_on_signal(signum: int, frame: FrameType | None) -> None:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Build the cluster, run every phase, take it down; the figures."""
     haproxy, nginx = _tool("haproxy"), None if args.python_backends else _tool("nginx")
+    wrk = None if args.python_load else _tool("wrk")
     if haproxy is None:
         raise SystemExit("scripts/cluster needs haproxy (apt-get install -y haproxy)")
     layout = make_layout(os.getpid(), secrets.token_hex(2))
@@ -79,9 +83,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "backends": "nginx" if nginx else "python",
             "workers": args.workers,
             "connections": args.connections,
-            "load": "Python driver (gevent), closed loop",
+            "load": "Python driver (gevent), closed loop" + ("; wrk for throughput" if wrk else ""),
             "haproxy_mode": "tcp, roundrobin, send-proxy-v2, httpchk over PROXY v2",
-            "checks": {"inter_ms": checks.inter_ms, "fall": checks.fall, "rise": checks.rise},
+            "checks": {
+                "inter_ms": checks.inter_ms,
+                "fall": checks.fall,
+                "rise": checks.rise,
+                "timeout_ms": checks.timeout_ms,
+            },
+            "load_average": os.getloadavg()[0],
             "quick": args.quick,
             "logs": str(KEEP_LOGS_AS),
         }
@@ -95,7 +105,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             _progress(
                 f"  up in {time.monotonic() - started:.1f} s; throughput with 1, 2, 3 instances..."
             )
-            result["throughput"] = scenario.measure_throughput(cluster, timing)
+            result["throughput"] = scenario.measure_throughput(cluster, timing, wrk)
             _progress("  SIGKILL of one instance under load...")
             result["kill"] = scenario.kill_one(cluster, timing)
             _progress("  rolling HUP under load...")

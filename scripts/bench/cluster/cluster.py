@@ -34,6 +34,7 @@ from scripts.bench.cluster.configs import (
 )
 from scripts.bench.cluster.plan import BACKEND_PORT, FRONT_PORT, INSTANCE_PORT, Host, Layout
 from scripts.bench.cluster.services import Service, start_in, wait_until, workers_of
+from scripts.bench.wrk import DONE_SCRIPT, WrkResult, parse_wrk_output, why_no_result
 
 ROOT = Path(__file__).resolve().parents[3]
 READY_TIMEOUT_S = 30.0
@@ -257,6 +258,24 @@ class Cluster:
         return self.get(address, port, "/", {HASH_HEADER: key})
 
     # ---- load --------------------------------------------------------------------------
+
+    def run_wrk(self, wrk: str, connections: int, seconds: float, name: str) -> WrkResult:
+        """wrk from the client's namespace at HAProxy for ``seconds``; its figures."""
+        command = [
+            "ip", "netns", "exec", self.layout.client.namespace(self.layout.prefix),
+            wrk, "-t2", f"-c{connections}", f"-d{seconds:g}s", "--timeout", "2s",
+            "-s", str(DONE_SCRIPT), f"http://{self.layout.front.address}:{FRONT_PORT}/",
+        ]  # fmt: skip
+        output = self.work_dir / f"wrk-{name}.txt"
+        with output.open("w") as out:
+            subprocess.run(
+                command, stdout=out, stderr=subprocess.STDOUT, timeout=seconds + 30, check=False
+            )
+        text = output.read_text(errors="replace")
+        result = parse_wrk_output(text)
+        if result is None:
+            raise RuntimeError(why_no_result(text))
+        return result
 
     def start_load(self, connections: int, max_seconds: float, name: str) -> Load:
         """Start the driver in the client's namespace, aimed at HAProxy."""

@@ -21,6 +21,10 @@ class Checks:
     inter_ms: int = 500
     fall: int = 2
     rise: int = 2
+    # A HUP stops the old workers as soon as the new ones are forked: until a new one
+    # has loaded the app, connections wait in the listening socket. On a loaded 2-core
+    # machine that took over a second; a check must not give up before it ends.
+    timeout_ms: int = 2000
 
     @property
     def detection_bound_s(self) -> float:
@@ -71,7 +75,7 @@ defaults
     timeout connect 2s
     timeout client 30s
     timeout server 30s
-    timeout check 1s
+    timeout check {checks.timeout_ms}ms
     # A connection refused by a dead instance is retried on another one at once.
     retries 2
     option redispatch 1
@@ -80,7 +84,9 @@ frontend cluster
     default_backend instances
 backend instances
     balance roundrobin
-    option tcp-check
+    option httpchk
+    http-check send meth GET uri {READY_PATH} ver HTTP/1.1 hdr Host cluster
+    http-check expect status 200
     # The checks go over PROXY v2 too (a LOCAL header), as the traffic does.
     default-server check send-proxy-v2 check-send-proxy inter {checks.inter_ms}ms fall {checks.fall} rise {checks.rise}
 {servers}

@@ -18,12 +18,16 @@ def render(result: dict[str, Any]) -> str:
         f" load: {run['connections']} keep-alive connections ({run['load']})",
         "",
         "Throughput through HAProxy",
-        "  in service   req/s      failed   served by",
+        "  in service   req/s      failed   load     served by",
     ]
     for row in result["throughput"]:
+        if "served_by" in row:
+            served = f"{_served(row['served_by'])} requests"
+        else:
+            served = f"{_served(row['connections_by'])} connections"
         lines.append(
             f"  {row['instances']:>10}   {row['requests_per_s']:>8,.0f}   {row['failed']:>6}"
-            f"   {_served(row['served_by'])}"
+            f"   {row['load']:<6}   {served}"
         )
     kill = result["kill"]
     lines += [
@@ -47,7 +51,8 @@ def render(result: dict[str, Any]) -> str:
     lines += [
         "",
         "Rolling HUP under load, one instance at a time",
-        f"  requests {hup['requests']:,}, failed {hup['failed']}; ready again: {steps}",
+        f"  requests {hup['requests']:,}, failed {hup['failed']}; ready again: {steps};"
+        f" HAProxy marked an instance DOWN {hup['marked_down']} times",
     ]
     hashing = result["hashing"]
     lines += [

@@ -43,20 +43,44 @@ def _names(cluster: Cluster) -> dict[str, str]:
     return {host.address: host.short for host in cluster.layout.of_role("instance")}
 
 
-def measure_throughput(cluster: Cluster, timing: Timing) -> list[dict[str, Any]]:
-    """Requests per second through HAProxy with 1, 2 and 3 instances in service."""
+def measure_throughput(cluster: Cluster, timing: Timing, wrk: str | None) -> list[dict[str, Any]]:
+    """Requests per second through HAProxy with 1, 2 and 3 instances in service.
+
+    With ``wrk`` (its path), wrk makes the load, and who served is HAProxy's count of
+    connections per instance; without, the Python driver, which counts requests.
+    """
     rows = []
     instances = cluster.layout.of_role("instance")
     for count in range(1, len(instances) + 1):
         cluster.set_in_service(count)
-        load = cluster.start_load(
-            timing.connections, timing.throughput_s + 30, f"in-service-{count}"
-        )
+        name = f"in-service-{count}"
+        if wrk is not None:
+            before = cluster.haproxy_status()
+            result = cluster.run_wrk(wrk, timing.connections, timing.throughput_s, name)
+            after = cluster.haproxy_status()
+            rows.append(
+                {
+                    "instances": count,
+                    "load": "wrk",
+                    "requests_per_s": round(result.requests_per_s, 1),
+                    "requests": result.requests,
+                    "failed": result.error_count,
+                    "connections_by": {
+                        host.short: int(after[host.short]["stot"]) - int(before[host.short]["stot"])
+                        for host in instances
+                    },
+                    "p50_ms": result.p50_ms,
+                    "p99_ms": result.p99_ms,
+                }
+            )
+            continue
+        load = cluster.start_load(timing.connections, timing.throughput_s + 30, name)
         time.sleep(timing.throughput_s)
         requests = load.finish()
         rows.append(
             {
                 "instances": count,
+                "load": "python",
                 "requests_per_s": round(analysis.throughput(requests), 1),
                 "requests": len(requests),
                 "failed": len(analysis.failures(requests)),
@@ -130,6 +154,7 @@ def rolling_hup(cluster: Cluster, timing: Timing) -> dict[str, Any]:
     """HUP each instance in turn under load, waiting until it is ready again before the next."""
     load = cluster.start_load(timing.connections, timing.warm_s + 120, "hup")
     time.sleep(timing.warm_s)
+    before = cluster.haproxy_status()
     steps = []
     for host in cluster.layout.of_role("instance"):
         service = cluster.services[host.short]
@@ -142,8 +167,11 @@ def rolling_hup(cluster: Cluster, timing: Timing) -> dict[str, Any]:
         steps.append({"instance": host.short, "ready_s": round(time.monotonic() - started, 3)})
     time.sleep(timing.after_s)
     requests = load.finish()
+    after = cluster.haproxy_status()
     return {
         "requests": len(requests),
+        # Times HAProxy's checks took an instance out while it reloaded.
+        "marked_down": sum(int(after[n]["chkdown"]) - int(before[n]["chkdown"]) for n in after),
         "failed": len(analysis.failures(requests)),
         "failure_reasons": sorted({r.error for r in analysis.failures(requests)}),
         "steps": steps,
