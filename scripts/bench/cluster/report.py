@@ -15,7 +15,8 @@ def render(result: dict[str, Any]) -> str:
     lines = [
         f"prefork_lb cluster on one machine ({run['cores']} cores): 3 backends ({run['backends']}),"
         f" 3 instances x {run['workers']} workers, HAProxy {run['haproxy_mode']};"
-        f" load: {run['connections']} keep-alive connections ({run['load']})",
+        f" load: {run['connections']} keep-alive connections ({run['load']});"
+        f" load average {run['load_average']:.1f} at start",
         "",
         "Throughput through HAProxy",
         "  in service   req/s      failed   load     served by",
@@ -41,7 +42,9 @@ def render(result: dict[str, Any]) -> str:
         f"  HAProxy marked it DOWN after      {kill['detect_s']:.3f} s"
         f" (fall x inter = {kill['detection_bound_s']:g} s)",
         f"  connections HAProxy re-dispatched {kill['haproxy_redispatched']}"
-        f" (connect errors {kill['haproxy_connect_errors']})",
+        f" (connect errors {kill['haproxy_connect_errors']});"
+        f" it gave it {kill['haproxy_attempts_after_down']} once DOWN",
+        f"  requests it served after the kill {kill['served_after_kill']}",
         f"  restarted, UP again after         {kill['restart_to_up_s']:.3f} s;"
         f" {kill['restarted_served_fresh']} of {kill['fresh_connections']}"
         " new connections went to it",
