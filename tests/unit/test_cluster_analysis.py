@@ -1,7 +1,8 @@
-"""scripts/cluster's reading of a load run: throughput, who served, what a killed instance held."""
+"""scripts/cluster's reading of a run: throughput, who served, what a killed one held, the table."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,9 @@ from scripts.bench.cluster.analysis import (
     unanswered_connections,
 )
 from scripts.bench.cluster.haproxy_api import parse_show_stat
+from scripts.bench.cluster.report import render
 
+SAMPLES = Path(__file__).parent / "cluster_samples"
 LB1, LB2 = "198.18.0.21", "198.18.0.22"
 NAMES = {LB1: "lb1", LB2: "lb2"}
 
@@ -104,7 +107,7 @@ def test_records_read_back_from_the_drivers_json() -> None:
 
 def test_show_stat_gives_each_servers_row() -> None:
     """HAProxy's `show stat` CSV (captured from HAProxy 2.6) gives a row per server of a backend."""
-    text = (Path(__file__).parent / "cluster_samples" / "show_stat.csv").read_text()
+    text = (SAMPLES / "show_stat.csv").read_text()
     rows = parse_show_stat(text, "instances")
     assert sorted(rows) == ["lb1", "lb2"]
     assert rows["lb1"]["status"] == "DOWN"
@@ -116,3 +119,14 @@ def test_show_stat_refuses_other_text() -> None:
     """An error message in place of the CSV is a ValueError saying what it got."""
     with pytest.raises(ValueError, match="not the output of 'show stat'"):
         parse_show_stat("Unknown command.\n", "instances")
+
+
+def test_the_table_shows_every_phase_of_a_real_run() -> None:
+    """A real run's JSON (the README's sample) renders to the table with each phase's figures."""
+    document = json.loads((SAMPLES / "run.json").read_text())
+    table = render(document)
+    assert "           3      1,708        0   wrk      lb1 8, lb2 9, lb3 8 connections" in table
+    assert "8 of 24, and 2 it accepted in the 26 ms its processes took to die" in table
+    assert "failed requests                   10 (on those connections: 10)" in table
+    assert "requests 12,972, failed 0" in table
+    assert "same backend everywhere: 100 of 100 keys" in table
