@@ -70,8 +70,12 @@ def haproxy_config(front: Host, instances: list[Host], checks: Checks, stats_soc
     return f"""global
     stats socket {stats_socket} level admin
     nbthread 1
+    # One line per client connection (the load keeps them open): who served it, how it ended.
+    log stderr format raw local0
 defaults
     mode tcp
+    log global
+    option tcplog
     timeout connect 2s
     timeout client 30s
     timeout server 30s

@@ -17,8 +17,7 @@ from typing import Any
 from scripts.bench.cluster import analysis
 from scripts.bench.cluster.cluster import Cluster
 from scripts.bench.cluster.plan import FRONT_PORT, INSTANCE_PORT
-from scripts.bench.cluster.services import wait_until, workers_of
-from scripts.bench.procfs import process_running
+from scripts.bench.cluster.services import exited, wait_until, workers_of
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,9 +100,7 @@ def kill_one(cluster: Cluster, timing: Timing, victim_number: int = 2) -> dict[s
     killed_at = time.monotonic()
     service.kill_group(signal.SIGKILL)
     # Dead when none of its processes runs any more: its listening socket is closed then.
-    wait_until(
-        lambda: not any(map(process_running, processes)), "the killed instance gone", 10, 0.002
-    )
+    wait_until(lambda: all(map(exited, processes)), "the killed instance gone", 10, 0.002)
     gone_at = time.monotonic()
     detect_s = cluster.wait_haproxy_status(victim, "DOWN", timeout_s=30)
     at_down = cluster.haproxy_status()[victim.short]
@@ -129,6 +126,8 @@ def kill_one(cluster: Cluster, timing: Timing, victim_number: int = 2) -> dict[s
         "connections": timing.connections,
         "held_connections": len(held),
         "dying_s": round(gone_at - killed_at, 3),
+        "killed_at": killed_at,  # CLOCK_MONOTONIC, as the load's records
+        "gone_at": gone_at,
         "accepted_while_dying": len(while_dying),
         "failed": len(analysis.failures(requests)),
         "failed_on_held": analysis.failed_on(requests, held | while_dying, killed_at),

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from scripts.bench.procfs import all_processes, children
+from scripts.bench.procfs import all_processes, children, process_running
 
 STOP_TIMEOUT_S = 5.0
 
@@ -89,6 +89,20 @@ def workers_of(master: int) -> set[int]:
     """The live child processes of ``master`` (zombies not yet reaped left out)."""
     processes = [stat for stat in all_processes() if stat.state not in ("Z", "X")]
     return set(children(master, processes))
+
+
+def exited(pid: int) -> bool:
+    """Whether every thread of ``pid`` has exited, so its sockets are closed.
+
+    A process whose main thread has exited shows as a zombie while its other
+    threads are still exiting, and its files (a listening socket) close with
+    the last of them: a zombie main thread alone is not enough.
+    """
+    try:
+        threads = {int(task.name) for task in Path(f"/proc/{pid}/task").iterdir()}
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+    return threads <= {pid} and not process_running(pid)
 
 
 def wait_until(
