@@ -6,7 +6,8 @@ summary WRK_OUTPUT [--bulk | --latency]
                                   one progress line from a wrk run
 rss MASTER_PID SAVE_AS            sum of the resident memory of MASTER_PID's children
 cpu PID SAVE_AS                   CPU time so far of PID and its descendants
-backend PORT NAME BULK_FILE       a small HTTP/1.1 keep-alive server (no nginx)
+backend PORT NAME BULK_FILE [--host ADDRESS]
+                                  a small HTTP/1.1 keep-alive server (no nginx)
 ws-backend PORT                   the WebSocket phase's backend (echo and bulk)
 ws-drive WS_URL SECONDS SAVE_AS [--connections N]
                                   bulk relay and echo round trips against one target
@@ -67,6 +68,7 @@ def _parser() -> argparse.ArgumentParser:
     backend.add_argument("port", type=int)
     backend.add_argument("name")
     backend.add_argument("bulk_file", type=Path)
+    backend.add_argument("--host", default="127.0.0.1")
 
     ws_backend = commands.add_parser("ws-backend")
     ws_backend.add_argument("port", type=int)
@@ -207,7 +209,7 @@ def main(argv: list[str]) -> int:
         case "cpu":
             args.save_as.write_text(json.dumps(cpu_sample(args.pid)) + "\n")
         case "backend":
-            serve_backend(args.port, args.name, args.bulk_file)
+            serve_backend(args.port, args.name, args.bulk_file, args.host)
         case "ws-backend" | "ws-drive" | "ws-report":
             websocket_command(args)
         case "report":

@@ -7,7 +7,11 @@ from pathlib import Path
 
 
 class _BackendHandler(BaseHTTPRequestHandler):
-    """Answers ``backend-N`` to everything, and the bulk file at /bulk."""
+    """Answers ``backend-N`` to everything, and the bulk file at /bulk.
+
+    Each answer names the backend (``X-Backend``) and the address that connected
+    to it (``X-Backend-Peer``), as scripts/cluster's nginx backends do.
+    """
 
     protocol_version = "HTTP/1.1"  # keep-alive, as nginx would
     # Headers and body go out in two writes: without TCP_NODELAY the second waits
@@ -30,6 +34,8 @@ class _BackendHandler(BaseHTTPRequestHandler):
         self.send_response(200)
         self.send_header("Content-Type", "text/plain")
         self.send_header("Content-Length", str(len(answer)))
+        self.send_header("X-Backend", self.server.backend_name)
+        self.send_header("X-Backend-Peer", self.client_address[0])
         self.end_headers()
         self.wfile.write(answer)
 
@@ -44,12 +50,12 @@ class _BackendServer(ThreadingHTTPServer):
     # The default backlog of 5 turns a burst of connects into SYN retries.
     request_queue_size = 1024
 
-    def __init__(self, port: int, name: str, bulk_file: Path) -> None:
+    def __init__(self, host: str, port: int, name: str, bulk_file: Path) -> None:
         self.backend_name = name
         self.bulk_file = bulk_file
-        super().__init__(("127.0.0.1", port), _BackendHandler)
+        super().__init__((host, port), _BackendHandler)
 
 
-def serve_backend(port: int, name: str, bulk_file: Path) -> None:
-    """Serve on 127.0.0.1:port until killed."""
-    _BackendServer(port, name, bulk_file).serve_forever()
+def serve_backend(port: int, name: str, bulk_file: Path, host: str = "127.0.0.1") -> None:
+    """Serve on host:port (127.0.0.1 unless told) until killed."""
+    _BackendServer(host, port, name, bulk_file).serve_forever()
