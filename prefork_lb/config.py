@@ -35,6 +35,10 @@ from prefork_lb.values import (
     parse_ca_bundle,
     parse_cookie_name,
     parse_count,
+    parse_dns_name_port,
+    parse_dns_resolver,
+    parse_dns_slots,
+    parse_dns_srv_name,
     parse_extension_options,
     parse_extensions,
     parse_hash_key,
@@ -45,6 +49,7 @@ from prefork_lb.values import (
     parse_positive_int,
     parse_protocols,
     parse_retry_statuses,
+    parse_scheme,
     parse_seconds,
     parse_seconds_or_zero,
     parse_secret,
@@ -61,6 +66,7 @@ __all__ = [
     "SETTINGS",
     "Backend",
     "ConfigError",
+    "DnsGroup",
     "HealthCheck",
     "IPNetwork",
     "Member",
@@ -292,9 +298,13 @@ def _parse_pools(where: str, value: object) -> tuple[_PoolSpec, ...]:
             raise ConfigError(
                 f"{here}: unknown key {unknown[0]!r} (known keys: {', '.join(sorted(known))})"
             )
-        if not table.get("backends"):
-            raise ConfigError(f"{here}: missing key 'backends' (at least one [[{here}.backends]])")
-        backends = _parse_backends(f"{here}.backends", table["backends"])
+        has_dns = bool(table.get("dns") or table.get("dns_srv"))
+        if not table.get("backends") and not has_dns:
+            raise ConfigError(
+                f"{here}: missing key 'backends' (at least one [[{here}.backends]], "
+                "or dns or dns_srv)"
+            )
+        backends = _parse_backends(f"{here}.backends", table.get("backends", []))
         options = tuple(
             (key, _BY_NAME[key].parse(f"{here}.{key}", raw))
             for key, raw in table.items()
@@ -743,6 +753,66 @@ SETTINGS: tuple[Setting, ...] = (
         "``read_timeout`` bounds the wait for the backend's ``101``.",
     ),
     Setting(
+        "dns",
+        parse_dns_name_port,
+        "",
+        "(per pool too) Find this pool's backends through DNS: ``name:port``, every A "
+        "and AAAA record of the name is a backend ``ip:port`` (see Backends from DNS). "
+        "The per-backend settings of the pool (or the global ones) hold for each.",
+    ),
+    Setting(
+        "dns_srv",
+        parse_dns_srv_name,
+        "",
+        "(per pool too) Find this pool's backends through DNS SRV records, as "
+        "``_http._tcp.api.internal``: each target's addresses with the record's port; "
+        "its weight is the backend's, a priority number above the lowest makes a backup. "
+        "Not with ``dns`` in the same pool.",
+    ),
+    Setting(
+        "dns_scheme",
+        parse_scheme,
+        "http",
+        "(per pool too) ``http`` or ``https``: how the balancer talks to the backends "
+        "found through ``dns`` or ``dns_srv`` (an ``https`` one's certificate must name "
+        "its IP address).",
+    ),
+    Setting(
+        "dns_slots",
+        parse_dns_slots,
+        32,
+        "(per pool too) The most addresses a ``dns`` or ``dns_srv`` source can hold at "
+        "once (1 to 1024; shared memory is fixed in size, as HAProxy's "
+        "``server-template`` count is). More addresses than that are logged once and "
+        "left out.",
+    ),
+    Setting(
+        "dns_resolver",
+        parse_dns_resolver,
+        "",
+        "The DNS server to ask, ``ip:port``; empty: the system's (``/etc/resolv.conf``).",
+    ),
+    Setting(
+        "dns_interval",
+        parse_seconds,
+        10.0,
+        "Seconds between two resolutions of a DNS source, at most: a shorter TTL of "
+        "the records makes it shorter, never below 1 s.",
+    ),
+    Setting(
+        "dns_timeout",
+        parse_seconds,
+        2.0,
+        "Seconds to wait for the DNS server's answer (a timeout keeps the last good set).",
+    ),
+    Setting(
+        "dns_allow_empty_start",
+        parse_bool,
+        False,
+        "Start even when a DNS source cannot be resolved (or has no address): its pool "
+        "answers 503 until addresses appear. By default such a start is an error.",
+    ),
+    Setting(
         "pools",
         _parse_pools,
         (),
@@ -806,6 +876,10 @@ _POOL_OPTIONS = (
     "sticky_cookie",
     "queue_timeout",
     "max_queue",
+    "dns",
+    "dns_srv",
+    "dns_scheme",
+    "dns_slots",
     *_OVERRIDABLE,
 )
 
@@ -857,6 +931,10 @@ class Backend:
     max_fails: int = _DEFAULT["max_fails"]  # 0 = never marked down by failed requests
     fail_timeout: float = _DEFAULT["fail_timeout"]
     check: HealthCheck = HealthCheck()
+    # A slot for an address found through DNS: the source (``name:port`` or an
+    # SRV name); empty for a listed backend. In ``Settings.backends`` a slot's
+    # url, host and port are placeholders; ``directory.Directory`` has its address.
+    dns: str = ""
 
     def __post_init__(self) -> None:
         if not self.name:
@@ -889,6 +967,22 @@ class Pool:
     sticky_cookie: str = _DEFAULT["sticky_cookie"]
     queue_timeout: float = _DEFAULT["queue_timeout"]
     max_queue: int = _DEFAULT["max_queue"]
+
+
+@dataclass(frozen=True, slots=True)
+class DnsGroup:
+    """One DNS source of one pool and its slots: ``Settings.backends[first:first + count]``."""
+
+    pool: str
+    source: str  # ``name:port`` (A/AAAA) or an SRV name (``srv``)
+    srv: bool
+    first: int
+    count: int
+
+    @property
+    def indexes(self) -> range:
+        """The slots' indexes in ``Settings.backends``."""
+        return range(self.first, self.first + self.count)
 
 
 @dataclass(frozen=True, slots=True)
@@ -941,6 +1035,16 @@ class Settings:
     state_file: str = _DEFAULT["state_file"]  # an absolute path; empty: none
     upgrade_protocols: tuple[str, ...] = _DEFAULT["upgrade_protocols"]  # lower case
     tunnel_timeout: float = _DEFAULT["tunnel_timeout"]
+    dns: str = _DEFAULT["dns"]
+    dns_srv: str = _DEFAULT["dns_srv"]
+    dns_scheme: str = _DEFAULT["dns_scheme"]
+    dns_slots: int = _DEFAULT["dns_slots"]
+    dns_resolver: str = _DEFAULT["dns_resolver"]
+    dns_interval: float = _DEFAULT["dns_interval"]
+    dns_timeout: float = _DEFAULT["dns_timeout"]
+    dns_allow_empty_start: bool = _DEFAULT["dns_allow_empty_start"]
+    # Each DNS source's slots in ``backends`` (made by load_config from dns/dns_srv).
+    dns_groups: tuple[DnsGroup, ...] = ()
     # Empty: one pool, "default", of every backend (effective_pools).
     pools: tuple[Pool, ...] = _DEFAULT["pools"]
     routes: tuple[Route, ...] = _DEFAULT["routes"]
@@ -1011,11 +1115,50 @@ def _pool(name: str, members: tuple[Member, ...], settings: Settings) -> Pool:
     )
 
 
+def _dns_of(where: str, own: Settings, options: Mapping[str, Any]) -> tuple[str, bool]:
+    """The pool's DNS source, if any, and whether it is an SRV name.
+
+    A named pool has only its own (not the top level's, which is the default pool's).
+    """
+    dns = options.get("dns", "") if where != "backends" else own.dns
+    srv = options.get("dns_srv", "") if where != "backends" else own.dns_srv
+    prefix = "" if where == "backends" else where.removesuffix(".backends") + "."
+    if dns and srv:
+        raise ConfigError(f"{prefix}dns_srv: {srv!r}: a pool has dns or dns_srv, not both")
+    if (dns or srv) and own.sticky_cookie:
+        raise ConfigError(
+            f"{prefix}sticky_cookie: {own.sticky_cookie!r}: sticky cookies are not "
+            "supported for a pool whose backends come from DNS (use policy = \"hash\")"
+        )
+    return (dns, False) if dns else (srv, True)
+
+
+def _dns_slots(pool: str, own: Settings, source: str, srv: bool, first: int) -> list[Backend]:
+    """``own.dns_slots`` slots for the addresses of ``source``, each a template backend.
+
+    Its URL is a placeholder (unique, never connected to) until an address fills it.
+    """
+    port = 0 if srv else int(source.rpartition(":")[2])
+    slots = []
+    for number in range(own.dns_slots):
+        host = f"slot-{number}.{pool}.dns.invalid"
+        template = Backend(
+            url=f"{own.dns_scheme}://{host}:{port}",
+            scheme=own.dns_scheme,
+            host=host,
+            port=port,
+            name=f"dns-slot-{first + number}",
+            dns=source,
+        )
+        slots.append(_resolve_backend(_BackendSpec(template), own))
+    return slots
+
+
 def _resolve_pools(
     settings: Settings, default: tuple[_BackendSpec, ...], specs: tuple[_PoolSpec, ...]
 ) -> Settings:
     """One list of backends, each URL once, and the pools as indexes into it."""
-    if default:
+    if default or settings.dns or settings.dns_srv:
         if any(spec.name == "default" for spec in specs):
             raise ConfigError(
                 "pools.default: duplicate pool: the top-level backends are the pool 'default'"
@@ -1024,6 +1167,7 @@ def _resolve_pools(
     backends: list[Backend] = []
     first: dict[str, tuple[int, str]] = {}  # url -> (index, where first listed)
     pools = []
+    groups: list[DnsGroup] = []
     for spec in specs:
         own = replace(settings, **dict(spec.options))
         members = []
@@ -1043,8 +1187,18 @@ def _resolve_pools(
                     "is one server and needs the same health and failure settings in both",
                 )
             members.append(Member(index, backend.weight, backend.backup))
+        source, srv = _dns_of(spec.where, own, dict(spec.options))
+        if source:
+            start = len(backends)
+            backends.extend(_dns_slots(spec.name, own, source, srv, start))
+            members.extend(Member(i) for i in range(start, len(backends)))
+            groups.append(DnsGroup(spec.name, source, srv, start, own.dns_slots))
+        elif not members:
+            raise ConfigError(f"{spec.where}: a pool needs backends, or dns or dns_srv")
         pools.append(_pool(spec.name, tuple(members), own))
-    return replace(settings, backends=tuple(backends), pools=tuple(pools))
+    return replace(
+        settings, backends=tuple(backends), pools=tuple(pools), dns_groups=tuple(groups)
+    )
 
 
 def _check_routes(settings: Settings) -> None:
@@ -1118,6 +1272,9 @@ def load_config(environ: Mapping[str, str]) -> Settings:
     settings = Settings(**values, sources=tuple(sources))
     if pool_specs:
         settings = _resolve_pools(settings, specs, pool_specs)
+    elif settings.dns or settings.dns_srv:
+        # The default pool alone: its slots follow its listed backends.
+        settings = replace(_resolve_pools(settings, specs, ()), pools=())
     else:
         backends = tuple(_resolve_backend(spec, settings) for spec in specs)
         settings = replace(settings, backends=backends)

@@ -12,10 +12,11 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from prefork_lb.admission import AtCapacity, at_limit, may_take_slot
-from prefork_lb.config import Backend, Pool, Settings, effective_pools
+from prefork_lb.config import Backend, Member, Pool, Settings, effective_pools
+from prefork_lb.directory import Directory
 from prefork_lb.errors import NoBackendAvailable
 from prefork_lb.hashing import HashRing, ring_for
 from prefork_lb.health import BackendHealth, Event, HealthPolicy, observe, ramp
@@ -31,23 +32,35 @@ from prefork_lb.scheduling import (
     pick_round_robin,
 )
 from prefork_lb.shared import AdmissionTable, SharedState
+from prefork_lb.slots import SlotState
 
 log = logging.getLogger("gunicorn.error").getChild("prefork_lb")
 
 
-def hash_rings(settings: Settings) -> list[HashRing | None]:
-    """Each pool's hash table (None for a pool that does not hash).
+def hash_rings(
+    settings: Settings, backends: Sequence[Backend] | None = None
+) -> list[HashRing | None]:
+    """Each pool's hash table (None for a pool that does not hash, or has no backend yet).
 
     The master calls it before it forks (``hooks``), so that workers find the
-    tables already built (``hashing.ring_for`` remembers them).
+    tables already built (``hashing.ring_for`` remembers them). ``backends``
+    as they are now (a ``Directory``): a DNS slot counts only while it holds
+    an address that is not draining, under that address's URL and weight, so
+    every worker and every instance builds the same table from the same set.
     """
-    backends = settings.backends
-    return [
-        ring_for(tuple((m.index, backends[m.index].url, m.weight) for m in pool.members))
-        if pool.policy == HASH
-        else None
-        for pool in effective_pools(settings)
-    ]
+    if backends is None:
+        backends = settings.backends
+    states = backends.states if isinstance(backends, Directory) else None
+    rings: list[HashRing | None] = []
+    for pool in effective_pools(settings):
+        members = tuple(
+            (m.index, backends[m.index].url, backends[m.index].weight if b.dns else m.weight)
+            for m in pool.members
+            for b in (settings.backends[m.index],)
+            if not b.dns or (states is not None and states[m.index] == SlotState.ACTIVE)
+        )
+        rings.append(ring_for(members) if pool.policy == HASH and members else None)
+    return rings
 
 
 def health_policy(backend: Backend) -> HealthPolicy:
@@ -65,7 +78,11 @@ class Selector:
     """Chooses backends for one worker from the state all workers share."""
 
     def __init__(self, settings: Settings, state: SharedState, slot: int | None) -> None:
-        self.backends = settings.backends
+        # Backends from DNS: a view that follows the address table; else the plain tuple.
+        self._directory = (
+            Directory(settings.backends, state.addresses) if settings.dns_groups else None
+        )
+        self.backends: Sequence[Backend] = self._directory or settings.backends
         self._settings = settings
         self._state = state
         self._slot = slot
@@ -85,7 +102,7 @@ class Selector:
         # Called when a request to a limited backend ends (the waiting room's wake).
         self.on_release: Callable[[int], None] | None = None
         # From URLs and weights only: the same in every process (made by the master).
-        self._rings = hash_rings(settings)
+        self._rings = hash_rings(settings, self.backends)
         self._least_conn = tuple(pool.policy == LEAST_CONN for pool in self.pools)
         self._outlier = (
             OutlierPolicy(
@@ -298,6 +315,9 @@ class Selector:
         if self._state.health.generation() != self._generation:
             self._generation, self._rows = self._state.health.snapshot()
             self._cached = [None] * len(self.pools)
+        if self._directory is not None and self._directory.refresh():
+            self._cached = [None] * len(self.pools)
+            self._rings = hash_rings(self._settings, self._directory)
 
     def _eligible(self, now: float, exclude: frozenset[int], pool: int) -> Eligible:
         self._refresh()
@@ -307,6 +327,8 @@ class Selector:
         slow_start = self._settings.slow_start
         rows = self._rows
         members = self.pools[pool].members
+        if self._directory is not None:
+            members = self._present_members(members)
         candidates = [
             Candidate(
                 index=member.index,
@@ -319,11 +341,17 @@ class Selector:
         ]
         # Drained and in maintenance: never chosen, not even fail-open or alone.
         held = frozenset(m.index for m in members if rows[m.index].admin)
+        if self._directory is not None:
+            # An address gone from DNS is drained the same way.
+            states = self._directory.states
+            held |= {m.index for m in members if states[m.index] == SlotState.DRAINING}
         try:
             choice = eligible(
                 candidates, exclude=exclude | held, fail_open=self._settings.fail_open
             )
         except NoBackendAvailable:
+            if not members:
+                raise NoBackendAvailable("no address found through DNS yet") from None
             if held and held.issuperset(m.index for m in members if m.index not in exclude):
                 raise NoBackendAvailable(
                     "every backend is drained or in maintenance"
@@ -335,6 +363,18 @@ class Selector:
             self._cached[pool] = choice
             self._stable_until[pool] = self._next_change(now, slow_start)
         return choice
+
+    def _present_members(self, members: tuple[Member, ...]) -> tuple[Member, ...]:
+        """The members that exist now: a DNS slot with an address, with its weight and backup."""
+        assert self._directory is not None
+        backends, states = self._directory, self._directory.states
+        return tuple(
+            Member(m.index, backends[m.index].weight, backends[m.index].backup)
+            if backends[m.index].dns
+            else m
+            for m in members
+            if states[m.index] != SlotState.EMPTY
+        )
 
     def _next_change(self, now: float, slow_start: float) -> float:
         """When the passing of time alone next changes the choice."""
