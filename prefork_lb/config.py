@@ -22,6 +22,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import urlsplit
 
+from prefork_lb.dns import DnsSource, parse_dns, parse_dns_srv, parse_resolver
 from prefork_lb.routes import Route
 from prefork_lb.values import (
     ConfigError,
@@ -35,10 +36,7 @@ from prefork_lb.values import (
     parse_ca_bundle,
     parse_cookie_name,
     parse_count,
-    parse_dns_name_port,
-    parse_dns_resolver,
     parse_dns_slots,
-    parse_dns_srv_name,
     parse_extension_options,
     parse_extensions,
     parse_hash_key,
@@ -114,7 +112,7 @@ class Setting:
 
 def _as_written(value: object) -> str:
     """A default as a user would set it (reStructuredText: strings are literals)."""
-    if isinstance(value, str | tuple) and not value:
+    if value is None or (isinstance(value, str | tuple) and not value):
         return "(none)"
     if isinstance(value, tuple):
         return ", ".join(_as_written(item) for item in value)
@@ -754,16 +752,16 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "dns",
-        parse_dns_name_port,
-        "",
+        parse_dns,
+        None,
         "(per pool too) Find this pool's backends through DNS: ``name:port``, every A "
         "and AAAA record of the name is a backend ``ip:port`` (see Backends from DNS). "
         "The per-backend settings of the pool (or the global ones) hold for each.",
     ),
     Setting(
         "dns_srv",
-        parse_dns_srv_name,
-        "",
+        parse_dns_srv,
+        None,
         "(per pool too) Find this pool's backends through DNS SRV records, as "
         "``_http._tcp.api.internal``: each target's addresses with the record's port; "
         "its weight is the backend's, a priority number above the lowest makes a backup. "
@@ -788,8 +786,8 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "dns_resolver",
-        parse_dns_resolver,
-        "",
+        parse_resolver,
+        None,
         "The DNS server to ask, ``ip:port``; empty: the system's (``/etc/resolv.conf``).",
     ),
     Setting(
@@ -974,8 +972,7 @@ class DnsGroup:
     """One DNS source of one pool and its slots: ``Settings.backends[first:first + count]``."""
 
     pool: str
-    source: str  # ``name:port`` (A/AAAA) or an SRV name (``srv``)
-    srv: bool
+    source: DnsSource
     first: int
     count: int
 
@@ -1035,11 +1032,11 @@ class Settings:
     state_file: str = _DEFAULT["state_file"]  # an absolute path; empty: none
     upgrade_protocols: tuple[str, ...] = _DEFAULT["upgrade_protocols"]  # lower case
     tunnel_timeout: float = _DEFAULT["tunnel_timeout"]
-    dns: str = _DEFAULT["dns"]
-    dns_srv: str = _DEFAULT["dns_srv"]
+    dns: DnsSource | None = _DEFAULT["dns"]
+    dns_srv: DnsSource | None = _DEFAULT["dns_srv"]
     dns_scheme: str = _DEFAULT["dns_scheme"]
     dns_slots: int = _DEFAULT["dns_slots"]
-    dns_resolver: str = _DEFAULT["dns_resolver"]
+    dns_resolver: tuple[str, int] | None = _DEFAULT["dns_resolver"]  # None: the system's
     dns_interval: float = _DEFAULT["dns_interval"]
     dns_timeout: float = _DEFAULT["dns_timeout"]
     dns_allow_empty_start: bool = _DEFAULT["dns_allow_empty_start"]
@@ -1115,30 +1112,31 @@ def _pool(name: str, members: tuple[Member, ...], settings: Settings) -> Pool:
     )
 
 
-def _dns_of(where: str, own: Settings, options: Mapping[str, Any]) -> tuple[str, bool]:
-    """The pool's DNS source, if any, and whether it is an SRV name.
+def _dns_of(where: str, own: Settings, options: Mapping[str, Any]) -> DnsSource | None:
+    """The pool's DNS source, if any.
 
     A named pool has only its own (not the top level's, which is the default pool's).
     """
-    dns = options.get("dns", "") if where != "backends" else own.dns
-    srv = options.get("dns_srv", "") if where != "backends" else own.dns_srv
+    dns = options.get("dns") if where != "backends" else own.dns
+    srv = options.get("dns_srv") if where != "backends" else own.dns_srv
     prefix = "" if where == "backends" else where.removesuffix(".backends") + "."
     if dns and srv:
-        raise ConfigError(f"{prefix}dns_srv: {srv!r}: a pool has dns or dns_srv, not both")
+        raise ConfigError(f"{prefix}dns_srv: {srv.label!r}: a pool has dns or dns_srv, not both")
     if (dns or srv) and own.sticky_cookie:
         raise ConfigError(
             f"{prefix}sticky_cookie: {own.sticky_cookie!r}: sticky cookies are not "
-            "supported for a pool whose backends come from DNS (use policy = \"hash\")"
+            'supported for a pool whose backends come from DNS (use policy = "hash")'
         )
-    return (dns, False) if dns else (srv, True)
+    source: DnsSource | None = dns or srv
+    return source
 
 
-def _dns_slots(pool: str, own: Settings, source: str, srv: bool, first: int) -> list[Backend]:
+def _dns_slots(pool: str, own: Settings, source: DnsSource, first: int) -> list[Backend]:
     """``own.dns_slots`` slots for the addresses of ``source``, each a template backend.
 
     Its URL is a placeholder (unique, never connected to) until an address fills it.
     """
-    port = 0 if srv else int(source.rpartition(":")[2])
+    port = source.port
     slots = []
     for number in range(own.dns_slots):
         host = f"slot-{number}.{pool}.dns.invalid"
@@ -1148,7 +1146,7 @@ def _dns_slots(pool: str, own: Settings, source: str, srv: bool, first: int) -> 
             host=host,
             port=port,
             name=f"dns-slot-{first + number}",
-            dns=source,
+            dns=source.label,
         )
         slots.append(_resolve_backend(_BackendSpec(template), own))
     return slots
@@ -1187,18 +1185,16 @@ def _resolve_pools(
                     "is one server and needs the same health and failure settings in both",
                 )
             members.append(Member(index, backend.weight, backend.backup))
-        source, srv = _dns_of(spec.where, own, dict(spec.options))
-        if source:
+        source = _dns_of(spec.where, own, dict(spec.options))
+        if source is not None:
             start = len(backends)
-            backends.extend(_dns_slots(spec.name, own, source, srv, start))
+            backends.extend(_dns_slots(spec.name, own, source, start))
             members.extend(Member(i) for i in range(start, len(backends)))
-            groups.append(DnsGroup(spec.name, source, srv, start, own.dns_slots))
+            groups.append(DnsGroup(spec.name, source, start, own.dns_slots))
         elif not members:
             raise ConfigError(f"{spec.where}: a pool needs backends, or dns or dns_srv")
         pools.append(_pool(spec.name, tuple(members), own))
-    return replace(
-        settings, backends=tuple(backends), pools=tuple(pools), dns_groups=tuple(groups)
-    )
+    return replace(settings, backends=tuple(backends), pools=tuple(pools), dns_groups=tuple(groups))
 
 
 def _check_routes(settings: Settings) -> None:

@@ -83,6 +83,7 @@ class Selector:
             Directory(settings.backends, state.addresses) if settings.dns_groups else None
         )
         self.backends: Sequence[Backend] = self._directory or settings.backends
+        self.follows_dns = self._directory is not None
         self._settings = settings
         self._state = state
         self._slot = slot
@@ -363,6 +364,11 @@ class Selector:
             self._cached[pool] = choice
             self._stable_until[pool] = self._next_change(now, slow_start)
         return choice
+
+    def present(self, index: int) -> bool:
+        """Whether backend ``index`` exists now (a listed one, or a DNS slot holding an address)."""
+        self._refresh()
+        return self._directory is None or self._directory.present(index)
 
     def _present_members(self, members: tuple[Member, ...]) -> tuple[Member, ...]:
         """The members that exist now: a DNS slot with an address, with its weight and backup."""

@@ -129,7 +129,9 @@ def assign(
             left_out.append(key)
             continue
         number = free.pop(0)
-        new[number] = Slot(SlotState.ACTIVE, address.ip, address.port, address.weight, address.backup)
+        new[number] = Slot(
+            SlotState.ACTIVE, address.ip, address.port, address.weight, address.backup
+        )
         fresh.append(number)
     return Assignment(
         slots=tuple(new),

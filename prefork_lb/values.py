@@ -322,64 +322,6 @@ def parse_extension_options(where: str, value: object) -> tuple[tuple[str, dict[
     return tuple((str(name), dict(options)) for name, options in value.items())
 
 
-# A DNS name: labels of letters, digits, '-' and '_' (SRV labels start with '_').
-_DNS_NAME = re.compile(
-    r"(?=.{1,253}\.?$)[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9])?"
-    r"(?:\.[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9])?)*\.?",
-    re.ASCII,
-)
-_SRV_NAME = re.compile(r"_[A-Za-z0-9-]{1,62}\._(tcp|udp)\..+", re.ASCII)
-
-
-def parse_dns_name_port(where: str, value: object) -> str:
-    """``name:port`` for A/AAAA records (empty: none)."""
-    if not isinstance(value, str):
-        raise fail(where, value, "must be name:port, as api.internal:8080")
-    text = value.strip()
-    if not text:
-        return ""
-    name, colon, port = text.rpartition(":")
-    if not colon or not _DNS_NAME.fullmatch(name) or not port.isascii() or not port.isdigit():
-        raise fail(where, value, "must be name:port, as api.internal:8080")
-    if not 1 <= int(port) <= 65535:
-        raise fail(where, value, "port must be between 1 and 65535")
-    return f"{name.lower()}:{int(port)}"
-
-
-def parse_dns_srv_name(where: str, value: object) -> str:
-    """An SRV name such as ``_http._tcp.api.internal`` (empty: none)."""
-    if not isinstance(value, str):
-        raise fail(where, value, "must be an SRV name, as _http._tcp.api.internal")
-    text = value.strip()
-    if text and not (_SRV_NAME.fullmatch(text) and _DNS_NAME.fullmatch(text)):
-        raise fail(where, value, "must be an SRV name, as _http._tcp.api.internal")
-    return text.lower()
-
-
-def parse_dns_resolver(where: str, value: object) -> str:
-    """``ip:port`` (or ``ip``, port 53; IPv6 in brackets) of a DNS server (empty: the system's)."""
-    if not isinstance(value, str):
-        raise fail(where, value, "must be ip:port, as 127.0.0.1:53")
-    text = value.strip()
-    if not text:
-        return ""
-    host, port = text, "53"
-    if text.startswith("["):
-        host, bracket, rest = text[1:].partition("]")
-        if not bracket or (rest and not rest.startswith(":")):
-            raise fail(where, value, "must be ip:port, as 127.0.0.1:53 or [::1]:53")
-        port = rest[1:] or "53"
-    elif text.count(":") == 1:
-        host, _, port = text.partition(":")
-    try:
-        ip = ipaddress.ip_address(host)
-    except ValueError:
-        raise fail(where, value, "must be an IP address and port, as 127.0.0.1:53") from None
-    if not port.isascii() or not port.isdigit() or not 1 <= int(port) <= 65535:
-        raise fail(where, value, "port must be between 1 and 65535")
-    return f"[{ip}]:{int(port)}" if ip.version == 6 else f"{ip}:{int(port)}"
-
-
 def parse_scheme(where: str, value: object) -> str:
     """``http`` or ``https``."""
     if isinstance(value, str) and value.strip().lower() in ("http", "https"):
