@@ -754,41 +754,42 @@ SETTINGS: tuple[Setting, ...] = (
         "dns",
         parse_dns,
         None,
-        "(per pool too) Find this pool's backends through DNS: ``name:port``, every A "
-        "and AAAA record of the name is a backend ``ip:port`` (see Backends from DNS). "
-        "The per-backend settings of the pool (or the global ones) hold for each.",
+        "Find the backends through DNS: ``name:port``, each A and AAAA record of the "
+        "name a backend ``ip:port``, re-resolved while running (see Backends from DNS). "
+        "The per-backend settings that hold for the pool hold for each. At the top level "
+        "it is the default pool's, beside any ``backends`` listed (per pool too).",
     ),
     Setting(
         "dns_srv",
         parse_dns_srv,
         None,
-        "(per pool too) Find this pool's backends through DNS SRV records, as "
-        "``_http._tcp.api.internal``: each target's addresses with the record's port; "
-        "its weight is the backend's, a priority number above the lowest makes a backup. "
-        "Not with ``dns`` in the same pool.",
+        "Find the backends through DNS SRV records, as ``_http._tcp.api.internal``: "
+        "each target's addresses on the record's port, the record's weight as the "
+        "backend's, a priority number above the lowest a backup. Not with ``dns`` in the "
+        "same pool (per pool too).",
     ),
     Setting(
         "dns_scheme",
         parse_scheme,
         "http",
-        "(per pool too) ``http`` or ``https``: how the balancer talks to the backends "
-        "found through ``dns`` or ``dns_srv`` (an ``https`` one's certificate must name "
-        "its IP address).",
+        "``http`` or ``https``: how the balancer talks to the backends found through "
+        "``dns`` or ``dns_srv`` (an ``https`` one's certificate must name its IP "
+        "address) (per pool too).",
     ),
     Setting(
         "dns_slots",
         parse_dns_slots,
         32,
-        "(per pool too) The most addresses a ``dns`` or ``dns_srv`` source can hold at "
-        "once (1 to 1024; shared memory is fixed in size, as HAProxy's "
-        "``server-template`` count is). More addresses than that are logged once and "
-        "left out.",
+        "The most addresses a ``dns`` or ``dns_srv`` source holds at once (1 to 1024: "
+        "shared memory is fixed in size, as HAProxy's ``server-template`` count is). "
+        "More addresses than that are logged once and left out (per pool too).",
     ),
     Setting(
         "dns_resolver",
         parse_resolver,
         None,
-        "The DNS server to ask, ``ip:port``; empty: the system's (``/etc/resolv.conf``).",
+        "The DNS server to ask, ``ip:port`` (port 53 if left out); empty: the system's "
+        "(``/etc/resolv.conf``).",
     ),
     Setting(
         "dns_interval",
@@ -1040,14 +1041,14 @@ class Settings:
     dns_interval: float = _DEFAULT["dns_interval"]
     dns_timeout: float = _DEFAULT["dns_timeout"]
     dns_allow_empty_start: bool = _DEFAULT["dns_allow_empty_start"]
-    # Each DNS source's slots in ``backends`` (made by load_config from dns/dns_srv).
-    dns_groups: tuple[DnsGroup, ...] = ()
     # Empty: one pool, "default", of every backend (effective_pools).
     pools: tuple[Pool, ...] = _DEFAULT["pools"]
     routes: tuple[Route, ...] = _DEFAULT["routes"]
     extensions: tuple[str, ...] = _DEFAULT["extensions"]
     # (extension, its options) pairs; options_for() looks one up.
     extension_options: tuple[tuple[str, dict[str, Any]], ...] = _DEFAULT["extension_options"]
+    # Each DNS source's slots in ``backends`` (made by load_config from dns/dns_srv).
+    dns_groups: tuple[DnsGroup, ...] = ()
     # Where the settings came from, for messages only.
     sources: tuple[str, ...] = field(default=(), compare=False)
 
