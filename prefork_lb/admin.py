@@ -227,6 +227,7 @@ def backends_document(
         for index, backend in enumerate(state.current_backends())
         if backend.url in current
     }
+    slot_states = state.dns_states()
     backends = []
     for shown in figures.backends:
         backend, row = shown.backend, shown.health
@@ -256,8 +257,10 @@ def backends_document(
                 "configured_weight": backend.weight,
                 "backup": backend.backup,
                 "health_check": backend.check.enabled,
-                # The DNS source it was found through (None: a listed backend).
+                # The DNS source it was found through (None: a listed backend), and
+                # whether DNS still gives it ("active") or no longer does ("draining").
                 "dns": backend.dns or None,
+                "dns_state": slot_states.get(backend.url) if backend.dns else None,
             }
         )
     return {

@@ -89,6 +89,18 @@ class SharedState:
             return self.settings.backends
         return current_backends(self.settings.backends, self.addresses.snapshot()[1])
 
+    def dns_states(self) -> dict[str, str]:
+        """Each DNS-found backend's slot state ("active", "draining"), by its URL now."""
+        if not self.settings.dns_groups:
+            return {}
+        slots = self.addresses.snapshot()[1]
+        backends = current_backends(self.settings.backends, slots)
+        return {
+            backend.url: slots[index].state.name.lower()
+            for index, backend in enumerate(backends)
+            if backend.dns and slots[index].state != SlotState.EMPTY
+        }
+
     def _shown(self) -> tuple[bool, ...] | None:
         if not self.settings.dns_groups:
             return None
