@@ -1,0 +1,130 @@
+"""Backends from DNS at start, across instances, and through a real dnsmasq.
+
+A name that cannot be resolved stops the start (or, with
+``dns_allow_empty_start``, the pool answers 503 until records appear); two
+balancers started apart hash a key to the same address; dnsmasq's hosts
+file, changed and re-read on SIGHUP, adds and drains addresses.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Iterator
+
+import pytest
+
+from tests.integration.conftest import StartBalancer
+from tests.support.address_backends import AddressBackends
+from tests.support.balancer import BalancerProcess
+from tests.support.dns_balancer import fetch, settle
+from tests.support.dns_server import DnsServer
+from tests.support.dnsmasq import Dnsmasq
+from tests.support.polling import wait_for
+
+NAME = "api.test"
+
+
+@pytest.fixture(scope="module")
+def addresses() -> Iterator[AddressBackends]:
+    """Four backends, 127.0.0.2 to 127.0.0.5, on one port."""
+    with AddressBackends(4) as backends:
+        yield backends
+
+
+@pytest.fixture
+def dns() -> Iterator[DnsServer]:
+    """A DNS server that knows no name yet."""
+    with DnsServer() as server:
+        yield server
+
+
+def dns_env(server: str, source: str, **more: str) -> dict[str, str]:
+    """The environment of a balancer on ``source``, asking ``server``, re-resolving each second."""
+    env = {
+        "PREFORK_LB_DNS": source,
+        "PREFORK_LB_DNS_RESOLVER": server,
+        "PREFORK_LB_DNS_INTERVAL": "1",
+        "PREFORK_LB_DNS_TIMEOUT": "0.5",
+        "PREFORK_LB_DNS_SLOTS": "4",
+    }
+    return env | {f"PREFORK_LB_{key.upper()}": value for key, value in more.items()}
+
+
+def test_a_name_that_does_not_resolve_stops_the_start(
+    dns: DnsServer, addresses: AddressBackends
+) -> None:
+    """The master exits with one line naming the setting, the name and the failure."""
+    source = f"missing.test:{addresses.port}"
+    lb = BalancerProcess([], workers=1, env=dns_env(dns.resolver_setting, source))
+    try:
+        assert lb.process.wait(timeout=20) != 0
+    finally:
+        lb.stop(quick=True)
+    lines = [line for line in lb.log().splitlines() if "cannot be resolved" in line]
+    assert lines == [
+        f"Error: prefork_lb configuration: dns: {source!r} cannot be resolved: nxdomain "
+        "(no A or AAAA for missing.test) (set dns_allow_empty_start = true to start without "
+        "addresses)"
+    ]
+    assert "Traceback" not in lb.log()
+
+
+def test_an_empty_start_answers_503_until_records_appear(
+    dns: DnsServer, addresses: AddressBackends, start_balancer: StartBalancer
+) -> None:
+    """With dns_allow_empty_start the balancer starts, answers 503, then serves the records."""
+    source = f"{NAME}:{addresses.port}"
+    env = dns_env(dns.resolver_setting, source, dns_allow_empty_start="true")
+    lb = start_balancer([], env=env)
+    assert fetch(lb.port)[0] == 503
+    assert "cannot be resolved: nxdomain" in lb.log()
+    dns.set_a(NAME, addresses.ips[:2], ttl=1)
+    wait_for(lambda: fetch(lb.port)[0] == 200, "records to be served", timeout=5, context=lb.log)
+    names = Counter(fetch(lb.port)[1] for _ in range(10))
+    assert names == dict.fromkeys(addresses.ips[:2], 5)
+
+
+def test_a_hash_pool_sends_a_key_to_one_address_in_two_balancers(
+    dns: DnsServer, addresses: AddressBackends, start_balancer: StartBalancer
+) -> None:
+    """Two balancers started apart, hashing on the path over DNS addresses, agree on every key."""
+    source = f"{NAME}:{addresses.port}"
+    dns.set_a(NAME, addresses.ips, ttl=1)
+    env = dns_env(dns.resolver_setting, source, policy="hash", hash_key="path")
+    first = start_balancer([], env=env)
+    # Records listed in another order: the table depends on the set, not on the answer.
+    dns.set_a(NAME, addresses.ips[::-1], ttl=1)
+    second = start_balancer([], env=env, workers=1)
+    paths = [f"/key-{n}" for n in range(24)]
+    chosen = [fetch(first.port, path)[1] for path in paths]
+    assert [fetch(second.port, path)[1] for path in paths] == chosen
+    assert len(set(chosen)) >= 3  # the keys spread: agreeing is not trivial
+
+
+@pytest.fixture
+def dnsmasq() -> Iterator[Dnsmasq]:
+    """A real dnsmasq on the loopback, records with a 1 s TTL."""
+    with Dnsmasq(ttl=1) as server:
+        yield server
+
+
+def test_dnsmasq_hosts_changes_add_and_drain_addresses(
+    dnsmasq: Dnsmasq, addresses: AddressBackends, start_balancer: StartBalancer
+) -> None:
+    """Through dnsmasq: addresses added to its hosts file get traffic, removed ones leave."""
+    source = f"{NAME}:{addresses.port}"
+    dnsmasq.set_hosts({NAME: addresses.ips[:2]})
+    lb = start_balancer([], env=dns_env(dnsmasq.resolver_setting, source))
+    assert Counter(fetch(lb.port)[1] for _ in range(10)) == dict.fromkeys(addresses.ips[:2], 5)
+    dnsmasq.set_hosts({NAME: addresses.ips[:3]})
+    settle(lb, _urls(addresses, addresses.ips[:3]), source)
+    assert Counter(fetch(lb.port)[1] for _ in range(9)) == dict.fromkeys(addresses.ips[:3], 3)
+    dnsmasq.set_hosts({NAME: addresses.ips[2:3]})
+    settle(lb, _urls(addresses, addresses.ips[2:3]), source)
+    assert {fetch(lb.port)[1] for _ in range(5)} == {addresses.ips[2]}
+    assert re.search(rf"dns {re.escape(source)}: 1 address \(", lb.log())
+
+
+def _urls(addresses: AddressBackends, ips: list[str]) -> set[str]:
+    return {f"http://{ip}:{addresses.port}" for ip in ips}
