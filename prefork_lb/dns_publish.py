@@ -20,7 +20,6 @@ from typing import Any
 from prefork_lb.config import Backend, DnsGroup, Settings
 from prefork_lb.dns import Address, DnsFailure
 from prefork_lb.health import BackendHealth
-from prefork_lb.resolver import Resolver
 from prefork_lb.shared import SharedState
 from prefork_lb.slots import EMPTY, Assignment, Slot, SlotState, assign
 
@@ -101,6 +100,9 @@ def resolve_at_start(
     slots: dict[int, Slot] = {}
     if not settings.dns_groups:
         return slots
+    # Imported only when needed: without DNS sources the master never loads dnspython.
+    from prefork_lb.resolver import Resolver  # noqa: PLC0415
+
     resolver: Resolver | None = None
     for group in settings.dns_groups:
         try:

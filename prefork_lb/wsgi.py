@@ -30,7 +30,6 @@ from typing import Any, Protocol
 from prefork_lb import request_context, shared
 from prefork_lb.admin import AdminEndpoint
 from prefork_lb.config import Settings
-from prefork_lb.dns_follower import DnsFollower
 from prefork_lb.downstream import BodyLimits, request_body, reset_on_close
 from prefork_lb.errors import AbortResponse, BackendError, LBError, NoRoute
 from prefork_lb.forward import Answer, Forwarder
@@ -56,7 +55,11 @@ def create_app() -> ProxyApp:
     slot = shared.worker_slot()
     selector = Selector(state.settings, state, slot)
     HealthProber(selector, state.health, backend_tls_options(state.settings)).start()
-    DnsFollower(state).start()
+    if state.settings.dns_groups:
+        # Imported only when needed: without DNS sources no worker loads dnspython.
+        from prefork_lb.dns_follower import DnsFollower  # noqa: PLC0415
+
+        DnsFollower(state).start()
     stats = Stats(state.stats, slot, state.in_flight) if slot is not None else NO_STATS
     admin = AdminEndpoint(state, selector)
     if state.settings.extensions:
