@@ -13,11 +13,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import replace
-from typing import overload
+from typing import TYPE_CHECKING, overload
 
 from prefork_lb.config import Backend
-from prefork_lb.shared.addresses import AddressTable
 from prefork_lb.slots import EMPTY, Slot, SlotState, address_key
+
+if TYPE_CHECKING:
+    # Only a type here: shared.handover imports this module.
+    from prefork_lb.shared.addresses import AddressTable
 
 
 def slot_backend(template: Backend, slot: Slot) -> Backend:

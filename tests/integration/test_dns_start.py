@@ -9,6 +9,7 @@ file, changed and re-read on SIGHUP, adds and drains addresses.
 from __future__ import annotations
 
 import re
+import signal
 from collections import Counter
 from collections.abc import Iterator
 
@@ -17,7 +18,7 @@ import pytest
 from tests.integration.conftest import StartBalancer
 from tests.support.address_backends import AddressBackends
 from tests.support.balancer import BalancerProcess
-from tests.support.dns_balancer import fetch, settle
+from tests.support.dns_balancer import backends_document, fetch, settle
 from tests.support.dns_server import DnsServer
 from tests.support.dnsmasq import Dnsmasq
 from tests.support.polling import wait_for
@@ -128,3 +129,47 @@ def test_dnsmasq_hosts_changes_add_and_drain_addresses(
 
 def _urls(addresses: AddressBackends, ips: list[str]) -> set[str]:
     return {f"http://{ip}:{addresses.port}" for ip in ips}
+
+
+def test_health_follows_the_address_over_a_reload(
+    dns: DnsServer, start_balancer: StartBalancer
+) -> None:
+    """After HUP an address keeps its own health, though the new workers put it in another slot."""
+    with AddressBackends(2, first=10) as pair:
+        low, high = pair.ips
+        source = f"{NAME}:{pair.port}"
+        dns.set_a(NAME, [high], ttl=1)
+        env = dns_env(dns.resolver_setting, source, max_fails="1", fail_timeout="60")
+        lb = start_balancer([], env=env)
+        # The higher address takes the first slot, the lower one the second.
+        dns.set_a(NAME, [low, high], ttl=1)
+        settle(lb, _urls(pair, [low, high]), source)
+        pair.stop(high)
+        wait_for(
+            lambda: (
+                fetch(lb.port)[0] == 200 and _states(lb)[f"http://{high}:{pair.port}"] == "down"
+            ),
+            "the stopped address to be marked down",
+            context=lb.log,
+        )
+        before = set(lb.worker_pids())
+        lb.process.send_signal(signal.SIGHUP)
+        wait_for(
+            lambda: len(set(lb.worker_pids()) - before) == 2,
+            "new workers after HUP",
+            timeout=15,
+            context=lb.log,
+        )
+        lb.wait_for_log("reloaded settings")
+        # New workers: the master's fresh answer puts the lower address first now.
+        wait_for(lambda: not set(lb.worker_pids()) & before, "the old workers to exit", timeout=15)
+        assert _states(lb) == {
+            f"http://{low}:{pair.port}": "up",
+            f"http://{high}:{pair.port}": "down",
+        }
+        assert all(fetch(lb.port) == (200, low) for _ in range(4))
+
+
+def _states(lb: BalancerProcess) -> dict[str, str]:
+    document = backends_document(lb)
+    return {b["url"]: b["state"] for b in document["backends"] if b["dns"]}
