@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from prefork_lb.config import Backend, DnsGroup, Settings
+from prefork_lb.directory import dns_rings
 from prefork_lb.dns import Address, DnsFailure
 from prefork_lb.health import BackendHealth
 from prefork_lb.shared import SharedState
@@ -64,13 +65,19 @@ def publish(
     for number in result.fresh:
         state.health.update(group.first + number, lambda _old: (row, None))
         state.stats.clear_column(group.first + number)
-    state.addresses.publish(
-        {
-            group.first + number: slot
-            for number, slot in enumerate(result.slots)
-            if slot != slots[number]
-        }
-    )
+    changes = {
+        group.first + number: slot
+        for number, slot in enumerate(result.slots)
+        if slot != slots[number]
+    }
+    rings = None
+    if changes and state.addresses.rings:
+        # Built here, once, with the slots: workers read the tables instead of
+        # building them (about 0.2 s each).
+        after = list(every)
+        after[indexes.start : indexes.stop] = result.slots
+        rings = dns_rings(state.settings, after)
+    state.addresses.publish(changes, rings)
     return result
 
 

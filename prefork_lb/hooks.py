@@ -69,7 +69,7 @@ def on_starting(server: Any) -> None:
         raise RuntimeError(f"prefork_lb configuration: {err}") from None
     state = shared.install(settings, slots)
     _load_runtime_state(settings, state.health)
-    hash_rings(settings, state.current_backends())  # built once here, inherited by every worker
+    hash_rings(settings)  # built once here, inherited by every worker (DNS pools': shared)
     for index, backend in enumerate(state.current_backends()):
         if not backend.dns:
             server.log.info("prefork_lb: backend %s", backend.url)
@@ -102,7 +102,7 @@ def on_reload(server: Any) -> None:
         slots = resolve_at_start(settings, server.log, running_addresses(shared.installed()))
         state = shared.reinstall(settings, slots=slots)
         _load_runtime_state(settings, state.health)
-        hash_rings(settings, state.current_backends())
+        hash_rings(settings)
     except DnsStartError as err:
         server.log.error(_RELOAD_FAILED, err)
         return

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 
 from prefork_lb.admission import AtCapacity, at_limit, may_take_slot
 from prefork_lb.config import Backend, Member, Pool, Settings, effective_pools
-from prefork_lb.directory import Directory
+from prefork_lb.directory import Directory, dns_hash_pools, ring_members
 from prefork_lb.errors import NoBackendAvailable
 from prefork_lb.hashing import HashRing, ring_for
 from prefork_lb.health import BackendHealth, Event, HealthPolicy, observe, ramp
@@ -38,29 +38,23 @@ log = logging.getLogger("gunicorn.error").getChild("prefork_lb")
 
 
 def hash_rings(
-    settings: Settings, backends: Sequence[Backend] | None = None
+    settings: Settings,
+    backends: Sequence[Backend] | None = None,
+    states: Sequence[SlotState] | None = None,
 ) -> list[HashRing | None]:
     """Each pool's hash table (None for a pool that does not hash, or has no backend yet).
 
     The master calls it before it forks (``hooks``), so that workers find the
     tables already built (``hashing.ring_for`` remembers them). ``backends``
-    as they are now (a ``Directory``): a DNS slot counts only while it holds
-    an address that is not draining, under that address's URL and weight, so
-    every worker and every instance builds the same table from the same set.
+    and ``states``: as they are now (``directory``): a DNS slot counts only
+    while it holds an address that is not draining (``ring_members``).
     """
-    if backends is None:
-        backends = settings.backends
-    states = backends.states if isinstance(backends, Directory) else None
-    rings: list[HashRing | None] = []
-    for pool in effective_pools(settings):
-        members = tuple(
-            (m.index, backends[m.index].url, backends[m.index].weight if b.dns else m.weight)
-            for m in pool.members
-            for b in (settings.backends[m.index],)
-            if not b.dns or (states is not None and states[m.index] == SlotState.ACTIVE)
-        )
-        rings.append(ring_for(members) if pool.policy == HASH and members else None)
-    return rings
+    backends = settings.backends if backends is None else backends
+    return [
+        ring_for(members) if pool.policy == HASH and members else None
+        for pool in effective_pools(settings)
+        for members in (ring_members(settings, pool, backends, states),)
+    ]
 
 
 def health_policy(backend: Backend) -> HealthPolicy:
@@ -103,7 +97,11 @@ class Selector:
         # Called when a request to a limited backend ends (the waiting room's wake).
         self.on_release: Callable[[int], None] | None = None
         # From URLs and weights only: the same in every process (made by the master).
-        self._rings = hash_rings(settings, self.backends)
+        self._rings = hash_rings(settings)  # without DNS addresses: those come next
+        # Pools hashing over DNS addresses: their tables as the publisher built them.
+        self._dns_rings = dns_hash_pools(settings)
+        if self._directory is not None:
+            self._read_dns_rings(self._directory)
         self._least_conn = tuple(pool.policy == LEAST_CONN for pool in self.pools)
         self._outlier = (
             OutlierPolicy(
@@ -318,7 +316,18 @@ class Selector:
             self._cached = [None] * len(self.pools)
         if self._directory is not None and self._directory.refresh():
             self._cached = [None] * len(self.pools)
-            self._rings = hash_rings(self._settings, self._directory)
+            self._read_dns_rings(self._directory)
+
+    def _read_dns_rings(self, directory: Directory) -> None:
+        """The hash tables of pools over DNS addresses, from the address table (no build)."""
+        for number, pool in enumerate(self._dns_rings):
+            entries = self._state.addresses.ring(number)
+            members = ring_members(self._settings, self.pools[pool], directory, directory.states)
+            self._rings[pool] = (
+                HashRing(entries, {index: weight for index, _, weight in members})
+                if entries is not None
+                else None
+            )
 
     def _eligible(self, now: float, exclude: frozenset[int], pool: int) -> Eligible:
         self._refresh()

@@ -9,19 +9,24 @@ every publish, lets readers re-read only when something changed (one integer
 compare per request).
 
 Each DNS source also has a row of figures for the metrics: failures by
-reason, the addresses it holds and when it was last resolved.
+reason, the addresses it holds and when it was last resolved. And each pool
+that hashes over DNS addresses has its Maglev table here, written with the
+slots it was built from (same lock, same generation): built once per
+answer by the publisher instead of once in every worker.
 """
 
 from __future__ import annotations
 
+import array
 import contextlib
 import fcntl
 import mmap
 import struct
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
+from prefork_lb.hashing import TABLE_SIZE
 from prefork_lb.shared.counter import shm_dir
 from prefork_lb.shared.health_table import ProberLease
 from prefork_lb.slots import EMPTY, Slot, SlotState
@@ -45,14 +50,18 @@ class AddressTable:
     _HEADER = struct.Struct("<Q")
     _ROW = struct.Struct("<BHH?46s")  # state, port, weight, backup, ip
     _GROUP = struct.Struct(f"<{len(DNS_FAILURE_REASONS)}QId")
+    _RING = struct.Struct("<I")  # entries in the table; 0: no table (no member)
+    _RING_BYTES = _RING.size + 4 * TABLE_SIZE
 
-    def __init__(self, count: int, groups: int) -> None:
-        """``count`` slots (all EMPTY) and ``groups`` sources' figures (all zero)."""
+    def __init__(self, count: int, groups: int, rings: int = 0) -> None:
+        """``count`` slots (all EMPTY), ``groups`` sources' figures and ``rings`` hash tables."""
         self.count = count
         self.groups = groups
+        self.rings = rings
         self._rows_at = self._HEADER.size
         self._groups_at = self._rows_at + self._ROW.size * count
-        size = self._groups_at + self._GROUP.size * groups
+        self._rings_at = self._groups_at + self._GROUP.size * groups
+        size = self._rings_at + self._RING_BYTES * rings
         self._memory = mmap.mmap(-1, max(size, 1), flags=mmap.MAP_SHARED)
         # Its own file: record locks belong to a process and a file.
         self._lock_file = tempfile.TemporaryFile(prefix="prefork_lb-dns-", dir=shm_dir())  # noqa: SIM115
@@ -69,14 +78,46 @@ class AddressTable:
         with self._locked(shared=True):
             return self.generation(), tuple(self._read(i) for i in range(self.count))
 
-    def publish(self, changes: Mapping[int, Slot]) -> None:
-        """Write the changed slots, and a new generation, at once for every reader."""
-        if not changes:
+    def publish(
+        self, changes: Mapping[int, Slot], rings: Mapping[int, Sequence[int] | None] | None = None
+    ) -> None:
+        """Write the changed slots and the hash tables built from them, at once for every reader.
+
+        ``rings``: table number -> its entries (backend indexes), None for no table.
+        """
+        if not changes and not rings:
             return
         with self._locked(shared=False):
             for index, slot in changes.items():
                 self._write(index, slot)
+            for number, entries in (rings or {}).items():
+                self._write_ring(number, entries)
             self._HEADER.pack_into(self._memory, 0, self.generation() + 1)
+
+    def ring(self, number: int) -> tuple[int, ...] | None:
+        """Hash table ``number``'s entries as last published (None: no table)."""
+        at = self._ring_at(number)
+        with self._locked(shared=True):
+            (size,) = self._RING.unpack_from(self._memory, at)
+            if not size:
+                return None
+            start = at + self._RING.size
+            with memoryview(self._memory)[start : start + 4 * size] as raw, raw.cast("I") as view:
+                return tuple(view)
+
+    def _write_ring(self, number: int, entries: Sequence[int] | None) -> None:
+        at = self._ring_at(number)
+        size = len(entries) if entries else 0
+        self._RING.pack_into(self._memory, at, size)
+        if entries:
+            start = at + self._RING.size
+            with memoryview(self._memory)[start : start + 4 * size] as raw, raw.cast("I") as view:
+                view[:] = array.array("I", entries)
+
+    def _ring_at(self, number: int) -> int:
+        if not 0 <= number < self.rings:
+            raise IndexError(number)
+        return self._rings_at + number * self._RING_BYTES
 
     def count_failure(self, group: int, reason: str) -> None:
         """A resolution of source ``group`` failed for ``reason`` (one of the reasons)."""

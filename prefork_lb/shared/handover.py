@@ -24,7 +24,7 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 from prefork_lb.config import Backend, Settings, effective_pools
-from prefork_lb.directory import current_backends
+from prefork_lb.directory import current_backends, dns_hash_pools, dns_rings
 from prefork_lb.errors import ERROR_KINDS
 from prefork_lb.health import BackendHealth
 from prefork_lb.shared.addresses import AddressTable
@@ -34,7 +34,7 @@ from prefork_lb.shared.figures import Figures, read_figures
 from prefork_lb.shared.health_table import HealthTable
 from prefork_lb.shared.in_flight import InFlightTable
 from prefork_lb.shared.stats import StatsTable, subtract_row
-from prefork_lb.slots import Slot, SlotState
+from prefork_lb.slots import EMPTY, Slot, SlotState
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,8 +164,12 @@ def install(settings: Settings, slots: Mapping[int, Slot] | None = None) -> Shar
 
 
 def _address_table(settings: Settings, slots: Mapping[int, Slot]) -> AddressTable:
-    table = AddressTable(len(settings.backends), len(settings.dns_groups))
-    table.publish(slots)
+    """The table for ``settings``, with the slots the master filled and the hash tables of them."""
+    table = AddressTable(
+        len(settings.backends), len(settings.dns_groups), len(dns_hash_pools(settings))
+    )
+    every = [slots.get(index, EMPTY) for index in range(len(settings.backends))]
+    table.publish(slots, dns_rings(settings, every))
     return table
 
 

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from prefork_lb.config import load_config
-from prefork_lb.directory import Directory
+from prefork_lb.directory import Directory, dns_rings
 from prefork_lb.shared.addresses import AddressTable
 from prefork_lb.slots import EMPTY, Slot, SlotState
 
@@ -77,3 +77,34 @@ def test_source_figures_count_failures_by_reason(table: AddressTable) -> None:
     figures = table.figures(0)
     assert (figures.failures["timeout"], figures.failures["error"]) == (2, 1)
     assert (figures.addresses, figures.last_resolved) == (3, 1234.5)
+
+
+def test_a_hash_table_over_dns_addresses_depends_on_the_set_not_the_slots() -> None:
+    """The same addresses in other slots give the same table; it is shared through the table."""
+    hashed = load_config(
+        {
+            "PREFORK_LB_DNS": "api.internal:8080",
+            "PREFORK_LB_DNS_SLOTS": "3",
+            "PREFORK_LB_POLICY": "hash",
+        }
+    )
+    one = Slot(SlotState.ACTIVE, "10.0.0.1", 8080)
+    two = Slot(SlotState.ACTIVE, "10.0.0.2", 8080)
+    draining = Slot(SlotState.DRAINING, "10.0.0.3", 8080)
+    first = dns_rings(hashed, [one, two, EMPTY])
+    second = dns_rings(hashed, [draining, two, one])
+    assert set(first) == {0}
+    entries = first[0]
+    assert entries is not None
+    # Backend indexes differ with the slots; the addresses behind each entry do not.
+    by_address = {0: "10.0.0.1", 1: "10.0.0.2"}
+    moved = {1: "10.0.0.2", 2: "10.0.0.1"}
+    assert [by_address[i] for i in entries] == [moved[i] for i in second[0] or ()]
+    table = AddressTable(3, 1, 1)
+    try:
+        table.publish({0: one, 1: two}, first)
+        assert table.ring(0) == entries
+        table.publish({}, {0: None})
+        assert table.ring(0) is None
+    finally:
+        table.close()
