@@ -96,6 +96,8 @@ class Selector:
         )
         # Called when a request to a limited backend ends (the waiting room's wake).
         self.on_release: Callable[[int], None] | None = None
+        # Called with the backends there are now, when addresses from DNS changed.
+        self.on_backends_changed: Callable[[list[Backend]], None] | None = None
         # From URLs and weights only: the same in every process (made by the master).
         self._rings = hash_rings(settings)  # without DNS addresses: those come next
         # Pools hashing over DNS addresses: their tables as the publisher built them.
@@ -317,6 +319,10 @@ class Selector:
         if self._directory is not None and self._directory.refresh():
             self._cached = [None] * len(self.pools)
             self._read_dns_rings(self._directory)
+            if self.on_backends_changed is not None:
+                self.on_backends_changed(
+                    [b for i, b in enumerate(self._directory) if self._directory.present(i)]
+                )
 
     def _read_dns_rings(self, directory: Directory) -> None:
         """The hash tables of pools over DNS addresses, from the address table (no build)."""

@@ -173,3 +173,26 @@ def test_health_follows_the_address_over_a_reload(
 def _states(lb: BalancerProcess) -> dict[str, str]:
     document = backends_document(lb)
     return {b["url"]: b["state"] for b in document["backends"] if b["dns"]}
+
+
+def test_more_addresses_over_time_than_slots_are_served_and_the_gone_ones_closed(
+    dns: DnsServer, start_balancer: StartBalancer
+) -> None:
+    """Five addresses through two slots are each served in turn; connections to gone ones close."""
+    with AddressBackends(5, first=20) as five:
+        source = f"{NAME}:{five.port}"
+        ips = five.ips
+        dns.set_a(NAME, ips[:2], ttl=1)
+        env = dns_env(dns.resolver_setting, source, dns_slots="2")
+        lb = start_balancer([], env=env, workers=1)
+        for pair in ([ips[2], ips[3]], [ips[4], ips[0]], [ips[1], ips[2]], [ips[3], ips[4]]):
+            dns.set_a(NAME, pair, ttl=1)
+            settle(lb, _urls(five, pair), source)
+            statuses = Counter(fetch(lb.port) for _ in range(6))
+            assert statuses == {(200, pair[0]): 3, (200, pair[1]): 3}, lb.log()[-2000:]
+            # The worker kept connections to these two, and closed the others' (gone for good).
+            wait_for(
+                lambda pair=pair: {ip for ip, n in five.connections.items() if n > 0} == set(pair),
+                "connections only to the current addresses",
+                context=lambda: str(five.connections),
+            )

@@ -4,7 +4,7 @@
 puts behind one name listen on 127.0.0.2, 127.0.0.3 ... (Linux routes all of
 127.0.0.0/8 to the loopback) on one shared port. Each answers ``GET /`` with
 its address, ``GET /slow?s=SECONDS`` after that many seconds, and counts the
-requests it got.
+requests it got and the connections open to it.
 """
 
 from __future__ import annotations
@@ -22,6 +22,14 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True  # the head and the body go in two writes
     server: _Server
+
+    def setup(self) -> None:
+        super().setup()
+        self.server.owner.connected(self.server.ip, 1)
+
+    def finish(self) -> None:
+        self.server.owner.connected(self.server.ip, -1)
+        super().finish()
 
     def do_GET(self) -> None:
         parts = urlsplit(self.path)
@@ -55,6 +63,7 @@ class AddressBackends:
         self.ips = [f"127.0.0.{first + i}" for i in range(count)]
         self.port = 0
         self.hits: Counter[str] = Counter()
+        self.connections: Counter[str] = Counter()  # open now, by address
         self._lock = threading.Lock()
         self._servers: dict[str, _Server] = {}
 
@@ -62,6 +71,11 @@ class AddressBackends:
         """One request answered by ``ip``."""
         with self._lock:
             self.hits[ip] += 1
+
+    def connected(self, ip: str, change: int) -> None:
+        """A connection to ``ip`` opened (1) or closed (-1)."""
+        with self._lock:
+            self.connections[ip] += change
 
     def clear(self) -> None:
         """Forget the counts."""
