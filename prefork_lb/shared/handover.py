@@ -80,7 +80,7 @@ class SharedState:
             self.stats,
             pools=effective_pools(self.settings),
             admission=self.admission,
-            shown=self._shown(),
+            shown=self.shown(),
         )
 
     def current_backends(self) -> tuple[Backend, ...]:
@@ -101,7 +101,8 @@ class SharedState:
             if backend.dns and slots[index].state != SlotState.EMPTY
         }
 
-    def _shown(self) -> tuple[bool, ...] | None:
+    def shown(self) -> tuple[bool, ...] | None:
+        """Which backends exist now (a DNS slot only while it holds an address); None: all."""
         if not self.settings.dns_groups:
             return None
         slots = self.addresses.snapshot()[1]
