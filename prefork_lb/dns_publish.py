@@ -65,6 +65,10 @@ def publish(
     for number in result.fresh:
         state.health.update(group.first + number, lambda _old: (row, None))
         state.stats.clear_column(group.first + number)
+    for number in result.freed:
+        if number not in result.fresh:
+            # A row left down would have every worker re-check its choice on each request.
+            state.health.update(group.first + number, lambda _old: (BackendHealth(), None))
     changes = {
         group.first + number: slot
         for number, slot in enumerate(result.slots)
