@@ -130,25 +130,26 @@ def _dns(state: SharedState, backends: tuple[BackendFigures, ...]) -> Iterator[M
     failures = CounterMetricFamily(
         PREFIX + "dns_failures",
         "Resolutions of a DNS source that failed, by reason (the last good set was kept).",
-        labels=["source", "reason"],
+        labels=["pool", "source", "reason"],
     )
     addresses = GaugeMetricFamily(
         PREFIX + "dns_addresses",
         "Addresses the last good answer of a DNS source gave.",
-        labels=["source"],
+        labels=["pool", "source"],
     )
     resolved = GaugeMetricFamily(
         PREFIX + "dns_last_resolved_timestamp_seconds",
         "When a DNS source last answered with addresses (Unix time; 0: not yet).",
-        labels=["source"],
+        labels=["pool", "source"],
     )
     for number, group in enumerate(state.settings.dns_groups):
         figures = state.addresses.figures(number)
         source = group.source.label
+        # A pool's own: two pools may name one source, each resolving it.
         for reason, count in figures.failures.items():
-            failures.add_metric([source, reason], count)
-        addresses.add_metric([source], figures.addresses)
-        resolved.add_metric([source], figures.last_resolved)
+            failures.add_metric([group.pool, source, reason], count)
+        addresses.add_metric([group.pool, source], figures.addresses)
+        resolved.add_metric([group.pool, source], figures.last_resolved)
     yield failures
     yield addresses
     yield resolved

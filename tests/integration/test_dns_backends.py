@@ -192,7 +192,7 @@ def test_dns_failures_keep_the_set(
 ) -> None:
     """While DNS fails the set stays and is served, each failure counts, the log says it once."""
     source = f"{NAME}:{addresses.port}"
-    labels = f'reason="{reason}",source="{source}"'
+    labels = f'pool="default",reason="{reason}",source="{source}"'
     counted = metric(lb, "prefork_lb_dns_failures_total", labels)
     log_before = len(lb.log())
     if failure == "nxdomain":
@@ -233,8 +233,15 @@ def test_backends_metrics_and_status_page_show_addresses_with_their_name(
     for ip in addresses.ips[:2]:
         labels = f'backend="http://{ip}:{addresses.port}",dns="{source}"'
         assert metric(lb, "prefork_lb_backend_dns_info", labels) == 1
-    assert metric(lb, "prefork_lb_dns_addresses", f'source="{source}"') == 2
-    assert metric(lb, "prefork_lb_dns_last_resolved_timestamp_seconds", f'source="{source}"') > 0
+    assert metric(lb, "prefork_lb_dns_addresses", f'pool="default",source="{source}"') == 2
+    assert (
+        metric(
+            lb,
+            "prefork_lb_dns_last_resolved_timestamp_seconds",
+            f'pool="default",source="{source}"',
+        )
+        > 0
+    )
     status, page = fetch(lb.port, "/_prefork_lb/")
     assert status == 200
     for ip in addresses.ips[:2]:
