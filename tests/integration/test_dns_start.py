@@ -196,3 +196,33 @@ def test_more_addresses_over_time_than_slots_are_served_and_the_gone_ones_closed
                 "connections only to the current addresses",
                 context=lambda: str(five.connections),
             )
+
+
+def test_with_health_checks_a_new_address_waits_for_a_passing_check(
+    dns: DnsServer, start_balancer: StartBalancer
+) -> None:
+    """With active checks on, an address DNS adds gets no request until a check of it passes."""
+    with AddressBackends(2, first=30) as pair:
+        first, new = pair.ips
+        source = f"{NAME}:{pair.port}"
+        dns.set_a(NAME, [first], ttl=1)
+        env = dns_env(
+            dns.resolver_setting,
+            source,
+            health_check="true",
+            health_path="/health",
+            health_interval="0.3",
+        )
+        lb = start_balancer([], env=env)
+        pair.sick.add(new)
+        dns.set_a(NAME, [first, new], ttl=1)
+        url = f"http://{new}:{pair.port}"
+        wait_for(lambda: url in _states(lb), "the new address to be published", context=lb.log)
+        (shown,) = [b for b in backends_document(lb)["backends"] if b["url"] == url]
+        assert shown["state"] == "down"
+        assert "waiting for its first passing health check" in shown["reason"]
+        assert {fetch(lb.port)[1] for _ in range(10)} == {first}
+        assert pair.hits[new] == 0
+        pair.sick.discard(new)
+        wait_for(lambda: _states(lb)[url] == "up", "a passing check", context=lb.log)
+        assert Counter(fetch(lb.port)[1] for _ in range(10)) == {first: 5, new: 5}

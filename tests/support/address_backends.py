@@ -3,8 +3,9 @@
 ``name:port`` gives every address the same port, so the backends a test
 puts behind one name listen on 127.0.0.2, 127.0.0.3 ... (Linux routes all of
 127.0.0.0/8 to the loopback) on one shared port. Each answers ``GET /`` with
-its address, ``GET /slow?s=SECONDS`` after that many seconds, and counts the
-requests it got and the connections open to it.
+its address, ``GET /slow?s=SECONDS`` after that many seconds, ``GET /health``
+with 200 (503 while its address is in ``sick``), and counts the requests
+other than health checks it got and the connections open to it.
 """
 
 from __future__ import annotations
@@ -33,11 +34,15 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         parts = urlsplit(self.path)
-        if parts.path == "/slow":
-            time.sleep(float(parse_qs(parts.query).get("s", ["1"])[0]))
-        self.server.owner.count(self.server.ip)
+        status = 200
+        if parts.path == "/health":
+            status = 503 if self.server.ip in self.server.owner.sick else 200
+        else:
+            if parts.path == "/slow":
+                time.sleep(float(parse_qs(parts.query).get("s", ["1"])[0]))
+            self.server.owner.count(self.server.ip)
         body = self.server.ip.encode()
-        self.send_response(200)
+        self.send_response(status)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
@@ -64,6 +69,7 @@ class AddressBackends:
         self.port = 0
         self.hits: Counter[str] = Counter()
         self.connections: Counter[str] = Counter()  # open now, by address
+        self.sick: set[str] = set()  # addresses whose /health answers 503
         self._lock = threading.Lock()
         self._servers: dict[str, _Server] = {}
 
