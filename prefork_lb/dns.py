@@ -12,7 +12,7 @@ Every rule of the "last good set" lives in ``follow`` (STYLE.md rule 2):
 result                          the set                       log line
 ==============================  ============================  =====================
 addresses, same as before       kept                          only on recovery
-addresses, different            replaced                      "+added, -removed"
+addresses, different            replaced                      "+new, -gone, ~changed"
 no addresses (empty answer)     kept (the failure ``empty``)  first of its kind
 ``DnsFailure(reason)``          kept                          first of its kind
 ==============================  ============================  =====================
@@ -123,6 +123,10 @@ class SrvRecord(NamedTuple):
 _LABEL = re.compile(r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)", re.ASCII)
 _SERVICE_LABEL = re.compile(r"_[A-Za-z0-9-]{1,62}", re.ASCII)
 _PORT = re.compile(r"[0-9]{1,5}", re.ASCII)
+_NOT_A_HOST = (
+    "is not a hostname or an IP address (a hostname is labels of letters, digits, '-' and '_' "
+    "of up to 63 characters, a non-ASCII one in its xn-- form)"
+)
 
 
 def _authority(host: str, port: int) -> str:
@@ -133,6 +137,15 @@ def _is_hostname(name: str) -> bool:
     """A DNS name of letters, digits, '-' and '_' (labels of 1 to 63), an optional final dot."""
     bare = name[:-1] if name.endswith(".") else name
     return 0 < len(bare) <= 253 and all(_LABEL.fullmatch(label) for label in bare.split("."))
+
+
+def _is_host(host: str, *, bracketed: bool) -> bool:
+    """A hostname or an IPv4 literal, or (and only within brackets) an IPv6 literal."""
+    if bracketed or ":" in host:
+        return bracketed and ":" in host and _is_ip(host)
+    # A name whose last label is all digits is a mistyped IPv4 address, not a hostname.
+    last = host.rstrip(".").rsplit(".", 1)[-1]
+    return _is_ip(host) or (_is_hostname(host) and not last.isdigit())
 
 
 def _is_ip(text: str) -> bool:
@@ -172,12 +185,12 @@ def parse_dns(where: str, value: object) -> DnsSource | None:
         raise fail(where, value, expected)
     host, port_text = _split_host_port(text)
     if port_text is None:
-        raise fail(where, value, f"{expected}: the port is missing")
+        raise fail(where, value, expected)
     port = _port(port_text)
     if port is None:
         raise fail(where, value, "the port must be a whole number from 1 to 65535")
-    if not (_is_ip(host) if ":" in host else _is_hostname(host) or _is_ip(host)):
-        raise fail(where, value, f"{expected}: {host!r} is not a hostname or an IP address")
+    if not _is_host(host, bracketed=text.startswith("[")):
+        raise fail(where, value, f"{host!r} {_NOT_A_HOST}")
     return DnsSource("a", host, port)
 
 
@@ -212,7 +225,8 @@ def parse_resolver(where: str, value: object) -> tuple[str, int] | None:
     try:
         ip = ipaddress.ip_address(host)
     except ValueError:
-        raise fail(where, value, f"{expected} (a hostname would need DNS itself)") from None
+        why = " (not a hostname: that would need DNS itself)" if _is_hostname(host) else ""
+        raise fail(where, value, expected + why) from None
     return ip.compressed, port
 
 
@@ -241,19 +255,20 @@ def make_resolution(addresses: Iterable[Address], ttl: float) -> Resolution:
 
 
 def srv_addresses(
-    records: Iterable[SrvRecord], targets: Mapping[str, Sequence[str]]
+    records: Iterable[SrvRecord | tuple[int, int, int, str]], targets: Mapping[str, Sequence[str]]
 ) -> tuple[Address, ...]:
-    """Addresses from SRV records and the IPs each target resolved to.
+    """Addresses from SRV records (priority, weight, port, target) and the IPs of each target.
 
     The lowest priority number found is the primary set; any higher number is
     a backup (used when no primary is usable). The SRV weight becomes the
     backend's weight clamped to 1..1000: a weight of 0 (RFC 2782: "very small
     chance of being selected") becomes 1, the smallest share a backend has
     here, since a weight of 0 would never be picked at all. A target of "."
-    means "no service" and gives no address. Duplicate ``ip:port``: the
-    primary, then the heaviest, stays.
+    means "no service" and gives no address; ``targets`` is keyed by name in
+    lower case without the final dot. Duplicate ``ip:port``: the primary,
+    then the heaviest, stays.
     """
-    usable = [record for record in records if record.target.rstrip(".")]
+    usable = [SrvRecord(*record) for record in records if record[3].rstrip(".")]
     if not usable:
         return ()
     primary = min(record.priority for record in usable)
@@ -266,7 +281,11 @@ def srv_addresses(
 
 
 def next_delay(ttl: float, interval: float) -> float:
-    """Seconds until the next resolve: the TTL, at least 1 s, at most ``interval``."""
+    """Seconds until the next resolve: the TTL, at least 1 s, at most ``interval``.
+
+    The floor keeps a TTL of 0 from becoming a busy loop; an ``interval``
+    below 1 s is the operator's own choice and wins.
+    """
     return min(max(ttl, 1.0), interval)
 
 

@@ -75,8 +75,10 @@ def _failure(err: dns.exception.DNSException) -> DnsFailure:
 
 
 def _errors_text(errors: Iterable[tuple[object, ...]]) -> str:
-    """``server:port said X`` for each attempt NoNameservers lists, each once."""
-    said = dict.fromkeys(f"{error[0]}:{error[2]} {error[3]}" for error in errors if len(error) > 3)
+    """``server@port: what it said`` for each attempt NoNameservers lists, each once."""
+    said = dict.fromkeys(
+        f"{str(error[0]).removeprefix('Do53:')}: {error[3]}" for error in errors if len(error) > 3
+    )
     return "; ".join(said) or "no server answered"
 
 

@@ -77,6 +77,7 @@ class DnsServer:
         self.port = 0
         self._sockets: list[socket.socket] = []
         self._threads: list[threading.Thread] = []
+        # One per run: connection threads of a stopped run must not see the next start().
         self._stopping = threading.Event()
 
     # --- records ---------------------------------------------------------------------------
@@ -143,10 +144,10 @@ class DnsServer:
         udp, tcp = self._bind()
         self.port = udp.getsockname()[1]
         self._sockets = [udp, tcp]
-        self._stopping.clear()
+        self._stopping = threading.Event()
         self._threads = [
-            threading.Thread(target=self._serve_udp, args=(udp,), daemon=True),
-            threading.Thread(target=self._serve_tcp, args=(tcp,), daemon=True),
+            threading.Thread(target=self._serve_udp, args=(udp, self._stopping), daemon=True),
+            threading.Thread(target=self._serve_tcp, args=(tcp, self._stopping), daemon=True),
         ]
         for thread in self._threads:
             thread.start()
@@ -195,8 +196,8 @@ class DnsServer:
             tcp.settimeout(POLL_SECONDS)
             return udp, tcp
 
-    def _serve_udp(self, sock: socket.socket) -> None:
-        while not self._stopping.is_set():
+    def _serve_udp(self, sock: socket.socket, stopping: threading.Event) -> None:
+        while not stopping.is_set():
             try:
                 wire, peer = sock.recvfrom(65535)
             except TimeoutError:
@@ -206,21 +207,23 @@ class DnsServer:
                 with contextlib.suppress(OSError):
                     sock.sendto(reply, peer)
 
-    def _serve_tcp(self, sock: socket.socket) -> None:
-        while not self._stopping.is_set():
+    def _serve_tcp(self, sock: socket.socket, stopping: threading.Event) -> None:
+        while not stopping.is_set():
             try:
                 conn, _ = sock.accept()
             except TimeoutError:
                 continue
-            threading.Thread(target=self._serve_connection, args=(conn,), daemon=True).start()
+            threading.Thread(
+                target=self._serve_connection, args=(conn, stopping), daemon=True
+            ).start()
 
-    def _serve_connection(self, conn: socket.socket) -> None:
+    def _serve_connection(self, conn: socket.socket, stopping: threading.Event) -> None:
         conn.settimeout(POLL_SECONDS)
         with conn:
-            while not self._stopping.is_set():
+            while not stopping.is_set():
                 try:
-                    head = _read_exactly(conn, 2, self._stopping)
-                    wire = _read_exactly(conn, struct.unpack("!H", head)[0], self._stopping)
+                    head = _read_exactly(conn, 2, stopping)
+                    wire = _read_exactly(conn, struct.unpack("!H", head)[0], stopping)
                 except (EOFError, OSError):
                     return
                 reply = self._reply(wire, udp=False)

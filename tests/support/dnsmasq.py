@@ -25,6 +25,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
 
+import dns.exception
+import dns.message
+import dns.query
+
 DNSMASQ = "/usr/sbin/dnsmasq"
 # Names under this domain that the hosts file does not list are NXDOMAIN (dnsmasq's --local);
 # any other name is refused: nothing is forwarded.
@@ -32,6 +36,10 @@ DOMAIN = "test"
 START_SECONDS = 10.0
 
 SrvTuple = tuple[int, int, int, str]
+
+
+class _ExitedAtStart(RuntimeError):
+    """dnsmasq exited before answering (its message says why: often a port in use)."""
 
 
 # Runs dnsmasq, prints its pid, and kills it when the guard's standard input (a pipe from the
@@ -134,10 +142,28 @@ class Dnsmasq:
         return command
 
     def start(self) -> Dnsmasq:
-        """Start dnsmasq (on the port it had before, if any) and wait until it answers."""
+        """Start dnsmasq (on the port it had before, if any) and wait until it answers.
+
+        A port taken between choosing and binding it is chosen again; the
+        port of a restart is tried again for a few seconds (an outgoing
+        socket may hold it for a moment as its ephemeral source port).
+        """
         assert self._guard is None, "already started"
-        if not self.port:
-            self.port = free_port()
+        fixed = bool(self.port)
+        deadline = time.monotonic() + START_SECONDS
+        while True:
+            if not fixed:
+                self.port = free_port()
+            try:
+                self._start_once()
+            except _ExitedAtStart:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+                continue
+            return self
+
+    def _start_once(self) -> None:
         self._guard = subprocess.Popen(
             ["sh", "-c", _GUARD, "dnsmasq-guard", *self._command()],
             stdin=subprocess.PIPE,
@@ -146,35 +172,38 @@ class Dnsmasq:
         )
         assert self._guard.stdout is not None
         self.pid = int(self._guard.stdout.readline())
-        self._wait_answering()
-        return self
-
-    def _wait_answering(self) -> None:
-        """Until a TCP connection to its port succeeds (it binds UDP and TCP together)."""
-        assert self._guard is not None
         deadline = time.monotonic() + START_SECONDS
         while time.monotonic() < deadline:
             if self._guard.poll() is not None:
-                errors = self._guard.stderr.read() if self._guard.stderr else b""
-                self.stop()
-                raise RuntimeError(f"dnsmasq exited at start: {errors.decode(errors='replace')}")
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
-            except OSError:
-                time.sleep(0.02)
-                continue
-            return
+                port = self.port
+                raise _ExitedAtStart(f"dnsmasq on 127.0.0.1:{port} exited at start: {self._stop()}")
+            if self._answers():
+                return
         self.stop()
-        raise RuntimeError(f"dnsmasq did not listen on 127.0.0.1:{self.port} in time")
+        raise RuntimeError(f"dnsmasq did not answer on 127.0.0.1:{self.port} in time")
+
+    def _answers(self) -> bool:
+        """Whether a question over UDP gets an answer (dnsmasq binds UDP and TCP together)."""
+        query = dns.message.make_query(f"ready.{DOMAIN}", "A")
+        try:
+            dns.query.udp(query, "127.0.0.1", timeout=0.2, port=self.port)
+        except (dns.exception.DNSException, OSError):
+            return False
+        return True
 
     def stop(self) -> None:
         """Kill dnsmasq and wait for it: the server is down until ``start()``."""
+        self._stop()
+
+    def _stop(self) -> str:
+        """Stop it; what it wrote to its standard error."""
         if self._guard is None:
-            return
+            return ""
         guard, self._guard = self._guard, None
         # The guard kills dnsmasq when its standard input ends, and exits once dnsmasq has.
-        guard.communicate(timeout=10)
+        _, errors = guard.communicate(timeout=10)
         self.pid = 0
+        return errors.decode(errors="replace").strip()
 
     def close(self) -> None:
         """Stop it and remove its hosts file."""
