@@ -70,7 +70,16 @@ def rate_limiter(name: str, rate: float, burst: float) -> RateLimiter:
 
 
 def backend_names() -> tuple[str, ...]:
-    """The names of the configured backends (the ``name`` option, default ``host:port``)."""
+    """The names of the backends (the ``name`` option, default ``host:port``).
+
+    Addresses found through DNS are those found now, each named ``ip:port``.
+    """
     from prefork_lb import shared  # noqa: PLC0415 - lazy
 
-    return tuple(backend.name for backend in shared.installed().settings.backends)
+    state = shared.installed()
+    shown = state.shown()
+    return tuple(
+        backend.name
+        for index, backend in enumerate(state.current_backends())
+        if shown is None or shown[index]
+    )

@@ -70,7 +70,6 @@ class AdminEndpoint:
         self._path = state.settings.admin_path
         self._allowed = AddressSet(state.settings.admin_allow)
         self._token = state.settings.admin_token.encode()
-        self._names = tuple(backend.name for backend in state.settings.backends)
 
     def serves(self, request: ProxyRequest) -> bool:
         """Whether this request is for the admin endpoint (and may use it)."""
@@ -133,7 +132,9 @@ class AdminEndpoint:
         try:
             self._authorize(request)
             document = parse_body(_read_body(request, body))
-            index = backend_index(self._names, name)
+            names = self._names()
+            backend_index([n for n in names if n], name)  # 404 unless a backend has it now
+            index = names.index(name)
             change = (
                 Change(index, state=parse_state(document))
                 if what == "state"
@@ -142,7 +143,7 @@ class AdminEndpoint:
         except ControlError as err:
             return _json(start_response, _STATUS[err.status], {"error": err.message})
         old = self._selector.control(change)
-        backend = self._state.settings.backends[index]
+        backend = self._selector.backends[index]
         new = change.apply(old)
         if change.state is not None:
             told = f"state {admin_state(old).label} -> {admin_state(new).label}"
@@ -151,7 +152,7 @@ class AdminEndpoint:
         log.warning("admin write from %s: backend %s %s", request.client_addr, name, told)
         if self._state.settings.state_file:
             try:
-                save_state(self._state.settings.state_file, self._names, self._state.health)
+                save_state(self._state.settings.state_file, self._names(), self._state.health)
             except OSError as err:
                 log.error("state_file %s not written: %s", self._state.settings.state_file, err)
         return _json(
@@ -183,9 +184,14 @@ class AdminEndpoint:
         ):
             raise ControlError(403, "the admin token is wrong")
 
+    def _names(self) -> tuple[str, ...]:
+        """Every backend's name now, by index ("" for a DNS slot without an address)."""
+        backends = self._selector.backends
+        return tuple(b.name if self._selector.present(i) else "" for i, b in enumerate(backends))
+
     def _figures(self) -> Figures:
         """Every backend's shared figures, with the health rows this worker acts on."""
-        return self._state.figures(self._selector.health())
+        return self._state.figures(self._selector.health(), self._selector.backends)
 
     def _document(self, figures: Figures) -> dict[str, Any]:
         """The ``/backends`` document for figures just read."""
@@ -216,6 +222,13 @@ def backends_document(
 ) -> dict[str, Any]:
     """The JSON document for ``/backends``: settings and live state of every backend."""
     settings = state.settings
+    current = {b.url for b in figures.backends}
+    shown_urls = {
+        index: backend.url
+        for index, backend in enumerate(state.current_backends())
+        if backend.url in current
+    }
+    slot_states = state.dns_states()
     backends = []
     for shown in figures.backends:
         backend, row = shown.backend, shown.health
@@ -245,6 +258,10 @@ def backends_document(
                 "configured_weight": backend.weight,
                 "backup": backend.backup,
                 "health_check": backend.check.enabled,
+                # The DNS source it was found through (None: a listed backend), and
+                # whether DNS still gives it ("active") or no longer does ("draining").
+                "dns": backend.dns or None,
+                "dns_state": slot_states.get(backend.url) if backend.dns else None,
             }
         )
     return {
@@ -258,7 +275,9 @@ def backends_document(
             {
                 "name": shown.name,
                 "policy": shown.pool.policy,
-                "backends": [settings.backends[m.index].url for m in shown.pool.members],
+                "backends": [
+                    shown_urls[m.index] for m in shown.pool.members if m.index in shown_urls
+                ],
                 "waiting": shown.waiting,
                 "max_queue": shown.pool.max_queue,
                 "queue_timeout": shown.pool.queue_timeout,

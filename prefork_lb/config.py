@@ -22,6 +22,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import urlsplit
 
+from prefork_lb.dns import DnsSource, parse_dns, parse_dns_srv, parse_resolver
 from prefork_lb.routes import Route
 from prefork_lb.values import (
     ConfigError,
@@ -35,6 +36,7 @@ from prefork_lb.values import (
     parse_ca_bundle,
     parse_cookie_name,
     parse_count,
+    parse_dns_slots,
     parse_extension_options,
     parse_extensions,
     parse_hash_key,
@@ -46,6 +48,7 @@ from prefork_lb.values import (
     parse_probe_path,
     parse_protocols,
     parse_retry_statuses,
+    parse_scheme,
     parse_seconds,
     parse_seconds_or_zero,
     parse_secret,
@@ -62,6 +65,7 @@ __all__ = [
     "SETTINGS",
     "Backend",
     "ConfigError",
+    "DnsGroup",
     "HealthCheck",
     "IPNetwork",
     "Member",
@@ -109,7 +113,7 @@ class Setting:
 
 def _as_written(value: object) -> str:
     """A default as a user would set it (reStructuredText: strings are literals)."""
-    if isinstance(value, str | tuple) and not value:
+    if value is None or (isinstance(value, str | tuple) and not value):
         return "(none)"
     if isinstance(value, tuple):
         return ", ".join(_as_written(item) for item in value)
@@ -293,9 +297,13 @@ def _parse_pools(where: str, value: object) -> tuple[_PoolSpec, ...]:
             raise ConfigError(
                 f"{here}: unknown key {unknown[0]!r} (known keys: {', '.join(sorted(known))})"
             )
-        if not table.get("backends"):
-            raise ConfigError(f"{here}: missing key 'backends' (at least one [[{here}.backends]])")
-        backends = _parse_backends(f"{here}.backends", table["backends"])
+        has_dns = bool(table.get("dns") or table.get("dns_srv"))
+        if not table.get("backends") and not has_dns:
+            raise ConfigError(
+                f"{here}: missing key 'backends' (at least one [[{here}.backends]], "
+                "or dns or dns_srv)"
+            )
+        backends = _parse_backends(f"{here}.backends", table.get("backends", []))
         options = tuple(
             (key, _BY_NAME[key].parse(f"{here}.{key}", raw))
             for key, raw in table.items()
@@ -762,6 +770,67 @@ SETTINGS: tuple[Setting, ...] = (
         "``read_timeout`` bounds the wait for the backend's ``101``.",
     ),
     Setting(
+        "dns",
+        parse_dns,
+        None,
+        "Find the backends through DNS: ``name:port``, each A and AAAA record of the "
+        "name a backend ``ip:port``, re-resolved while running (see Backends from DNS). "
+        "The per-backend settings that hold for the pool hold for each. At the top level "
+        "it is the default pool's, beside any ``backends`` listed (per pool too).",
+    ),
+    Setting(
+        "dns_srv",
+        parse_dns_srv,
+        None,
+        "Find the backends through DNS SRV records, as ``_http._tcp.api.internal``: "
+        "each target's addresses on the record's port, the record's weight as the "
+        "backend's, a priority number above the lowest a backup. Not with ``dns`` in the "
+        "same pool (per pool too).",
+    ),
+    Setting(
+        "dns_scheme",
+        parse_scheme,
+        "http",
+        "``http`` or ``https``: how the balancer talks to the backends found through "
+        "``dns`` or ``dns_srv`` (an ``https`` one's certificate must name its IP "
+        "address) (per pool too).",
+    ),
+    Setting(
+        "dns_slots",
+        parse_dns_slots,
+        32,
+        "The most addresses a ``dns`` or ``dns_srv`` source holds at once (1 to 1024: "
+        "shared memory is fixed in size, as HAProxy's ``server-template`` count is). "
+        "More addresses than that are logged once and left out (per pool too).",
+    ),
+    Setting(
+        "dns_resolver",
+        parse_resolver,
+        None,
+        "The DNS server to ask, ``ip:port`` (port 53 if left out); empty: the system's "
+        "(``/etc/resolv.conf``).",
+    ),
+    Setting(
+        "dns_interval",
+        parse_seconds,
+        10.0,
+        "Seconds between two resolutions of a DNS source, at most: a shorter TTL of "
+        "the records makes it shorter, never below 1 s.",
+    ),
+    Setting(
+        "dns_timeout",
+        parse_seconds,
+        2.0,
+        "Seconds to wait for the DNS server's answer (a timeout keeps the last good set).",
+    ),
+    Setting(
+        "dns_allow_empty_start",
+        parse_bool,
+        False,
+        "Start even when a DNS source cannot be resolved (or has no address): its pool "
+        "answers 503 until addresses appear. By default such a start is an error.",
+    ),
+    Setting(
         "pools",
         _parse_pools,
         (),
@@ -825,6 +894,10 @@ _POOL_OPTIONS = (
     "sticky_cookie",
     "queue_timeout",
     "max_queue",
+    "dns",
+    "dns_srv",
+    "dns_scheme",
+    "dns_slots",
     *_OVERRIDABLE,
 )
 
@@ -876,6 +949,10 @@ class Backend:
     max_fails: int = _DEFAULT["max_fails"]  # 0 = never marked down by failed requests
     fail_timeout: float = _DEFAULT["fail_timeout"]
     check: HealthCheck = HealthCheck()
+    # A slot for an address found through DNS: the source (``name:port`` or an
+    # SRV name); empty for a listed backend. In ``Settings.backends`` a slot's
+    # url, host and port are placeholders; ``directory.Directory`` has its address.
+    dns: str = ""
 
     def __post_init__(self) -> None:
         if not self.name:
@@ -908,6 +985,21 @@ class Pool:
     sticky_cookie: str = _DEFAULT["sticky_cookie"]
     queue_timeout: float = _DEFAULT["queue_timeout"]
     max_queue: int = _DEFAULT["max_queue"]
+
+
+@dataclass(frozen=True, slots=True)
+class DnsGroup:
+    """One DNS source of one pool and its slots: ``Settings.backends[first:first + count]``."""
+
+    pool: str
+    source: DnsSource
+    first: int
+    count: int
+
+    @property
+    def indexes(self) -> range:
+        """The slots' indexes in ``Settings.backends``."""
+        return range(self.first, self.first + self.count)
 
 
 @dataclass(frozen=True, slots=True)
@@ -962,12 +1054,22 @@ class Settings:
     state_file: str = _DEFAULT["state_file"]  # an absolute path; empty: none
     upgrade_protocols: tuple[str, ...] = _DEFAULT["upgrade_protocols"]  # lower case
     tunnel_timeout: float = _DEFAULT["tunnel_timeout"]
+    dns: DnsSource | None = _DEFAULT["dns"]
+    dns_srv: DnsSource | None = _DEFAULT["dns_srv"]
+    dns_scheme: str = _DEFAULT["dns_scheme"]
+    dns_slots: int = _DEFAULT["dns_slots"]
+    dns_resolver: tuple[str, int] | None = _DEFAULT["dns_resolver"]  # None: the system's
+    dns_interval: float = _DEFAULT["dns_interval"]
+    dns_timeout: float = _DEFAULT["dns_timeout"]
+    dns_allow_empty_start: bool = _DEFAULT["dns_allow_empty_start"]
     # Empty: one pool, "default", of every backend (effective_pools).
     pools: tuple[Pool, ...] = _DEFAULT["pools"]
     routes: tuple[Route, ...] = _DEFAULT["routes"]
     extensions: tuple[str, ...] = _DEFAULT["extensions"]
     # (extension, its options) pairs; options_for() looks one up.
     extension_options: tuple[tuple[str, dict[str, Any]], ...] = _DEFAULT["extension_options"]
+    # Each DNS source's slots in ``backends`` (made by load_config from dns/dns_srv).
+    dns_groups: tuple[DnsGroup, ...] = ()
     # Where the settings came from, for messages only.
     sources: tuple[str, ...] = field(default=(), compare=False)
 
@@ -1032,11 +1134,51 @@ def _pool(name: str, members: tuple[Member, ...], settings: Settings) -> Pool:
     )
 
 
+def _dns_of(where: str, own: Settings, options: Mapping[str, Any]) -> DnsSource | None:
+    """The pool's DNS source, if any.
+
+    A named pool has only its own (not the top level's, which is the default pool's).
+    """
+    dns = options.get("dns") if where != "backends" else own.dns
+    srv = options.get("dns_srv") if where != "backends" else own.dns_srv
+    prefix = "" if where == "backends" else where.removesuffix(".backends") + "."
+    if dns and srv:
+        raise ConfigError(f"{prefix}dns_srv: {srv.label!r}: a pool has dns or dns_srv, not both")
+    if (dns or srv) and own.sticky_cookie:
+        raise ConfigError(
+            f"{prefix}sticky_cookie: {own.sticky_cookie!r}: sticky cookies are not "
+            'supported for a pool whose backends come from DNS (use policy = "hash")'
+        )
+    source: DnsSource | None = dns or srv
+    return source
+
+
+def _dns_slots(pool: str, own: Settings, source: DnsSource, first: int) -> list[Backend]:
+    """``own.dns_slots`` slots for the addresses of ``source``, each a template backend.
+
+    Its URL is a placeholder (unique, never connected to) until an address fills it.
+    """
+    port = source.port
+    slots = []
+    for number in range(own.dns_slots):
+        host = f"slot-{number}.{pool}.dns.invalid"
+        template = Backend(
+            url=f"{own.dns_scheme}://{host}:{port}",
+            scheme=own.dns_scheme,
+            host=host,
+            port=port,
+            name=f"dns-slot-{first + number}",
+            dns=source.label,
+        )
+        slots.append(_resolve_backend(_BackendSpec(template), own))
+    return slots
+
+
 def _resolve_pools(
     settings: Settings, default: tuple[_BackendSpec, ...], specs: tuple[_PoolSpec, ...]
 ) -> Settings:
     """One list of backends, each URL once, and the pools as indexes into it."""
-    if default:
+    if default or settings.dns or settings.dns_srv:
         if any(spec.name == "default" for spec in specs):
             raise ConfigError(
                 "pools.default: duplicate pool: the top-level backends are the pool 'default'"
@@ -1045,6 +1187,7 @@ def _resolve_pools(
     backends: list[Backend] = []
     first: dict[str, tuple[int, str]] = {}  # url -> (index, where first listed)
     pools = []
+    groups: list[DnsGroup] = []
     for spec in specs:
         own = replace(settings, **dict(spec.options))
         members = []
@@ -1064,8 +1207,16 @@ def _resolve_pools(
                     "is one server and needs the same health and failure settings in both",
                 )
             members.append(Member(index, backend.weight, backend.backup))
+        source = _dns_of(spec.where, own, dict(spec.options))
+        if source is not None:
+            start = len(backends)
+            backends.extend(_dns_slots(spec.name, own, source, start))
+            members.extend(Member(i) for i in range(start, len(backends)))
+            groups.append(DnsGroup(spec.name, source, start, own.dns_slots))
+        elif not members:
+            raise ConfigError(f"{spec.where}: a pool needs backends, or dns or dns_srv")
         pools.append(_pool(spec.name, tuple(members), own))
-    return replace(settings, backends=tuple(backends), pools=tuple(pools))
+    return replace(settings, backends=tuple(backends), pools=tuple(pools), dns_groups=tuple(groups))
 
 
 def _check_routes(settings: Settings) -> None:
@@ -1139,6 +1290,9 @@ def load_config(environ: Mapping[str, str]) -> Settings:
     settings = Settings(**values, sources=tuple(sources))
     if pool_specs:
         settings = _resolve_pools(settings, specs, pool_specs)
+    elif settings.dns or settings.dns_srv:
+        # The default pool alone: its slots follow its listed backends.
+        settings = replace(_resolve_pools(settings, specs, ()), pools=())
     else:
         backends = tuple(_resolve_backend(spec, settings) for spec in specs)
         settings = replace(settings, backends=backends)

@@ -194,6 +194,16 @@ class ExtendedForwarder(Forwarder):
         wanted = request.view.backend if isinstance(request, _ViewedRequest) else None
         if wanted is not None:
             index = self._by_name.get(wanted)
+            if index is None and self._selector.follows_dns:
+                # A backend found through DNS: named by its ip:port, as it is now.
+                index = next(
+                    (
+                        i
+                        for i, b in enumerate(self._selector.backends)
+                        if b.name == wanted and self._selector.present(i)
+                    ),
+                    None,
+                )
             if index is None:
                 raise ExtensionFailed(f"request.backend {wanted!r} names no backend")
             if self._selector.limited[pool]:
@@ -238,6 +248,7 @@ class ExtendedProxyApp(ProxyApp):
         super().__init__(settings, selector, admin, stats, forwarder=forwarder)
         self._phases = phases
         self._by_url = {backend.url: backend for backend in settings.backends}
+        self._selector_backends = selector.backends
 
     def _handle(
         self,
@@ -340,6 +351,9 @@ class ExtendedProxyApp(ProxyApp):
         response.status, response.body = status, b""
         response.headers = Headers.trusted(list(head.headers))
         backend = self._by_url.get(record.backend) if record.backend else None
+        if backend is None and record.backend:
+            # A backend found through DNS: as it is now.
+            backend = next((b for b in self._selector_backends if b.url == record.backend), None)
         info = CompleteInfo(
             backend=backend,
             upstream_time=record.upstream_time,

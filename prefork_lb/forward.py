@@ -105,6 +105,9 @@ class Forwarder:
         self._ejecting = settings.eject_consecutive_5xx > 0
         self._retry_statuses = frozenset(settings.retry_on_status)
         self._upstream = upstream
+        if selector.follows_dns:
+            # Connections to addresses DNS no longer gives are closed.
+            selector.on_backends_changed = upstream.keep_only
         self._stats = stats
         self._trusted_proxies = AddressSet(settings.trusted_proxies)
         self._hash_keys: list[HashKey | None] = [

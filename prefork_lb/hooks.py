@@ -31,6 +31,7 @@ from prefork_lb.config import (
     load_config,
 )
 from prefork_lb.demo import DemoBackends, start_demo_backends
+from prefork_lb.dns_publish import DnsStartError, resolve_at_start, running_addresses
 from prefork_lb.extension_loader import ExtensionStartError, check_in_child
 from prefork_lb.selector import hash_rings
 from prefork_lb.shared import HealthTable
@@ -61,11 +62,19 @@ def on_starting(server: Any) -> None:
     settings = _with_sticky_secret(_with_demo_backends(server, settings), running="")
     for warning in doubtful_settings(settings):
         server.log.warning("prefork_lb configuration: %s", warning)
-    state = shared.install(settings)
+    try:
+        # Before the fork: workers start with the addresses DNS gives now.
+        slots = resolve_at_start(settings, server.log)
+    except DnsStartError as err:
+        raise RuntimeError(f"prefork_lb configuration: {err}") from None
+    state = shared.install(settings, slots)
     _load_runtime_state(settings, state.health)
-    hash_rings(settings)  # built once here, inherited by every worker
-    for backend in settings.backends:
-        server.log.info("prefork_lb: backend %s", backend.url)
+    hash_rings(settings)  # built once here, inherited by every worker (DNS pools': shared)
+    for index, backend in enumerate(state.current_backends()):
+        if not backend.dns:
+            server.log.info("prefork_lb: backend %s", backend.url)
+        elif index in slots:
+            server.log.info("prefork_lb: backend %s (dns %s)", backend.url, backend.dns)
 
 
 def on_reload(server: Any) -> None:
@@ -90,9 +99,13 @@ def on_reload(server: Any) -> None:
         _declare_extensions(settings)
         settings = _with_demo_backends(server, settings)
         settings = _with_sticky_secret(settings, running=old.sticky_secret)
-        state = shared.reinstall(settings)
+        slots = resolve_at_start(settings, server.log, running_addresses(shared.installed()))
+        state = shared.reinstall(settings, slots=slots)
         _load_runtime_state(settings, state.health)
         hash_rings(settings)
+    except DnsStartError as err:
+        server.log.error(_RELOAD_FAILED, err)
+        return
     except Exception as err:
         # Whatever it is, the master must keep serving with what it has.
         server.log.exception(_RELOAD_FAILED, f"cannot set up the new shared state: {err}")

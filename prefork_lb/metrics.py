@@ -111,6 +111,48 @@ class BalancerCollector(Collector):
         errors = extension_memory().errors
         if errors:
             yield _extension_errors(errors)
+        if self._state.settings.dns_groups:
+            yield from _dns(self._state, backends)
+
+
+def _dns(state: SharedState, backends: tuple[BackendFigures, ...]) -> Iterator[Metric]:
+    """Which backends DNS found, and each source's resolving figures."""
+    info = GaugeMetricFamily(
+        PREFIX + "backend_dns_info",
+        "1 for each backend found through DNS, with the source (name:port or SRV name) it "
+        "came from.",
+        labels=[BACKEND, "dns"],
+    )
+    for backend in backends:
+        if backend.backend.dns:
+            info.add_metric([backend.url, backend.backend.dns], 1)
+    yield info
+    failures = CounterMetricFamily(
+        PREFIX + "dns_failures",
+        "Resolutions of a DNS source that failed, by reason (the last good set was kept).",
+        labels=["pool", "source", "reason"],
+    )
+    addresses = GaugeMetricFamily(
+        PREFIX + "dns_addresses",
+        "Addresses the last good answer of a DNS source gave.",
+        labels=["pool", "source"],
+    )
+    resolved = GaugeMetricFamily(
+        PREFIX + "dns_last_resolved_timestamp_seconds",
+        "When a DNS source last answered with addresses (Unix time; 0: not yet).",
+        labels=["pool", "source"],
+    )
+    for number, group in enumerate(state.settings.dns_groups):
+        figures = state.addresses.figures(number)
+        source = group.source.label
+        # A pool's own: two pools may name one source, each resolving it.
+        for reason, count in figures.failures.items():
+            failures.add_metric([group.pool, source, reason], count)
+        addresses.add_metric([group.pool, source], figures.addresses)
+        resolved.add_metric([group.pool, source], figures.last_resolved)
+    yield failures
+    yield addresses
+    yield resolved
 
 
 def _extension_errors(errors: dict[tuple[str, str], SharedCounter]) -> Metric:

@@ -70,9 +70,18 @@ class HealthProber:
                 # In maintenance: not probed (the backend may be mid-deploy).
                 gevent.sleep(backend.check.interval)
                 continue
+            if backend.dns:
+                # A DNS slot: probe the address it holds now, if any.
+                now = self._selector.backends[index]
+                if not self._selector.present(index):
+                    gevent.sleep(backend.check.interval)
+                    continue
+            else:
+                now = backend
             try:
-                passed, reason = self.probe(backend)
-                self._selector.check_done(index, passed=passed, reason=reason)
+                passed, reason = self.probe(now)
+                if now.url == self._selector.backends[index].url:  # still its address
+                    self._selector.check_done(index, passed=passed, reason=reason)
             except Exception:
                 # A bug here must not end this backend's checks for good while
                 # this worker keeps the lease.

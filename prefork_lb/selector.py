@@ -12,10 +12,11 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from prefork_lb.admission import AtCapacity, at_limit, may_take_slot
-from prefork_lb.config import Backend, Pool, Settings, effective_pools
+from prefork_lb.config import Backend, Member, Pool, Settings, effective_pools
+from prefork_lb.directory import Directory, dns_hash_pools, ring_members
 from prefork_lb.errors import NoBackendAvailable
 from prefork_lb.hashing import HashRing, ring_for
 from prefork_lb.health import BackendHealth, Event, HealthPolicy, observe, ramp
@@ -31,22 +32,28 @@ from prefork_lb.scheduling import (
     pick_round_robin,
 )
 from prefork_lb.shared import AdmissionTable, SharedState
+from prefork_lb.slots import SlotState
 
 log = logging.getLogger("gunicorn.error").getChild("prefork_lb")
 
 
-def hash_rings(settings: Settings) -> list[HashRing | None]:
-    """Each pool's hash table (None for a pool that does not hash).
+def hash_rings(
+    settings: Settings,
+    backends: Sequence[Backend] | None = None,
+    states: Sequence[SlotState] | None = None,
+) -> list[HashRing | None]:
+    """Each pool's hash table (None for a pool that does not hash, or has no backend yet).
 
     The master calls it before it forks (``hooks``), so that workers find the
-    tables already built (``hashing.ring_for`` remembers them).
+    tables already built (``hashing.ring_for`` remembers them). ``backends``
+    and ``states``: as they are now (``directory``): a DNS slot counts only
+    while it holds an address that is not draining (``ring_members``).
     """
-    backends = settings.backends
+    backends = settings.backends if backends is None else backends
     return [
-        ring_for(tuple((m.index, backends[m.index].url, m.weight) for m in pool.members))
-        if pool.policy == HASH
-        else None
+        ring_for(members) if pool.policy == HASH and members else None
         for pool in effective_pools(settings)
+        for members in (ring_members(settings, pool, backends, states),)
     ]
 
 
@@ -65,7 +72,12 @@ class Selector:
     """Chooses backends for one worker from the state all workers share."""
 
     def __init__(self, settings: Settings, state: SharedState, slot: int | None) -> None:
-        self.backends = settings.backends
+        # Backends from DNS: a view that follows the address table; else the plain tuple.
+        self._directory = (
+            Directory(settings.backends, state.addresses) if settings.dns_groups else None
+        )
+        self.backends: Sequence[Backend] = self._directory or settings.backends
+        self.follows_dns = self._directory is not None
         self._settings = settings
         self._state = state
         self._slot = slot
@@ -84,8 +96,14 @@ class Selector:
         )
         # Called when a request to a limited backend ends (the waiting room's wake).
         self.on_release: Callable[[int], None] | None = None
+        # Called with the backends there are now, when addresses from DNS changed.
+        self.on_backends_changed: Callable[[list[Backend]], None] | None = None
         # From URLs and weights only: the same in every process (made by the master).
-        self._rings = hash_rings(settings)
+        self._rings = hash_rings(settings)  # without DNS addresses: those come next
+        # Pools hashing over DNS addresses: their tables as the publisher built them.
+        self._dns_rings = dns_hash_pools(settings)
+        if self._directory is not None:
+            self._read_dns_rings(self._directory)
         self._least_conn = tuple(pool.policy == LEAST_CONN for pool in self.pools)
         self._outlier = (
             OutlierPolicy(
@@ -298,6 +316,24 @@ class Selector:
         if self._state.health.generation() != self._generation:
             self._generation, self._rows = self._state.health.snapshot()
             self._cached = [None] * len(self.pools)
+        if self._directory is not None and self._directory.refresh():
+            self._cached = [None] * len(self.pools)
+            self._read_dns_rings(self._directory)
+            if self.on_backends_changed is not None:
+                self.on_backends_changed(
+                    [b for i, b in enumerate(self._directory) if self._directory.present(i)]
+                )
+
+    def _read_dns_rings(self, directory: Directory) -> None:
+        """The hash tables of pools over DNS addresses, from the address table (no build)."""
+        for number, pool in enumerate(self._dns_rings):
+            entries = self._state.addresses.ring(number)
+            members = ring_members(self._settings, self.pools[pool], directory, directory.states)
+            self._rings[pool] = (
+                HashRing(entries, {index: weight for index, _, weight in members})
+                if entries is not None
+                else None
+            )
 
     def _eligible(self, now: float, exclude: frozenset[int], pool: int) -> Eligible:
         self._refresh()
@@ -307,6 +343,8 @@ class Selector:
         slow_start = self._settings.slow_start
         rows = self._rows
         members = self.pools[pool].members
+        if self._directory is not None:
+            members = self._present_members(members)
         candidates = [
             Candidate(
                 index=member.index,
@@ -319,11 +357,17 @@ class Selector:
         ]
         # Drained and in maintenance: never chosen, not even fail-open or alone.
         held = frozenset(m.index for m in members if rows[m.index].admin)
+        if self._directory is not None:
+            # An address gone from DNS is drained the same way.
+            states = self._directory.states
+            held |= {m.index for m in members if states[m.index] == SlotState.DRAINING}
         try:
             choice = eligible(
                 candidates, exclude=exclude | held, fail_open=self._settings.fail_open
             )
         except NoBackendAvailable:
+            if not members:
+                raise NoBackendAvailable("no address found through DNS yet") from None
             if held and held.issuperset(m.index for m in members if m.index not in exclude):
                 raise NoBackendAvailable(
                     "every backend is drained or in maintenance"
@@ -335,6 +379,23 @@ class Selector:
             self._cached[pool] = choice
             self._stable_until[pool] = self._next_change(now, slow_start)
         return choice
+
+    def present(self, index: int) -> bool:
+        """Whether backend ``index`` exists now (a listed one, or a DNS slot holding an address)."""
+        self._refresh()
+        return self._directory is None or self._directory.present(index)
+
+    def _present_members(self, members: tuple[Member, ...]) -> tuple[Member, ...]:
+        """The members that exist now: a DNS slot with an address, with its weight and backup."""
+        assert self._directory is not None
+        backends, states = self._directory, self._directory.states
+        return tuple(
+            Member(m.index, backends[m.index].weight, backends[m.index].backup)
+            if backends[m.index].dns
+            else m
+            for m in members
+            if states[m.index] != SlotState.EMPTY
+        )
 
     def _next_change(self, now: float, slow_start: float) -> float:
         """When the passing of time alone next changes the choice."""

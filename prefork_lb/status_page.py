@@ -196,8 +196,10 @@ def _row(backend: Mapping[str, Any], traffic: Mapping[str, BackendTraffic] | Non
         requests, errors, latency = "0", "0", NO_REQUESTS
     else:
         requests, errors, latency = str(seen.requests), str(seen.errors), mean_latency(seen)
+    found = backend.get("dns")
+    dns = f'<br><span class="note dns">dns {_e(found)}</span>' if found else ""
     cells = [
-        f'<td class="url">{_e(url)}</td>',
+        f'<td class="url">{_e(url)}{dns}</td>',
         f'<td class="state">{state}</td>',
         f'<td class="since"><span class="for">{_e(human_duration(backend["seconds_in_state"]))}'
         f'</span><br><span class="note">since <time datetime="{_e(backend["since"])}">'

@@ -249,6 +249,20 @@ class Upstream:
         assert isinstance(conn, HTTPConnection)  # the pools here make nothing else
         return response, conn
 
+    def keep_only(self, backends: Iterable[Backend]) -> None:
+        """Close the pools of every backend but these (addresses DNS no longer gives).
+
+        Their idle keep-alive connections would otherwise stay open for the
+        life of the worker, one set per address ever found.
+        """
+        keep = {(backend.scheme, backend.host, backend.port) for backend in backends}
+        for key in [key for key in self._pools if key not in keep]:
+            self._pools.pop(key).close()
+        # keys(): a copy; the container refuses to be iterated over.
+        for pool_key in self._manager.pools.keys():  # noqa: SIM118
+            if (pool_key.key_scheme, pool_key.key_host, pool_key.key_port) not in keep:
+                del self._manager.pools[pool_key]
+
     def _pool(self, backend: Backend) -> HTTPConnectionPool:
         key = (backend.scheme, backend.host, backend.port)
         pool = self._pools.get(key)

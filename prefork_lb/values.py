@@ -334,3 +334,18 @@ def parse_extension_options(where: str, value: object) -> tuple[tuple[str, dict[
     ):
         raise fail(where, value, 'must be tables named by extension ("module:attribute")')
     return tuple((str(name), dict(options)) for name, options in value.items())
+
+
+def parse_scheme(where: str, value: object) -> str:
+    """``http`` or ``https``."""
+    if isinstance(value, str) and value.strip().lower() in ("http", "https"):
+        return value.strip().lower()
+    raise fail(where, value, "must be http or https")
+
+
+def parse_dns_slots(where: str, value: object) -> int:
+    """How many addresses one DNS source can hold: 1 to 1024."""
+    number = _to_whole(value)
+    if number is None or not 1 <= number <= 1024:
+        raise fail(where, value, "must be a whole number from 1 to 1024")
+    return number

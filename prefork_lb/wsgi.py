@@ -56,6 +56,11 @@ def create_app() -> ProxyApp:
     slot = shared.worker_slot()
     selector = Selector(state.settings, state, slot)
     HealthProber(selector, state.health, backend_tls_options(state.settings)).start()
+    if state.settings.dns_groups:
+        # Imported only when needed: without DNS sources no worker loads dnspython.
+        from prefork_lb.dns_follower import DnsFollower  # noqa: PLC0415
+
+        DnsFollower(state).start()
     stats = Stats(state.stats, slot, state.in_flight) if slot is not None else NO_STATS
     admin = AdminEndpoint(state, selector)
     if state.settings.extensions:

@@ -14,12 +14,15 @@ it indexes them. One concern per module:
 - ``stats``: responses, errors, retries and latency, one row per worker;
 - ``extension_memory``: the shared counters and rate limiters extensions
   declare, and their error counts;
+- ``addresses``: the addresses found through DNS, in fixed slots, the hash
+  tables built over them, and the resolving lease;
 - ``figures``: one typed, read-only ``BackendFigures`` per backend, every
   figure under its name, for whoever shows them;
 - ``handover``: the master installs the state (and reinstalls it on HUP),
   hands each worker its slot, and workers attach to what it installed.
 """
 
+from prefork_lb.shared.addresses import DNS_FAILURE_REASONS, AddressTable, DnsFigures
 from prefork_lb.shared.admission import AdmissionTable
 from prefork_lb.shared.counter import RotationCounter
 from prefork_lb.shared.extension_memory import (
@@ -51,12 +54,15 @@ from prefork_lb.shared.stats import (
 )
 
 __all__ = [
+    "DNS_FAILURE_REASONS",
     "LATENCY_BUCKETS",
     "STATUS_CLASSES",
+    "AddressTable",
     "AdmissionTable",
     "BackendFigures",
     "BackendStats",
     "BalancerFigures",
+    "DnsFigures",
     "ExtensionMemory",
     "Figures",
     "HealthTable",

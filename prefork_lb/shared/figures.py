@@ -131,8 +131,13 @@ def read_figures(
     *,
     pools: Sequence[Pool] = (),
     admission: AdmissionTable | None = None,
+    shown: Sequence[bool] | None = None,
 ) -> Figures:
-    """Read the tables for ``backends`` (their health rows already read) into ``Figures``."""
+    """Read the tables for ``backends`` (their health rows already read) into ``Figures``.
+
+    ``shown``: which backends to include (default: all); a DNS slot without an
+    address is not shown anywhere.
+    """
     *columns, own = stats.totals()
     rooms = []
     if admission is not None:
@@ -146,12 +151,12 @@ def read_figures(
                     queue_wait_sum=total,
                 )
             )
+    every = zip(backends, health, in_flight.totals(), in_flight.tunnels(), columns, strict=True)
     return Figures(
         backends=tuple(
             _backend_figures(backend, row, count, tunnels, column)
-            for backend, row, count, tunnels, column in zip(
-                backends, health, in_flight.totals(), in_flight.tunnels(), columns, strict=True
-            )
+            for number, (backend, row, count, tunnels, column) in enumerate(every)
+            if shown is None or shown[number]
         ),
         balancer=BalancerFigures(
             responses=_by_name(STATUS_CLASSES, own.responses),

@@ -20,18 +20,21 @@ stats tables) just before forking it, and frees it once the worker exits.
 from __future__ import annotations
 
 import time
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
-from prefork_lb.config import Settings, effective_pools
+from prefork_lb.config import Backend, Settings, effective_pools
+from prefork_lb.directory import current_backends, dns_hash_pools, dns_rings
 from prefork_lb.errors import ERROR_KINDS
 from prefork_lb.health import BackendHealth
+from prefork_lb.shared.addresses import AddressTable
 from prefork_lb.shared.admission import AdmissionTable
 from prefork_lb.shared.counter import RotationCounter
 from prefork_lb.shared.figures import Figures, read_figures
 from prefork_lb.shared.health_table import HealthTable
 from prefork_lb.shared.in_flight import InFlightTable
 from prefork_lb.shared.stats import StatsTable, subtract_row
+from prefork_lb.slots import EMPTY, Slot, SlotState
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,26 +50,65 @@ class SharedState:
     # Waiting rooms and the admission lock (pools in effective_pools order).
     admission: AdmissionTable
     started_at: float  # wall-clock time the master installed it
+    # The DNS slots' addresses (one row per backend index) and the resolving lease.
+    addresses: AddressTable
 
     @property
     def rotation(self) -> RotationCounter:
         """The first pool's rotation counter (the ``default`` pool's, when it exists)."""
         return self.rotations[0]
 
-    def figures(self, health: Sequence[BackendHealth] | None = None) -> Figures:
+    def figures(
+        self,
+        health: Sequence[BackendHealth] | None = None,
+        backends: Sequence[Backend] | None = None,
+    ) -> Figures:
         """Every backend's figures as they are now, summed over all workers.
 
         ``health`` is the rows as a reader already has them (a ``Selector``
         keeps a copy); without it they are read from the health table.
+        ``backends`` likewise (a ``Directory``); without it they are read from
+        the address table. DNS slots without an address are left out.
         """
         rows = self.health.snapshot()[1] if health is None else health
+        if backends is None:
+            backends = self.current_backends()
         return read_figures(
-            self.settings.backends,
+            backends,
             rows,
             self.in_flight,
             self.stats,
             pools=effective_pools(self.settings),
             admission=self.admission,
+            shown=self.shown(),
+        )
+
+    def current_backends(self) -> tuple[Backend, ...]:
+        """``settings.backends`` with every DNS slot holding its address now."""
+        if not self.settings.dns_groups:
+            return self.settings.backends
+        return current_backends(self.settings.backends, self.addresses.snapshot()[1])
+
+    def dns_states(self) -> dict[str, str]:
+        """Each DNS-found backend's slot state ("active", "draining"), by its URL now."""
+        if not self.settings.dns_groups:
+            return {}
+        slots = self.addresses.snapshot()[1]
+        backends = current_backends(self.settings.backends, slots)
+        return {
+            backend.url: slots[index].state.name.lower()
+            for index, backend in enumerate(backends)
+            if backend.dns and slots[index].state != SlotState.EMPTY
+        }
+
+    def shown(self) -> tuple[bool, ...] | None:
+        """Which backends exist now (a DNS slot only while it holds an address); None: all."""
+        if not self.settings.dns_groups:
+            return None
+        slots = self.addresses.snapshot()[1]
+        return tuple(
+            not backend.dns or slots[index].state != SlotState.EMPTY
+            for index, backend in enumerate(self.settings.backends)
         )
 
     def close(self) -> None:
@@ -78,6 +120,7 @@ class SharedState:
         self.in_flight.close()
         self.stats.close()
         self.admission.close()
+        self.addresses.close()
 
 
 _installed: SharedState | None = None
@@ -94,8 +137,11 @@ _retired_stats: dict[int, tuple[StatsTable, tuple[list[int], list[float]], tuple
 _retired_admission: dict[int, AdmissionTable] = {}
 
 
-def install(settings: Settings) -> SharedState:
-    """Create the shared state in the master, before any worker is forked."""
+def install(settings: Settings, slots: Mapping[int, Slot] | None = None) -> SharedState:
+    """Create the shared state in the master, before any worker is forked.
+
+    ``slots``: the DNS slots the master filled (by backend index), if any.
+    """
     global _installed  # noqa: PLW0603 - the one slot the master fills for its workers
     if _installed is not None:
         _installed.close()
@@ -113,11 +159,24 @@ def install(settings: Settings) -> SharedState:
         stats=StatsTable(count, len(ERROR_KINDS)),
         admission=AdmissionTable(len(effective_pools(settings))),
         started_at=time.time(),
+        addresses=_address_table(settings, slots or {}),
     )
     return _installed
 
 
-def reinstall(settings: Settings, *, now: float | None = None) -> SharedState:
+def _address_table(settings: Settings, slots: Mapping[int, Slot]) -> AddressTable:
+    """The table for ``settings``, with the slots the master filled and the hash tables of them."""
+    table = AddressTable(
+        len(settings.backends), len(settings.dns_groups), len(dns_hash_pools(settings))
+    )
+    every = [slots.get(index, EMPTY) for index in range(len(settings.backends))]
+    table.publish(slots, dns_rings(settings, every))
+    return table
+
+
+def reinstall(
+    settings: Settings, *, now: float | None = None, slots: Mapping[int, Slot] | None = None
+) -> SharedState:
     """On reload, in the master: new shared state for ``settings``, for the workers forked next.
 
     The workers already running keep the state they inherited until they
@@ -126,15 +185,19 @@ def reinstall(settings: Settings, *, now: float | None = None) -> SharedState:
     backend new to the list starts up, "since" now (``now`` is a
     ``time.monotonic()`` value). Stats totals so far are carried over by
     backend URL; what the old workers count from now on joins them when each
-    exits.
+    exits. A DNS slot's URL is its address's (``slots``: the new ones, as the
+    master resolved them), so health and counts follow the address.
     """
     global _installed  # noqa: PLW0603 - the one slot the master fills for its workers
     old = installed()
     now = time.monotonic() if now is None else now
     _, old_rows = old.health.snapshot()
-    known = {b.url: row for b, row in zip(old.settings.backends, old_rows, strict=True)}
+    old_backends = old.current_backends()
+    addresses = _address_table(settings, slots or {})
+    new_backends = current_backends(settings.backends, addresses.snapshot()[1])
+    known = {b.url: row for b, row in zip(old_backends, old_rows, strict=True)}
     added = BackendHealth(since=now, reason="added by a reload")
-    rows = [known.get(backend.url, added) for backend in settings.backends]
+    rows = [known.get(backend.url, added) for backend in new_backends]
     count = len(settings.backends)
     # Everything that can fail (OSError: no memory to map) before anything changes.
     health = HealthTable(count, rows=rows, lease=old.health.lease)
@@ -144,7 +207,7 @@ def reinstall(settings: Settings, *, now: float | None = None) -> SharedState:
     for slot in old.in_flight.taken():
         _retired_slots.setdefault(slot, old.in_flight)
         _retired_admission.setdefault(slot, old.admission)
-    _carry_stats(old, stats, settings)
+    _carry_stats(old, old_backends, stats, new_backends)
     _installed = SharedState(
         settings=settings,
         rotations=_carry_rotations(old, settings),
@@ -153,6 +216,7 @@ def reinstall(settings: Settings, *, now: float | None = None) -> SharedState:
         stats=stats,
         admission=admission,
         started_at=old.started_at,
+        addresses=addresses,
     )
     # Only this process's handles: the old workers keep theirs. The old
     # in-flight table stays open while a slot in it is taken.
@@ -165,6 +229,7 @@ def reinstall(settings: Settings, *, now: float | None = None) -> SharedState:
         old.stats.close()
     if old.admission not in _retired_admission.values():
         old.admission.close()
+    old.addresses.close()
     return _installed
 
 
@@ -177,10 +242,15 @@ def _carry_rotations(old: SharedState, settings: Settings) -> tuple[RotationCoun
     return tuple(known.get(pool.name) or RotationCounter() for pool in effective_pools(settings))
 
 
-def _carry_stats(old: SharedState, stats: StatsTable, settings: Settings) -> None:
-    """Start the new ``stats`` (for ``settings``) from the old state's totals, by backend URL."""
-    urls = tuple(backend.url for backend in old.settings.backends)
-    columns = _columns(urls, settings)
+def _carry_stats(
+    old: SharedState,
+    old_backends: Sequence[Backend],
+    stats: StatsTable,
+    backends: Sequence[Backend],
+) -> None:
+    """Start the new ``stats`` (for ``backends``) from the old state's totals, by backend URL."""
+    urls = tuple(backend.url for backend in old_backends)
+    columns = _columns(urls, backends)
     stats.retire(old.stats.row(StatsTable.RETIRED), columns)
     for slot in old.in_flight.taken():
         if slot in _retired_stats:
@@ -190,10 +260,10 @@ def _carry_stats(old: SharedState, stats: StatsTable, settings: Settings) -> Non
         _retired_stats[slot] = (old.stats, counted, urls)
 
 
-def _columns(urls: Sequence[str], settings: Settings) -> list[int | None]:
-    """Where each column of a table for ``urls`` goes in a table for ``settings``."""
-    index = {backend.url: i for i, backend in enumerate(settings.backends)}
-    return [index.get(url) for url in urls] + [len(settings.backends)]
+def _columns(urls: Sequence[str], backends: Sequence[Backend]) -> list[int | None]:
+    """Where each column of a table for ``urls`` goes in a table for ``backends``."""
+    index = {backend.url: i for i, backend in enumerate(backends)}
+    return [index.get(url) for url in urls] + [len(backends)]
 
 
 def installed() -> SharedState:
@@ -238,7 +308,7 @@ def release_worker_slot(slot: int | None) -> None:
     # A worker from before a reload: what it counted since then, by URL.
     table, counted, urls = draining
     since = subtract_row(table.row(slot), counted)
-    _installed.stats.retire(since, _columns(urls, _installed.settings))
+    _installed.stats.retire(since, _columns(urls, _installed.current_backends()))
     if table not in (other for other, _, _ in _retired_stats.values()):
         table.close()
 

@@ -149,6 +149,21 @@ class StatsTable:
             latency_sum=latency_sum,
         )
 
+    # In the process publishing DNS addresses.
+
+    def clear_column(self, column: int) -> None:
+        """Start a column anew in every row: its slot holds a new address.
+
+        Nothing is in flight to it (the slot was empty), so no worker writes
+        there meanwhile.
+        """
+        width = self._width
+        zeros = _zeros(width)
+        for row in range(self.SLOTS + 1):
+            start = 1 + row * self._row_cells + column * width
+            self._cells[start : start + width] = zeros
+            self._sums[row * self.columns + column] = 0.0
+
     # In the master.
 
     def row(self, slot: int) -> tuple[list[int], list[float]]:

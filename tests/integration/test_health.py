@@ -484,6 +484,9 @@ ENTRY_KEYS = {
     "ejected_for",
     "ejections",
     "consecutive_5xx",
+    # Backends from DNS (test_dns_backends.py): None for a listed backend.
+    "dns",
+    "dns_state",
 }
 
 
@@ -516,6 +519,7 @@ def test_admin_view_describes_every_backend(
     assert [e["usable"] for e in entries] == [True] * 3
     assert [e["in_flight"] for e in entries] == [0, 0, 0]
     assert [e["weight"] for e in entries] == [5, 1, 1]
+    assert [(e["dns"], e["dns_state"]) for e in entries] == [(None, None)] * 3
     assert [e["backup"] for e in entries] == [False, False, True]
     assert [e["health_check"] for e in entries] == [False, False, True]
     assert entries[0]["reason"] == "up since the balancer started"

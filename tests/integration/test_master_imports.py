@@ -16,7 +16,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.support.balancer import ROOT, clean_environ
+from tests.support.dns_server import DnsServer
 from tests.support.polling import wait_for
 
 # Runs gunicorn as its console script does, once the audit hook is in place.
@@ -49,7 +52,7 @@ def _ready_workers(log: Path) -> int:
     return len(re.findall(r"prefork_lb: worker \d+ ready", log.read_text(errors="replace")))
 
 
-def _start_reload_stop(report: Path, log: Path) -> str | None:
+def _start_reload_stop(report: Path, log: Path, settings: dict[str, str]) -> str | None:
     """Run the audited balancer through start, HUP and TERM; what went wrong, if anything."""
     command = [
         sys.executable,
@@ -66,7 +69,7 @@ def _start_reload_stop(report: Path, log: Path) -> str | None:
         master = subprocess.Popen(
             command,
             cwd=ROOT,
-            env=clean_environ({"PREFORK_LB_BACKENDS": "http://127.0.0.1:9"}),
+            env=clean_environ(settings),
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -90,10 +93,21 @@ def _start_reload_stop(report: Path, log: Path) -> str | None:
     return None if status == 0 else f"exit status {status}\n{log.read_text(errors='replace')}"
 
 
-def test_master_never_imports_urllib3(tmp_path: Path) -> None:
-    """Starting, forking, reloading on HUP and stopping, the master never imports urllib3."""
+@pytest.mark.parametrize("source", ["listed", "dns"])
+def test_master_never_imports_urllib3(source: str, tmp_path: Path) -> None:
+    """Starting, forking, reloading on HUP and stopping, the master never imports urllib3.
+
+    Also when it resolves backends through DNS itself, at start and on HUP.
+    """
     report = tmp_path / "imports.jsonl"
-    problem = _start_reload_stop(report, tmp_path / "balancer.log")
+    with DnsServer() as dns:
+        dns.set_a("api.test", ["127.0.0.1"])
+        settings = (
+            {"PREFORK_LB_BACKENDS": "http://127.0.0.1:9"}
+            if source == "listed"
+            else {"PREFORK_LB_DNS": "api.test:9", "PREFORK_LB_DNS_RESOLVER": dns.resolver_setting}
+        )
+        problem = _start_reload_stop(report, tmp_path / "balancer.log", settings)
 
     imports = [json.loads(line) for line in report.read_text().splitlines()]
     in_master = {module: stack for is_master, module, stack in imports if is_master}
@@ -105,4 +119,5 @@ def test_master_never_imports_urllib3(tmp_path: Path) -> None:
     assert problem is None, problem
     # The hook saw the master's imports and, across the fork, the worker's.
     assert "prefork_lb.hooks" in in_master
+    assert ("prefork_lb.resolver" in in_master) == (source == "dns")
     assert "urllib3" in {module for is_master, module, _ in imports if not is_master}

@@ -145,3 +145,17 @@ def test_a_worker_that_spans_two_reloads_is_counted_once(empty_slot: None) -> No
     _serve(first.stats, slot, 0, 1)
     shared.release_worker_slot(slot)
     assert _total(third.stats.totals()) == [0, 4, 0]
+
+
+def test_clearing_a_column_starts_it_anew_in_every_row(stats: StatsTable) -> None:
+    """A column cleared for a slot's new address is zero in every row; the others are kept."""
+    stats.count_response(0, 1, 200)
+    stats.count_response(1, 1, 500)
+    stats.observe_latency(1, 1, 0.2)
+    stats.count_response(0, 0, 200)
+    stats.release(1)  # in the retired row now
+    stats.clear_column(1)
+    first, second, own = stats.totals()
+    assert (first.responses[1], second.responses, second.latency_sum) == (1, (0,) * 5, 0.0)
+    assert sum(second.latency_buckets) == 0
+    assert own.responses == (0,) * 5

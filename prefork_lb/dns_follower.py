@@ -1,0 +1,89 @@
+"""Re-resolving the DNS sources, by exactly one worker at a time.
+
+Every worker starts a ``DnsFollower``; each one waits for the resolving
+lease (a record lock the kernel releases when its holder dies, as the
+prober's). The worker holding it runs one greenlet per DNS source: resolve,
+feed the last-good-set state machine (``dns.follow``: a failure never
+empties a set, its line is logged once per change), publish the set into
+the shared slots (``dns_publish.publish``), and sleep as the records' TTL
+says, between 1 s and ``dns_interval``. If that worker dies, another takes
+the lease within half an interval and goes on from the slots as published.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import time
+
+import gevent
+
+from prefork_lb.config import DnsGroup
+from prefork_lb.dns import DnsFailure, DnsState, Resolution, follow, next_delay
+from prefork_lb.dns_publish import active_addresses, left_out_line, publish
+from prefork_lb.resolver import Resolver
+from prefork_lb.shared import SharedState
+
+log = logging.getLogger("gunicorn.error").getChild("prefork_lb")
+
+
+class DnsFollower:
+    """Waits for the resolving lease, then keeps every DNS source's slots current."""
+
+    def __init__(self, state: SharedState) -> None:
+        self._state = state
+        self._settings = state.settings
+
+    def start(self) -> gevent.Greenlet[[], None] | None:
+        """Start waiting for the lease in the background (nothing to do without DNS sources)."""
+        if not self._settings.dns_groups:
+            return None
+        return gevent.spawn(self._run)
+
+    def _run(self) -> None:
+        poll = self._settings.dns_interval / 2
+        while not self._state.addresses.try_lease():
+            gevent.sleep(poll * random.uniform(0.8, 1.0))  # noqa: S311 - jitter, not secrecy
+        log.info("worker %d now resolves the DNS sources", os.getpid())
+        followers = [
+            gevent.spawn(self._follow, number, group)
+            for number, group in enumerate(self._settings.dns_groups)
+        ]
+        gevent.joinall(followers)
+
+    def _follow(self, number: int, group: DnsGroup) -> None:
+        settings = self._settings
+        table = self._state.addresses
+        _, slots = table.snapshot()
+        # From the slots as published (by the master, or the lease's last holder):
+        # a new holder logs changes, not the whole set again.
+        known = DnsState(
+            group.source.label, active_addresses(slots[group.first : group.first + group.count])
+        )
+        ttl = settings.dns_interval
+        left_out: tuple[str, ...] = ()
+        while True:
+            try:
+                result: Resolution | DnsFailure = Resolver(
+                    settings.dns_resolver, settings.dns_timeout
+                ).resolve(group.source)
+            except DnsFailure as failure:
+                result = failure
+                table.count_failure(number, failure.reason)
+            try:
+                known, line = follow(known, result)
+                if line is not None:
+                    level = logging.WARNING if known.failing else logging.INFO
+                    log.log(level, "%s", line)
+                assignment = publish(self._state, group, known.addresses, time.monotonic())
+                if assignment.left_out != left_out and assignment.left_out:
+                    log.warning("%s", left_out_line(group, assignment.left_out))
+                left_out = assignment.left_out
+                if isinstance(result, Resolution):
+                    ttl = result.ttl
+                    table.resolved(number, len(known.addresses), time.time())
+            except Exception:
+                # A bug here must not end this source's resolving while this worker keeps the lease.
+                log.exception("dns %s: publishing failed unexpectedly", group.source.label)
+            gevent.sleep(next_delay(ttl, settings.dns_interval))
