@@ -142,13 +142,14 @@ def _is_hostname(name: str) -> bool:
 def _is_host(host: str, *, bracketed: bool) -> bool:
     """A hostname or an IPv4 literal, or (and only within brackets) an IPv6 literal."""
     if bracketed or ":" in host:
-        return bracketed and ":" in host and _is_ip(host)
+        return bracketed and ":" in host and is_ip(host)
     # A name whose last label is all digits is a mistyped IPv4 address, not a hostname.
     last = host.rstrip(".").rsplit(".", 1)[-1]
-    return _is_ip(host) or (_is_hostname(host) and not last.isdigit())
+    return is_ip(host) or (_is_hostname(host) and not last.isdigit())
 
 
-def _is_ip(text: str) -> bool:
+def is_ip(text: str) -> bool:
+    """Whether ``text`` is an IPv4 or IPv6 address literal."""
     try:
         ipaddress.ip_address(text)
     except ValueError:

@@ -16,7 +16,6 @@ in the constructor, is a plain file read.
 
 from __future__ import annotations
 
-import ipaddress
 import math
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -38,6 +37,7 @@ from prefork_lb.dns import (
     Reason,
     Resolution,
     SrvRecord,
+    is_ip,
     make_resolution,
     srv_addresses,
 )
@@ -114,7 +114,7 @@ class Resolver:
         return resolution
 
     def _resolve_a(self, source: DnsSource, deadline: float) -> Resolution:
-        if _is_ip(source.name):  # nothing to ask: the address itself, which never expires
+        if is_ip(source.name):  # nothing to ask: the address itself, which never expires
             return make_resolution([Address(source.name, source.port)], math.inf)
         rrsets = list(self._address_rrsets(source.name, deadline))
         return make_resolution(
@@ -200,11 +200,3 @@ def _text(name: dns.name.Name) -> str:
 
 def _smallest_ttl(rrsets: Iterable[dns.rrset.RRset]) -> float:
     return float(min((rrset.ttl for rrset in rrsets), default=0))
-
-
-def _is_ip(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
