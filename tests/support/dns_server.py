@@ -69,7 +69,23 @@ class _Zone:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
-class DnsServer:
+class LoopbackDnsPeer:
+    """A DNS server the tests run on 127.0.0.1 (this one, or dnsmasq): how to name it."""
+
+    port: int
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """``("127.0.0.1", port)``: what ``Resolver(server=...)`` takes."""
+        return "127.0.0.1", self.port
+
+    @property
+    def resolver_setting(self) -> str:
+        """The server as ``dns_resolver`` names it: ``127.0.0.1:PORT``."""
+        return f"127.0.0.1:{self.port}"
+
+
+class DnsServer(LoopbackDnsPeer):
     """A DNS server on 127.0.0.1 whose records the test sets; see the module docstring."""
 
     def __init__(self) -> None:
@@ -127,16 +143,6 @@ class DnsServer:
             self._zone.entries[_key(name)] = entry
 
     # --- serving ---------------------------------------------------------------------------
-
-    @property
-    def address(self) -> tuple[str, int]:
-        """``("127.0.0.1", port)``: what ``Resolver(server=...)`` takes."""
-        return "127.0.0.1", self.port
-
-    @property
-    def resolver_setting(self) -> str:
-        """The server as ``dns_resolver`` names it: ``127.0.0.1:PORT``."""
-        return f"127.0.0.1:{self.port}"
 
     def start(self) -> DnsServer:
         """Listen (on the port it had before, after ``stop()``) and answer in daemon threads."""

@@ -29,6 +29,8 @@ import dns.exception
 import dns.message
 import dns.query
 
+from tests.support.dns_server import LoopbackDnsPeer
+
 DNSMASQ = "/usr/sbin/dnsmasq"
 # Names under this domain that the hosts file does not list are NXDOMAIN (dnsmasq's --local);
 # any other name is refused: nothing is forwarded.
@@ -73,7 +75,7 @@ def free_port() -> int:
             return port
 
 
-class Dnsmasq:
+class Dnsmasq(LoopbackDnsPeer):
     """A dnsmasq process serving a hosts file and SRV records; see the module docstring."""
 
     def __init__(self, ttl: int = 1) -> None:
@@ -85,16 +87,6 @@ class Dnsmasq:
         self._srv: dict[str, tuple[SrvTuple, ...]] = {}
         self._guard: subprocess.Popen[bytes] | None = None
         self.pid = 0  # dnsmasq's own, while it runs
-
-    @property
-    def address(self) -> tuple[str, int]:
-        """``("127.0.0.1", port)``: what ``Resolver(server=...)`` takes."""
-        return "127.0.0.1", self.port
-
-    @property
-    def resolver_setting(self) -> str:
-        """The server as ``dns_resolver`` names it: ``127.0.0.1:PORT``."""
-        return f"127.0.0.1:{self.port}"
 
     def set_hosts(self, hosts: Mapping[str, Sequence[str]]) -> None:
         """The A/AAAA records, name to IPs (all others go); dnsmasq re-reads them on SIGHUP."""
