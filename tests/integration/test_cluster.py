@@ -86,18 +86,27 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     return document
 
 
-def start_cut_short_run() -> tuple[subprocess.Popen[bytes], list[int]]:
-    """A run started, and waited for until HAProxy runs (every server is up): it and their pids."""
-    process = subprocess.Popen(
-        [str(CLUSTER), "--quick"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
+def start_cut_short_run(progress: Path) -> tuple[subprocess.Popen[bytes], list[int]]:
+    """A run started and waited for until it says every server is up (its progress lines
+    go to ``progress``): the run, and the pids of the servers in its namespaces.
 
-    def front_running() -> bool:
-        assert process.poll() is None, "scripts/cluster exited before it was interrupted"
-        return any(n.endswith("-ha") and pids_in(n) for n in run_namespaces_of(process.pid))
+    Waiting for a process in HAProxy's namespace is not enough: while the run builds
+    the namespaces, a short-lived ``ip -n NAMESPACE ...`` is one.
+    """
+    with progress.open("wb") as output:
+        process = subprocess.Popen(
+            [str(CLUSTER), "--quick"], stdout=subprocess.DEVNULL, stderr=output
+        )
 
-    wait_for(front_running, "HAProxy running in the run's namespace", timeout=60)
+    def cluster_up() -> bool:
+        said = progress.read_text(errors="replace")
+        assert process.poll() is None, f"scripts/cluster exited before it was interrupted:\n{said}"
+        return "  up in " in said
+
+    wait_for(cluster_up, "scripts/cluster saying its servers are up", timeout=60)
     pids = [pid for name in run_namespaces_of(process.pid) for pid in pids_in(name)]
+    # 3 backends, 3 gunicorn masters with their workers, HAProxy.
+    assert len(pids) >= 7, (pids, progress.read_text(errors="replace"))
     return process, pids
 
 
@@ -165,19 +174,18 @@ def test_a_finished_run_leaves_nothing_behind(report: dict[str, Any]) -> None:
     assert leftovers(prefix, prefix.rsplit("-", 1)[1]) == []
 
 
-def test_term_takes_a_running_cluster_down() -> None:
+def test_term_takes_a_running_cluster_down(tmp_path: Path) -> None:
     """TERM in the middle of a run stops every process of it and deletes its namespaces."""
-    process, pids = start_cut_short_run()
-    assert pids
+    process, pids = start_cut_short_run(tmp_path / "progress.txt")
     process.send_signal(signal.SIGTERM)
     assert process.wait(30) != 0
     assert run_namespaces_of(process.pid) == []
     assert [pid for pid in pids if alive(pid)] == []
 
 
-def test_the_next_start_sweeps_up_after_a_killed_run() -> None:
+def test_the_next_start_sweeps_up_after_a_killed_run(tmp_path: Path) -> None:
     """A run killed outright leaves its namespaces and servers; the next start removes them."""
-    process, pids = start_cut_short_run()
+    process, pids = start_cut_short_run(tmp_path / "progress.txt")
     process.send_signal(signal.SIGKILL)
     process.wait(10)
     left = run_namespaces_of(process.pid)
