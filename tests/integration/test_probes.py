@@ -57,12 +57,20 @@ def balancer(backends: list[ScriptedBackend]) -> Iterator[BalancerProcess]:
 
 @pytest.fixture
 def lb(balancer: BalancerProcess, backends: list[ScriptedBackend]) -> BalancerProcess:
-    """The shared balancer with both backends running and ready again."""
+    """The shared balancer with both backends running and both seen up by its checks.
+
+    Ready alone is not enough: it is 200 as soon as one backend is up.
+    """
     for backend in backends:
         if not backend.running:
             backend.start()
         backend.clear(routes=True)
-    wait_for(lambda: fetch(balancer.port, READY).status == 200, "ready again", 10)
+    wait_for(
+        lambda: all(_state(balancer, b) == "up" for b in backends),
+        "both backends up again",
+        10,
+        context=balancer.log,
+    )
     return balancer
 
 
