@@ -6,6 +6,12 @@ each, ``gap`` seconds apart (the last one ``last_gap`` after the one before
 it, if given), then the final chunk. The time each event was written
 (``time.monotonic()``, the same clock as the test's, in this process) is
 recorded, so a test can tell how long each took to reach its client.
+
+With ``lockstep=1`` the server writes event N (N > 0) only once the test has
+called ``acknowledge(N - 1)`` on reading event N - 1, or after ``LOCKSTEP_WAIT_S``
+without it; such events are listed in ``forced``. A proxy that holds events
+back makes every event forced; one that passes each on at once, none, however
+slow the machine is (short of a multi-second stall).
 """
 
 from __future__ import annotations
@@ -16,6 +22,8 @@ import threading
 import time
 from io import BufferedIOBase
 from urllib.parse import parse_qs, urlsplit
+
+LOCKSTEP_WAIT_S = 3.0
 
 
 def event(number: int) -> bytes:
@@ -28,6 +36,9 @@ class SSEBackend:
 
     def __init__(self) -> None:
         self.written: dict[int, float] = {}  # event number -> when it was written
+        self.forced: list[int] = []  # lockstep events written before the one before arrived
+        self._acknowledged = -1
+        self._arrivals = threading.Condition()
         backend = self
 
         class Handler(socketserver.StreamRequestHandler):
@@ -57,6 +68,7 @@ class SSEBackend:
         count = int(query.get("count", ["5"])[0])
         gap = float(query.get("gap", ["0.1"])[0])
         last_gap = float(query.get("last_gap", [str(gap)])[0])
+        lockstep = query.get("lockstep") == ["1"]
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         try:
             sock.sendall(
@@ -65,9 +77,23 @@ class SSEBackend:
             )
             for number in range(count):
                 time.sleep(last_gap if number == count - 1 and number > 0 else gap)
+                if lockstep and number > 0 and not self._arrived(number - 1):
+                    self.forced.append(number)
                 data = event(number)
                 self.written[number] = time.monotonic()
                 sock.sendall(b"%x\r\n%s\r\n" % (len(data), data))
             sock.sendall(b"0\r\n\r\n")
         except OSError:
             pass
+
+    def acknowledge(self, number: int) -> None:
+        """The client has read event ``number`` (for ``lockstep=1``)."""
+        with self._arrivals:
+            self._acknowledged = max(self._acknowledged, number)
+            self._arrivals.notify_all()
+
+    def _arrived(self, number: int) -> bool:
+        with self._arrivals:
+            return self._arrivals.wait_for(
+                lambda: self._acknowledged >= number, timeout=LOCKSTEP_WAIT_S
+            )
