@@ -258,7 +258,7 @@ def test_a_proxy_header_inside_tls_is_refused(
     conn = ProxiedHTTPS(balancer.port, authority.client_context(), v2_proxy(CLIENT))
     conn.connect()
     conn.sock.sendall(v1_proxy("10.9.8.7") + b"GET /inside HTTP/1.1\r\nHost: a\r\n\r\n")
-    response = http.client.HTTPResponse(conn.sock)  # type: ignore[arg-type]
+    response = http.client.HTTPResponse(conn.sock)
     response.begin()
     assert response.status == 400
     conn.close()

@@ -33,7 +33,7 @@ def test_without_proxy_protocol_the_socket_is_wrapped_at_once() -> None:
         wrapped = ssl_context(_config("off"), _server_context).wrap_socket(server, server_side=True)
         with wrapped:
             assert isinstance(wrapped, ssl.SSLSocket)
-            assert not wrapped.do_handshake_on_connect
+            assert wrapped.version() is None  # no handshake yet
 
 
 @pytest.mark.parametrize("mode", ["v1", "v2", "auto"])
@@ -51,4 +51,4 @@ def test_with_proxy_protocol_tls_waits_for_the_worker(mode: str) -> None:
             with wrapped:
                 assert isinstance(wrapped, ssl.SSLSocket)
                 assert wrapped.server_side
-                assert not wrapped.do_handshake_on_connect
+                assert wrapped.version() is None  # no handshake yet
