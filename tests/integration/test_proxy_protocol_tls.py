@@ -37,17 +37,27 @@ def v1_proxy(client: str) -> bytes:
     return f"PROXY TCP4 {client} 127.0.0.1 40000 443\r\n".encode()
 
 
-def v2_proxy(client: str) -> bytes:
-    """A PROXY v2 header for a TCP4 connection from ``client`` to 127.0.0.1:443."""
-    addresses = socket.inet_aton(client) + socket.inet_aton("127.0.0.1")
-    return V2_SIGNATURE + b"\x21\x11\x00\x0c" + addresses + struct.pack(">HH", 40000, 443)
+def v2_proxy(client: str, tlvs: bytes = b"") -> bytes:
+    """A PROXY v2 header for a TCP connection from ``client`` (IPv4 or IPv6), TLVs after it."""
+    family, proxy = (socket.AF_INET6, "::1") if ":" in client else (socket.AF_INET, "127.0.0.1")
+    block = socket.inet_pton(family, client) + socket.inet_pton(family, proxy)
+    block += struct.pack(">HH", 40000, 443) + tlvs
+    family_byte = b"\x21" if family == socket.AF_INET6 else b"\x11"
+    return V2_SIGNATURE + b"\x21" + family_byte + struct.pack(">H", len(block)) + block
 
 
 class ProxiedHTTPS(http.client.HTTPSConnection):
-    """An HTTPS connection that writes ``header`` in clear before its TLS hello, as a front does."""
+    """An HTTPS connection that writes ``header`` in clear before its TLS hello, as a front does.
+
+    A list of headers is the one header in pieces, each sent on its own a little apart.
+    """
 
     def __init__(
-        self, port: int, context: ssl.SSLContext, header: bytes = b"", source: str | None = None
+        self,
+        port: int,
+        context: ssl.SSLContext,
+        header: bytes | list[bytes] = b"",
+        source: str | None = None,
     ) -> None:
         super().__init__(
             "127.0.0.1",
@@ -61,8 +71,12 @@ class ProxiedHTTPS(http.client.HTTPSConnection):
 
     def connect(self) -> None:
         """Connect, send the header, then shake hands."""
-        http.client.HTTPConnection.connect(self)
-        self.sock.sendall(self._header)
+        http.client.HTTPConnection.connect(self)  # sets TCP_NODELAY: each piece a segment
+        pieces = self._header if isinstance(self._header, list) else [self._header]
+        for number, piece in enumerate(pieces):
+            if number:
+                time.sleep(0.05)
+            self.sock.sendall(piece)
         self.sock = self._tls.wrap_socket(self.sock, server_hostname=self.host)
 
     def get(self, target: str) -> tuple[int, bytes]:
@@ -179,14 +193,36 @@ def test_a_connection_without_a_client_in_its_header_is_served_as_from_its_peer(
     assert forwarded_for(received, "/peer") == [[peer]] * 2
 
 
+@pytest.mark.parametrize(
+    ("header", "client"),
+    [
+        pytest.param(v1_proxy("10.9.8.7"), "10.9.8.7", id="v1"),
+        pytest.param(v2_proxy("10.9.8.7"), "10.9.8.7", id="v2"),
+        pytest.param(v2_proxy("2001:db8::7"), "2001:db8::7", id="v2-tcp6"),
+        # AWS's VPC endpoint TLV (0xEA), as an NLB sends it.
+        pytest.param(v2_proxy("10.9.8.7", b"\xea\x00\x06\x01vpce"), "10.9.8.7", id="v2-tlv"),
+        pytest.param(
+            [b"PROXY TCP4 10.9.", b"8.7 127.0.0.1 4", b"0000 443\r\n"], "10.9.8.7", id="v1-pieces"
+        ),
+        pytest.param(
+            [v2_proxy("10.9.8.7")[:10], v2_proxy("10.9.8.7")[10:20], v2_proxy("10.9.8.7")[20:]],
+            "10.9.8.7",
+            id="v2-pieces",
+        ),
+    ],
+)
 def test_a_header_from_an_allowed_peer_names_the_client(
-    balancer: BalancerProcess, authority: Authority, received: ScriptedBackend
+    balancer: BalancerProcess,
+    authority: Authority,
+    received: ScriptedBackend,
+    header: bytes | list[bytes],
+    client: str,
 ) -> None:
-    """A v2 header straight from 127.0.0.1 (in proxy_allow_ips) names the client it carries."""
-    conn = ProxiedHTTPS(balancer.port, authority.client_context(), v2_proxy("10.9.8.7"))
+    """A header straight from 127.0.0.1 (in proxy_allow_ips), whole or in pieces: its client."""
+    conn = ProxiedHTTPS(balancer.port, authority.client_context(), header)
     assert conn.get("/named") == (200, b"backend\n")
     conn.close()
-    assert forwarded_for(received, "/named") == [["10.9.8.7"]]
+    assert forwarded_for(received, "/named") == [[client]]
 
 
 def _refused(port: int, data: bytes, source: str = "127.0.0.1") -> bytes:
