@@ -101,14 +101,14 @@ def backend() -> Iterator[ScriptedBackend]:
 
 @pytest.fixture(scope="module")
 def balancer(backend: ScriptedBackend, authority: Authority) -> Iterator[BalancerProcess]:
-    """TLS on the instance, PROXY v1 or v2 before it from 127.0.0.1, a 2 s client deadline."""
+    """TLS on the instance, PROXY v1 or v2 before it from 127.0.0.1; admin for 127.0.0.2 only."""
     args = [
         f"--certfile={authority.cert_file}",
         f"--keyfile={authority.key_file}",
         "--proxy-protocol=auto",
         "--proxy-allow-from=127.0.0.1",
     ]
-    env = {"PREFORK_LB_CLIENT_TIMEOUT": str(CLIENT_TIMEOUT)}
+    env = {"PREFORK_LB_CLIENT_TIMEOUT": str(CLIENT_TIMEOUT), "PREFORK_LB_ADMIN_ALLOW": CLIENT}
     with BalancerProcess([backend.url], workers=2, env=env, args=args) as lb:
         yield lb
 
@@ -159,6 +159,21 @@ def test_every_request_of_a_kept_alive_connection_sees_the_real_client(
     assert statuses == [200, 200, 200]
     assert forwarded_for(received, f"/kept-{front.port}") == [[OTHER_CLIENT]] * 4
     balancer.wait_for_log(rf'(?m)^{OTHER_CLIENT} "GET /kept-{front.port} HTTP/1.1" 200 ')
+
+
+def test_admin_allow_checks_the_client_the_header_names(
+    front: HAProxy, authority: Authority, received: ScriptedBackend
+) -> None:
+    """Over TLS through HAProxy, 127.0.0.2 (in admin_allow) gets the admin endpoint; .3 does not."""
+    admin = ProxiedHTTPS(front.port, authority.client_context(), source=CLIENT)
+    status, body = admin.get("/_prefork_lb/backends")
+    admin.close()
+    assert status == 200
+    assert b'"backends"' in body
+    other = ProxiedHTTPS(front.port, authority.client_context(), source=OTHER_CLIENT)
+    assert other.get("/_prefork_lb/backends") == (200, b"backend\n")  # forwarded instead
+    other.close()
+    assert forwarded_for(received, "/_prefork_lb/backends") == [[OTHER_CLIENT]]
 
 
 def test_haproxy_tls_checks_mark_the_instance_up_as_from_haproxy(
