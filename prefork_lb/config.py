@@ -412,7 +412,7 @@ SETTINGS: tuple[Setting, ...] = (
         "balancer answers 408 and closes the backend connection), or while it leaves "
         "the response unread (each piece of up to 64 KiB must be taken within it; then "
         "the connection is reset and the backend's response dropped). Also bounds a "
-        "client's TLS handshake.",
+        "client's TLS handshake, and the wait for the whole PROXY header before it.",
     ),
     Setting(
         "client_min_rate",

@@ -31,6 +31,14 @@ before the deadline, so that each is closed and written to the access log.
 
 Each open client connection (one greenlet) is counted in the shared table,
 for the admin document and the ``prefork_lb_client_connections`` metric.
+
+With TLS and the PROXY protocol both on (an L4 front passing TLS through),
+the front's header precedes the TLS hello: it is read here, off the plain
+socket (``proxy_reader.py``), checked against ``proxy_allow_ips``, and only
+then does TLS start. The header read before TLS is the one every request of
+the connection sees; one found inside TLS (sent by the client itself) is
+refused. A connection without a header is served as from its TCP peer, as
+gunicorn does for plain HTTP.
 """
 
 from __future__ import annotations
@@ -44,12 +52,15 @@ from typing import Any
 import gevent
 from gunicorn import util
 from gunicorn.http import wsgi
-from gunicorn.http.errors import InvalidHeader, UnsupportedTransferCoding
+from gunicorn.http.errors import InvalidHeader, InvalidProxyLine, UnsupportedTransferCoding
 from gunicorn.workers.base_async import ALREADY_HANDLED
 from gunicorn.workers.ggevent import GeventWorker
 
 from prefork_lb import request_context, shared
 from prefork_lb.downstream import reset_on_close
+from prefork_lb.proxy_header import ProxyHeaderError
+from prefork_lb.proxy_reader import proxy_allowed, read_proxy_header
+from prefork_lb.tls import PendingTLS
 
 # gunicorn-h1c 0.6.10's words for a transfer coding it does not know; gunicorn
 # passes them on as InvalidHeader (400), where its Python parser answers 501.
@@ -124,6 +135,9 @@ class Worker(GeventWorker):  # type: ignore[misc]  # gunicorn has no type hints
     _in_flight: shared.InFlightTable | None = None
     _slot: int | None = None
     _stopping = False
+    # TLS connections whose PROXY header came before TLS: what gunicorn would
+    # have recorded for it (None: the connection had none), by client socket.
+    _headers_before_tls: dict[Any, dict[str, Any] | None] | None = None
 
     def init_process(self) -> None:
         """Read the client deadline from the settings the master installed, then serve."""
@@ -132,6 +146,8 @@ class Worker(GeventWorker):  # type: ignore[misc]  # gunicorn has no type hints
         self._in_flight = state.in_flight
         self._slot = shared.worker_slot()
         request_context.access_log = self.log.access
+        if self.cfg.is_ssl and self.cfg.proxy_protocol != "off":
+            self._headers_before_tls = {}
         # gunicorn's async worker makes its responses through wsgi.create(),
         # which takes the module's Response: in this worker process, ours.
         wsgi.Response = CoalescingResponse
@@ -182,12 +198,43 @@ class Worker(GeventWorker):  # type: ignore[misc]  # gunicorn has no type hints
         if table is not None and slot is not None:
             table.add_connection(slot, 1)
         try:
+            if isinstance(client, PendingTLS):
+                client = self._proxy_header_then_tls(client, addr)
+                if client is None:
+                    return
             if isinstance(client, ssl.SSLSocket) and not self._handshake(client, addr):
                 return
             super().handle(listener, client, addr)
         finally:
             if table is not None and slot is not None:
                 table.add_connection(slot, -1)
+            if self._headers_before_tls is not None:
+                self._headers_before_tls.pop(client, None)
+
+    def _proxy_header_then_tls(self, pending: PendingTLS, addr: Any) -> ssl.SSLSocket | None:
+        """Read the PROXY header before TLS, then start TLS; None (and closed) if refused.
+
+        The header must come whole within ``client_timeout``; one that is not
+        valid, or comes from a peer outside ``proxy_allow_ips``, closes the
+        connection with one line in the log, before anything is forwarded.
+        """
+        mode = self.cfg.proxy_protocol
+        try:
+            header = read_proxy_header(pending.sock, mode, self.client_timeout)
+            if header is not None and not proxy_allowed(addr, self.cfg):
+                raise ProxyHeaderError("a PROXY header from a peer not in proxy_allow_ips")
+        except (ProxyHeaderError, OSError) as err:
+            self.log.warning("Invalid request from ip=%s: %s", addr[0] if addr else "-", err)
+            with contextlib.suppress(OSError):
+                pending.close()
+            return None
+        info = header.gunicorn_info() if header is not None else None
+        if info is not None and info["client_addr"] is None:
+            _peer_for_local(info, addr)
+        client = pending.start_tls()
+        if self._headers_before_tls is not None:
+            self._headers_before_tls[client] = info
+        return client
 
     def _handshake(self, client: Any, addr: Any) -> bool:
         """The TLS handshake, bounded by ``client_timeout``; False (and closed) if it failed.
@@ -213,6 +260,8 @@ class Worker(GeventWorker):  # type: ignore[misc]  # gunicorn has no type hints
     def handle_request(self, listener_name: Any, req: Any, sock: Any, addr: Any) -> Any:
         """Serve one request with the client socket's deadline on; end the connection if it hit."""
         sock.settimeout(self.client_timeout)
+        if self._headers_before_tls is not None:
+            _use_header_before_tls(req, self._headers_before_tls.get(sock))
         info = req.proxy_protocol_info
         if info and info["client_addr"] is None:
             _peer_for_local(info, addr)
@@ -246,6 +295,18 @@ class Worker(GeventWorker):  # type: ignore[misc]  # gunicorn has no type hints
             request_context.current_request.reset(context)
             with contextlib.suppress(OSError):
                 sock.settimeout(None)
+
+
+def _use_header_before_tls(req: Any, info: dict[str, Any] | None) -> None:
+    """Give a request on a TLS connection the PROXY header read before TLS (or none).
+
+    gunicorn looks for a header in the first request's bytes, inside TLS:
+    one there was written by the TLS client itself, never by the front, and
+    would let any client name its own address. It is refused (400).
+    """
+    if req.proxy_protocol_info:
+        raise InvalidProxyLine("a PROXY header inside TLS; it must come before the TLS hello")
+    req.proxy_protocol_info = info or {}
 
 
 def _peer_for_local(info: dict[str, Any], addr: Any) -> None:

@@ -11,14 +11,13 @@ import ssl
 import subprocess
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-import trustme
 
 from tests.integration.conftest import StartBalancer
+from tests.support.authority import Authority, make_authority
 from tests.support.backend import ScriptedBackend, big_body, echo
 from tests.support.balancer import ROOT, BalancerProcess, clean_environ, gunicorn_command
 from tests.support.client import fetch
@@ -27,54 +26,16 @@ from tests.support.polling import wait_for
 PROBE_AGENT = "prefork_lb-health-check"
 
 
-@dataclass(frozen=True)
-class Authority:
-    """A CA, its PEM file, and a server certificate it issued for 127.0.0.1 and localhost."""
-
-    ca: trustme.CA
-    ca_file: Path
-    server: trustme.LeafCert
-    cert_file: Path
-    key_file: Path
-
-    def server_context(self) -> ssl.SSLContext:
-        """A server-side context presenting the certificate."""
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        self.server.configure_cert(context)
-        return context
-
-    def client_context(self) -> ssl.SSLContext:
-        """A client context trusting this CA only."""
-        context = ssl.create_default_context()
-        self.ca.configure_trust(context)
-        return context
-
-
-def _authority(directory: Path, *names: str) -> Authority:
-    directory.mkdir()
-    ca = trustme.CA()
-    server = ca.issue_cert(*(names or ("127.0.0.1", "localhost")))
-    authority = Authority(
-        ca, directory / "ca.pem", server, directory / "cert.pem", directory / "key.pem"
-    )
-    ca.cert_pem.write_to_path(str(authority.ca_file))
-    server.cert_chain_pems[0].write_to_path(str(authority.cert_file))
-    for extra in server.cert_chain_pems[1:]:
-        extra.write_to_path(str(authority.cert_file), append=True)
-    server.private_key_pem.write_to_path(str(authority.key_file))
-    return authority
-
-
 @pytest.fixture(scope="module")
 def trusted(tmp_path_factory: pytest.TempPathFactory) -> Authority:
     """The CA the balancer is told to trust, and a certificate it issued."""
-    return _authority(tmp_path_factory.mktemp("tls") / "trusted")
+    return make_authority(tmp_path_factory.mktemp("tls") / "trusted")
 
 
 @pytest.fixture(scope="module")
 def stranger(tmp_path_factory: pytest.TempPathFactory) -> Authority:
     """A CA nobody configured, and a certificate it issued."""
-    return _authority(tmp_path_factory.mktemp("tls") / "stranger")
+    return make_authority(tmp_path_factory.mktemp("tls") / "stranger")
 
 
 def _https_backend(name: str, authority: Authority) -> Iterator[ScriptedBackend]:

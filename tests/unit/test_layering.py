@@ -53,6 +53,7 @@ PURE_MODULES = [
     "prefork_lb.extension_types",  # the request, response and headers extensions see
     "prefork_lb.dns",  # DNS names, answers as addresses, the last good set
     "prefork_lb.slots",  # which slot a DNS address takes, draining, freeing
+    "prefork_lb.proxy_header",  # the PROXY protocol header read off a stream
 ]
 
 # Standard-library modules that do I/O the core must leave to the shell.
