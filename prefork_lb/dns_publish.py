@@ -13,8 +13,9 @@ HUP): workers start with addresses. It imports neither gevent nor urllib3.
 
 from __future__ import annotations
 
+import logging
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from prefork_lb.config import Backend, DnsGroup, Settings
@@ -23,6 +24,8 @@ from prefork_lb.dns import Address, DnsFailure
 from prefork_lb.health import BackendHealth
 from prefork_lb.shared import SharedState
 from prefork_lb.slots import EMPTY, Assignment, Slot, SlotState, assign
+
+_log = logging.getLogger("gunicorn.error").getChild("prefork_lb")
 
 
 class DnsStartError(Exception):
@@ -63,8 +66,19 @@ def publish(
     template = state.settings.backends[group.first]
     row = fresh_health(template, now)
     for number in result.fresh:
-        state.health.update(group.first + number, lambda _old: (row, None))
-        state.stats.clear_column(group.first + number)
+        index = group.first + number
+        fresh = row
+        saved = state.pending_states.take(result.slots[number].key, now)
+        if saved is not None:
+            # The state_file's drain, maint or weight of an address back after a restart.
+            fresh = saved.change(index).apply(row)
+            _log.warning(
+                "state_file: address %s is back in DNS; its saved state %s applied",
+                saved.name,
+                saved.state.label,
+            )
+        state.health.update(index, _replaced_by(fresh))
+        state.stats.clear_column(index)
     for number in result.freed:
         if number not in result.fresh:
             # A row left down would have every worker re-check its choice on each request.
@@ -83,6 +97,11 @@ def publish(
         rings = dns_rings(state.settings, after)
     state.addresses.publish(changes, rings)
     return result
+
+
+def _replaced_by(row: BackendHealth) -> Callable[[BackendHealth], tuple[BackendHealth, None]]:
+    """A ``HealthTable.update`` that puts ``row`` in place of whatever was there."""
+    return lambda _old: (row, None)
 
 
 def running_addresses(state: SharedState) -> dict[tuple[str, str], tuple[Address, ...]]:

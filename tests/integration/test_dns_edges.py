@@ -1,0 +1,121 @@
+"""Backends from DNS at their edges: saved states across restarts, freed slots, failing sources.
+
+Each test starts the balancers it needs (they differ in their settings) in
+front of backends on loopback addresses, named by a real DNS server whose
+records the test changes.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.integration.conftest import StartBalancer
+from tests.support.address_backends import AddressBackends
+from tests.support.balancer import BalancerProcess
+from tests.support.dns_balancer import backends_document, fetch, settle
+from tests.support.dns_server import DnsServer
+
+NAME = "api.test"
+TOKEN = "dns-edges-admin-token-0123456789"
+
+
+@pytest.fixture(scope="module")
+def addresses() -> Iterator[AddressBackends]:
+    """Three backends, 127.0.0.40 to 127.0.0.42, on one port."""
+    with AddressBackends(3, first=40) as backends:
+        yield backends
+
+
+@pytest.fixture
+def dns() -> Iterator[DnsServer]:
+    """A DNS server that knows no name yet."""
+    with DnsServer() as server:
+        yield server
+
+
+def dns_env(server: DnsServer, port: int, **more: str) -> dict[str, str]:
+    """A balancer on NAME:port asking ``server``, re-resolving each second, with the token."""
+    env = {
+        "PREFORK_LB_DNS": f"{NAME}:{port}",
+        "PREFORK_LB_DNS_RESOLVER": server.resolver_setting,
+        "PREFORK_LB_DNS_INTERVAL": "1",
+        "PREFORK_LB_DNS_TIMEOUT": "0.5",
+        "PREFORK_LB_DNS_SLOTS": "4",
+        "PREFORK_LB_ADMIN_TOKEN": TOKEN,
+    }
+    return env | {f"PREFORK_LB_{key.upper()}": value for key, value in more.items()}
+
+
+def urls(addresses: AddressBackends, ips: list[str]) -> set[str]:
+    """The backend URLs of these addresses."""
+    return {f"http://{ip}:{addresses.port}" for ip in ips}
+
+
+def post(lb: BalancerProcess, name: str, what: str, value: object) -> int:
+    """POST an admin write (``state`` or ``weight``) for backend ``name``; the status."""
+    conn = http.client.HTTPConnection("127.0.0.1", lb.port, timeout=10)
+    try:
+        conn.request(
+            "POST",
+            f"/_prefork_lb/backends/{name}/{what}",
+            body=json.dumps({what: value}),
+            headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"},
+        )
+        response = conn.getresponse()
+        response.read()
+        return response.status
+    finally:
+        conn.close()
+
+
+def admin_states(lb: BalancerProcess) -> dict[str, tuple[str, int]]:
+    """Each DNS address's (admin_state, weight), by name."""
+    return {
+        b["name"]: (b["admin_state"], b["weight"])
+        for b in backends_document(lb)["backends"]
+        if b["dns"]
+    }
+
+
+def test_saved_states_of_dns_addresses_come_back_after_a_restart(
+    dns: DnsServer, addresses: AddressBackends, start_balancer: StartBalancer, tmp_path: Path
+) -> None:
+    """A drain and a weight saved by ip:port return at restart, at once or when DNS gives it."""
+    first, second, _ = addresses.ips
+    kept, drained = f"{first}:{addresses.port}", f"{second}:{addresses.port}"
+    source = f"{NAME}:{addresses.port}"
+    env = dns_env(dns, addresses.port, state_file=str(tmp_path / "state.json"))
+    dns.set_a(NAME, [first, second], ttl=1)
+    before = start_balancer([], env=env)
+    assert post(before, drained, "state", "drain") == 200
+    assert post(before, kept, "weight", 3) == 200
+    before.stop()
+
+    # The drained address is not in DNS at the restart: its state waits for it.
+    dns.set_a(NAME, [first], ttl=1)
+    waiting = start_balancer([], env=env)
+    waiting.wait_for_log(rf"address {drained} is not in DNS now; its saved state drain waits")
+    assert admin_states(waiting) == {kept: ("ready", 3)}
+    # A write meanwhile rewrites the file and keeps the waiting state in it.
+    assert post(waiting, kept, "weight", 2) == 200
+    saved = json.loads((tmp_path / "state.json").read_text())["backends"]
+    assert saved == {
+        drained: {"state": "drain", "weight": 0},
+        kept: {"state": "ready", "weight": 2},
+    }
+    dns.set_a(NAME, [first, second], ttl=1)
+    settle(waiting, urls(addresses, [first, second]), source)
+    assert admin_states(waiting) == {kept: ("ready", 2), drained: ("drain", 1)}
+    assert Counter(fetch(waiting.port)[1] for _ in range(6)) == {first: 6}
+    waiting.stop()
+
+    # In DNS at the restart: applied before the first request.
+    again = start_balancer([], env=env)
+    assert admin_states(again) == {kept: ("ready", 2), drained: ("drain", 1)}
+    assert Counter(fetch(again.port)[1] for _ in range(6)) == {first: 6}
