@@ -17,6 +17,7 @@ import pytest
 
 from tests.integration.conftest import StartBalancer
 from tests.support.address_backends import AddressBackends
+from tests.support.backend import ScriptedBackend, fixed
 from tests.support.balancer import BalancerProcess
 from tests.support.dns_balancer import backends_document, fetch, settle
 from tests.support.dns_server import DnsServer
@@ -119,3 +120,27 @@ def test_saved_states_of_dns_addresses_come_back_after_a_restart(
     again = start_balancer([], env=env)
     assert admin_states(again) == {kept: ("ready", 2), drained: ("drain", 1)}
     assert Counter(fetch(again.port)[1] for _ in range(6)) == {first: 6}
+
+
+def test_empty_slots_do_not_widen_the_ejection_limit(
+    dns: DnsServer, start_balancer: StartBalancer
+) -> None:
+    """Two addresses in four slots, both failing: eject_max_percent 50 ejects one, not both."""
+    failing = [ScriptedBackend(f"failing-{i}").start() for i in (1, 2)]
+    try:
+        for backend in failing:
+            backend.route("/", fixed(503, "Service Unavailable"))
+        srv = "_http._tcp.eject.test"
+        dns.set_srv(srv, [(10, 1, b.port, "local.test") for b in failing], ttl=1)
+        dns.set_a("local.test", ["127.0.0.1"], ttl=60)
+        env = dns_env(dns, 0, eject_consecutive_5xx="1", eject_time="60", eject_max_percent="50")
+        env.pop("PREFORK_LB_DNS")
+        lb = start_balancer([], env=env | {"PREFORK_LB_DNS_SRV": srv}, workers=1)
+        for _ in range(6):
+            fetch(lb.port)
+        shown = [b for b in backends_document(lb)["backends"] if b["dns"]]
+        assert len(shown) == 2
+        assert sorted(b["ejected"] for b in shown) == [False, True], lb.log()
+    finally:
+        for backend in failing:
+            backend.stop()
