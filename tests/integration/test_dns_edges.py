@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import http.client
 import json
+import time
 from collections import Counter
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -21,6 +23,7 @@ from tests.support.backend import ScriptedBackend, fixed
 from tests.support.balancer import BalancerProcess
 from tests.support.dns_balancer import backends_document, fetch, settle
 from tests.support.dns_server import DnsServer
+from tests.support.polling import wait_for
 
 NAME = "api.test"
 TOKEN = "dns-edges-admin-token-0123456789"
@@ -144,3 +147,29 @@ def test_empty_slots_do_not_widen_the_ejection_limit(
     finally:
         for backend in failing:
             backend.stop()
+
+
+def test_a_drained_slot_is_freed_once_its_last_request_ends(
+    dns: DnsServer, addresses: AddressBackends, start_balancer: StartBalancer
+) -> None:
+    """With one slot and a 30 s TTL, the replacement address serves soon after the last request."""
+    old, new, _ = addresses.ips
+    source = f"{NAME}:{addresses.port}"
+    dns.set_a(NAME, [old], ttl=1)
+    env = dns_env(dns, addresses.port, dns_slots="1", dns_interval="30")
+    lb = start_balancer([], env=env, workers=1)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        slow = pool.submit(fetch, lb.port, "/slow?s=2")
+        wait_for(lambda: _in_flight(lb) == 1, "the slow request")
+        # The next resolve sees the change, then none for 30 s: the long TTL.
+        dns.set_a(NAME, [new], ttl=30)
+        lb.wait_for_log(rf"more addresses than its 1 slots \(dns_slots\), left out: {new}")
+        assert slow.result() == (200, old)
+    ended = time.monotonic()
+    settle(lb, urls(addresses, [new]), source, timeout=5)
+    assert fetch(lb.port) == (200, new)
+    assert time.monotonic() - ended < 5
+
+
+def _in_flight(lb: BalancerProcess) -> int:
+    return sum(b["in_flight"] for b in backends_document(lb)["backends"])
