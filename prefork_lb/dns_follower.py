@@ -6,7 +6,8 @@ prober's). The worker holding it runs one greenlet per DNS source: resolve,
 feed the last-good-set state machine (``dns.follow``: a failure never
 empties a set, its line is logged once per change), publish the set into
 the shared slots (``dns_publish.publish``), and sleep as the records' TTL
-says, between 1 s and ``dns_interval``; while a slot drains, it publishes
+says, between 1 s and ``dns_interval`` (after a failure: 1 s, doubling up
+to ``dns_interval``, ``dns.retry_delay``); while a slot drains, it publishes
 the same set again every ``DRAIN_TICK`` so the slot is freed as soon as its
 last request ends. If that worker dies, another takes the lease within half
 an interval and goes on from the slots as published.
@@ -22,7 +23,7 @@ import time
 import gevent
 
 from prefork_lb.config import DnsGroup
-from prefork_lb.dns import DnsFailure, DnsState, Resolution, follow, next_delay
+from prefork_lb.dns import DnsFailure, DnsState, Resolution, follow, next_delay, retry_delay
 from prefork_lb.dns_publish import active_addresses, left_out_line, publish
 from prefork_lb.resolver import Resolver
 from prefork_lb.shared import SharedState
@@ -70,6 +71,7 @@ class DnsFollower:
             group.source.label, active_addresses(slots[group.first : group.first + group.count])
         )
         ttl = settings.dns_interval
+        failures = 0  # failed resolves in a row
         while True:
             try:
                 result: Resolution | DnsFailure = Resolver(
@@ -91,7 +93,15 @@ class DnsFollower:
             except Exception:
                 # A bug here must not end this source's resolving while this worker keeps the lease.
                 log.exception("dns %s: publishing failed unexpectedly", group.source.label)
-            self._wait(group, known, next_delay(ttl, settings.dns_interval), draining=draining)
+            # An empty answer is a failure too (``follow``): the set is kept, ask again soon.
+            failed = isinstance(result, DnsFailure) or not result.addresses
+            failures = failures + 1 if failed else 0
+            delay = (
+                retry_delay(failures, settings.dns_interval)
+                if failures
+                else next_delay(ttl, settings.dns_interval)
+            )
+            self._wait(group, known, delay, draining=draining)
 
     def _publish(self, group: DnsGroup, known: DnsState) -> bool:
         """Publish the last good set into the group's slots; whether a slot is still draining."""

@@ -173,3 +173,23 @@ def test_a_drained_slot_is_freed_once_its_last_request_ends(
 
 def _in_flight(lb: BalancerProcess) -> int:
     return sum(b["in_flight"] for b in backends_document(lb)["backends"])
+
+
+def test_a_dns_server_back_up_is_asked_again_within_the_backoff(
+    dns: DnsServer, addresses: AddressBackends, start_balancer: StartBalancer
+) -> None:
+    """With dns_interval 30 s, a server down at start and back 2 s later is used within seconds."""
+    first = addresses.ips[0]
+    source = f"{NAME}:{addresses.port}"
+    dns.set_a(NAME, [first], ttl=60)
+    dns.stop()
+    env = dns_env(dns, addresses.port, dns_interval="30", dns_allow_empty_start="true")
+    lb = start_balancer([], env=env, workers=1)
+    lb.wait_for_log(r"dns api\.test:\d+: timeout")
+    time.sleep(2)
+    dns.start()
+    back = time.monotonic()
+    # Tries 1 s, 2 s, 4 s ... apart: the next comes within 4 s (plus a 0.5 s timeout).
+    settle(lb, urls(addresses, [first]), source, timeout=10)
+    assert time.monotonic() - back < 10
+    assert fetch(lb.port) == (200, first)
