@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.conftest import StartBalancer
+from tests.support import system_resolver_drill
 from tests.support.address_backends import AddressBackends
 from tests.support.backend import ScriptedBackend, fixed
 from tests.support.balancer import BalancerProcess
@@ -193,3 +194,13 @@ def test_a_dns_server_back_up_is_asked_again_within_the_backoff(
     settle(lb, urls(addresses, [first]), source, timeout=10)
     assert time.monotonic() - back < 10
     assert fetch(lb.port) == (200, first)
+
+
+def test_without_dns_resolver_the_system_resolv_conf_is_used() -> None:
+    """With no dns_resolver, the nameserver and search list of /etc/resolv.conf answer."""
+    report = system_resolver_drill.run_drill()
+    ips = ["127.0.0.2", "127.0.0.3", "127.0.0.4"]
+    assert [key.rpartition(":")[0] for key in report["resolved"]] == ips[:2], report
+    assert report["served"] == dict.fromkeys(ips[:2], 2), report
+    assert report["served_after_change"] == dict.fromkeys(ips, 2), report
+    assert report["questions"] >= 3, report
