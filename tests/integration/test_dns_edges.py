@@ -1,8 +1,11 @@
-"""Backends from DNS at their edges: saved states across restarts, freed slots, failing sources.
+"""Backends from DNS at their edges: restarts, scarce slots, outages and the system resolver.
 
-Each test starts the balancers it needs (they differ in their settings) in
-front of backends on loopback addresses, named by a real DNS server whose
-records the test changes.
+Saved states of addresses across restarts, the ejection limit over a pool
+with empty slots, a drained slot freed for an address left out, a DNS
+server back from an outage, and /etc/resolv.conf (in namespaces of the
+test's own). Each test starts the balancers it needs (they differ in their
+settings) in front of backends on loopback addresses, named by a real DNS
+server whose records the test changes.
 """
 
 from __future__ import annotations
