@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from prefork_lb.config import Backend, DnsGroup, Settings
@@ -66,23 +66,13 @@ def publish(
     template = state.settings.backends[group.first]
     row = fresh_health(template, now)
     for number in result.fresh:
-        index = group.first + number
-        fresh = row
-        saved = state.pending_states.take(result.slots[number].key, now)
-        if saved is not None:
-            # The state_file's drain, maint or weight of an address back after a restart.
-            fresh = saved.change(index).apply(row)
-            _log.warning(
-                "state_file: address %s is back in DNS; its saved state %s applied",
-                saved.name,
-                saved.state.label,
-            )
-        state.health.update(index, _replaced_by(fresh))
-        state.stats.clear_column(index)
+        state.health.update(group.first + number, lambda _old: (row, None))
+        state.stats.clear_column(group.first + number)
     for number in result.freed:
         if number not in result.fresh:
             # A row left down would have every worker re-check its choice on each request.
             state.health.update(group.first + number, lambda _old: (BackendHealth(), None))
+    _apply_saved_states(state, group, result, now)
     changes = {
         group.first + number: slot
         for number, slot in enumerate(result.slots)
@@ -99,9 +89,23 @@ def publish(
     return result
 
 
-def _replaced_by(row: BackendHealth) -> Callable[[BackendHealth], tuple[BackendHealth, None]]:
-    """A ``HealthTable.update`` that puts ``row`` in place of whatever was there."""
-    return lambda _old: (row, None)
+def _apply_saved_states(
+    state: SharedState, group: DnsGroup, result: Assignment, now: float
+) -> None:
+    """Give an address new to its slot the ``state_file``'s state waiting for it, if any.
+
+    Before the slots are published: no worker sees the address without it.
+    """
+    for number in result.fresh:
+        saved = state.pending_states.take(result.slots[number].key, now)
+        if saved is None:
+            continue
+        state.health.update(group.first + number, saved.change(group.first + number).applied)
+        _log.warning(
+            "state_file: address %s is back in DNS; its saved state %s applied",
+            saved.name,
+            saved.state.label,
+        )
 
 
 def running_addresses(state: SharedState) -> dict[tuple[str, str], tuple[Address, ...]]:
