@@ -152,7 +152,12 @@ class AdminEndpoint:
         log.warning("admin write from %s: backend %s %s", request.client_addr, name, told)
         if self._state.settings.state_file:
             try:
-                save_state(self._state.settings.state_file, self._names(), self._state.health)
+                save_state(
+                    self._state.settings.state_file,
+                    self._names(),
+                    self._state.health,
+                    self._state.pending_states,
+                )
             except OSError as err:
                 log.error("state_file %s not written: %s", self._state.settings.state_file, err)
         return _json(

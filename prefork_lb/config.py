@@ -815,7 +815,8 @@ SETTINGS: tuple[Setting, ...] = (
         parse_seconds,
         10.0,
         "Seconds between two resolutions of a DNS source, at most: a shorter TTL of "
-        "the records makes it shorter, never below 1 s.",
+        "the records makes it shorter, never below 1 s. After a failed one it asks "
+        "again sooner: 1 s, doubling with each failure up to this.",
     ),
     Setting(
         "dns_timeout",

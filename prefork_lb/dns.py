@@ -48,6 +48,7 @@ __all__ = [
     "parse_dns",
     "parse_dns_srv",
     "parse_resolver",
+    "retry_delay",
     "srv_addresses",
 ]
 
@@ -288,6 +289,18 @@ def next_delay(ttl: float, interval: float) -> float:
     below 1 s is the operator's own choice and wins.
     """
     return min(max(ttl, 1.0), interval)
+
+
+def retry_delay(failures: int, interval: float) -> float:
+    """Seconds until the next try after ``failures`` failed resolves in a row (1 or more).
+
+    1 s, doubling with each failure, at most ``interval`` (HAProxy's resolvers
+    retry sooner than they re-resolve a good answer); a success ends the run,
+    and the TTL of its records counts again (``next_delay``). So a DNS server
+    that comes back is asked again within seconds, whatever the last TTL was,
+    and one that stays down is asked once per ``interval``.
+    """
+    return min(2.0 ** min(max(failures, 1) - 1, 32), interval)
 
 
 # --- the last good set -------------------------------------------------------------------------

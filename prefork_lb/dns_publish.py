@@ -13,6 +13,7 @@ HUP): workers start with addresses. It imports neither gevent nor urllib3.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -23,6 +24,8 @@ from prefork_lb.dns import Address, DnsFailure
 from prefork_lb.health import BackendHealth
 from prefork_lb.shared import SharedState
 from prefork_lb.slots import EMPTY, Assignment, Slot, SlotState, assign
+
+_log = logging.getLogger("gunicorn.error").getChild("prefork_lb")
 
 
 class DnsStartError(Exception):
@@ -69,6 +72,7 @@ def publish(
         if number not in result.fresh:
             # A row left down would have every worker re-check its choice on each request.
             state.health.update(group.first + number, lambda _old: (BackendHealth(), None))
+    _apply_saved_states(state, group, result, now)
     changes = {
         group.first + number: slot
         for number, slot in enumerate(result.slots)
@@ -83,6 +87,25 @@ def publish(
         rings = dns_rings(state.settings, after)
     state.addresses.publish(changes, rings)
     return result
+
+
+def _apply_saved_states(
+    state: SharedState, group: DnsGroup, result: Assignment, now: float
+) -> None:
+    """Give an address new to its slot the ``state_file``'s state waiting for it, if any.
+
+    Before the slots are published: no worker sees the address without it.
+    """
+    for number in result.fresh:
+        saved = state.pending_states.take(result.slots[number].key, now)
+        if saved is None:
+            continue
+        state.health.update(group.first + number, saved.change(group.first + number).applied)
+        _log.warning(
+            "state_file: address %s is back in DNS; its saved state %s applied",
+            saved.name,
+            saved.state.label,
+        )
 
 
 def running_addresses(state: SharedState) -> dict[tuple[str, str], tuple[Address, ...]]:

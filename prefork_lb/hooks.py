@@ -34,7 +34,6 @@ from prefork_lb.demo import DemoBackends, start_demo_backends
 from prefork_lb.dns_publish import DnsStartError, resolve_at_start, running_addresses
 from prefork_lb.extension_loader import ExtensionStartError, check_in_child
 from prefork_lb.selector import hash_rings
-from prefork_lb.shared import HealthTable
 from prefork_lb.state_file import load_state
 
 _demo: DemoBackends | None = None
@@ -68,7 +67,7 @@ def on_starting(server: Any) -> None:
     except DnsStartError as err:
         raise RuntimeError(f"prefork_lb configuration: {err}") from None
     state = shared.install(settings, slots)
-    _load_runtime_state(settings, state.health)
+    _load_runtime_state(state)
     hash_rings(settings)  # built once here, inherited by every worker (DNS pools': shared)
     for index, backend in enumerate(state.current_backends()):
         if not backend.dns:
@@ -101,7 +100,7 @@ def on_reload(server: Any) -> None:
         settings = _with_sticky_secret(settings, running=old.sticky_secret)
         slots = resolve_at_start(settings, server.log, running_addresses(shared.installed()))
         state = shared.reinstall(settings, slots=slots)
-        _load_runtime_state(settings, state.health)
+        _load_runtime_state(state)
         hash_rings(settings)
     except DnsStartError as err:
         server.log.error(_RELOAD_FAILED, err)
@@ -117,10 +116,22 @@ def on_reload(server: Any) -> None:
     )
 
 
-def _load_runtime_state(settings: Settings, table: HealthTable) -> None:
-    """Apply the ``state_file``'s drain, maint and weights (a bad file is logged, never fatal)."""
-    if settings.state_file:
-        load_state(settings.state_file, tuple(b.name for b in settings.backends), table)
+def _load_runtime_state(state: shared.SharedState) -> None:
+    """Apply the ``state_file``'s drain, maint and weights (a bad file is logged, never fatal).
+
+    A DNS address is named ``ip:port``: saved states of addresses DNS gave
+    the master now apply at once, the others wait for their address.
+    """
+    settings = state.settings
+    if not settings.state_file:
+        return
+    shown = state.shown()
+    names = tuple(
+        backend.name if shown is None or shown[index] else ""
+        for index, backend in enumerate(state.current_backends())
+    )
+    pending = state.pending_states if settings.dns_groups else None
+    load_state(settings.state_file, names, state.health, pending)
 
 
 _RELOAD_FAILED = "prefork_lb: reload failed, keeping the running settings: %s"

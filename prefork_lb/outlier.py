@@ -12,7 +12,8 @@ run reaches N          ejected for ``base_time`` x the times it has been
                        ejected (this one included), at most ``max_time``;
                        unless that would eject more than ``max_percent``
                        of one of its pools (the run is kept: the next
-                       error tries again)
+                       error tries again); a pool's members are those in
+                       the set (``members_in_set``)
 ejection time over     usable again (``ejections`` is kept: the next
                        ejection lasts longer)
 ``rise`` checks pass   with active checks (counted from the ejection),
@@ -29,6 +30,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from prefork_lb.health import BackendHealth
+from prefork_lb.slots import SlotState
 
 GATEWAY_ERRORS = frozenset({502, 503, 504})
 
@@ -54,8 +56,25 @@ def ejected(row: BackendHealth, now: float) -> bool:
     return now < row.ejected_until
 
 
+def members_in_set(
+    members: Sequence[int], rows: Sequence[BackendHealth], states: Sequence[SlotState] | None
+) -> list[BackendHealth]:
+    """The rows of a pool's ``members`` (backend indexes) that ``max_percent`` counts.
+
+    Listed backends and the addresses DNS gives now (``states``: each
+    backend's slot state, a listed one ACTIVE; None: no DNS source). Not an
+    EMPTY slot: it is no backend, and counting it would let the real ones
+    all be ejected. Not a DRAINING one either: it has left the answer and
+    takes no new request, so it is no part of the capacity the limit keeps.
+    """
+    return [rows[index] for index in members if states is None or states[index] == SlotState.ACTIVE]
+
+
 def may_eject(pool_rows: Sequence[BackendHealth], now: float, max_percent: int) -> bool:
-    """Whether one more of this pool's backends may be ejected, within ``max_percent``."""
+    """Whether one more of this pool's backends may be ejected, within ``max_percent``.
+
+    ``pool_rows``: the rows of the pool's members in the set (``members_in_set``).
+    """
     already = sum(1 for row in pool_rows if ejected(row, now))
     return (already + 1) * 100 <= max_percent * len(pool_rows)
 
@@ -69,7 +88,8 @@ def observe_status(
 ) -> tuple[BackendHealth, str | None]:
     """The row after an answer with ``status``, and a message if it was ejected by it.
 
-    ``pools`` holds, for each pool the backend is in, its members' rows.
+    ``pools`` holds, for each pool the backend is in, the rows of its members
+    in the set (``members_in_set``).
     """
     if not is_error(status, policy):
         return (replace(row, run_5xx=0) if row.run_5xx else row), None

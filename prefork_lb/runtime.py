@@ -23,6 +23,7 @@ carries its HTTP status and a message for the operator.
 from __future__ import annotations
 
 import enum
+import ipaddress
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -31,6 +32,10 @@ from typing import Any
 from prefork_lb.health import BackendHealth
 
 MAX_WEIGHT = 1000  # as the ``weight`` option
+# How long a saved state of a DNS address that is not in the balancer at a
+# start or reload waits for DNS to give it: a restart, or the address's own
+# restart, takes minutes; an address gone for longer may be another machine's now.
+PENDING_SECONDS = 600.0
 
 
 class AdminState(enum.IntEnum):
@@ -53,6 +58,19 @@ class ControlError(Exception):
         super().__init__(message)
         self.status = status
         self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class SavedState:
+    """A backend's state as the ``state_file`` keeps it, by the backend's name."""
+
+    name: str
+    state: AdminState
+    weight: int  # 0: the configured one
+
+    def change(self, index: int) -> Change:
+        """This state as a write to backend ``index``."""
+        return Change(index, state=self.state, weight=self.weight)
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,37 +152,79 @@ def parse_weight(document: Mapping[str, Any]) -> int:
     return value
 
 
-def render_state_file(names: Sequence[str], rows: Sequence[BackendHealth]) -> str:
-    """The ``state_file`` text for these rows: each backend's admin state and weight."""
+def render_state_file(
+    names: Sequence[str], rows: Sequence[BackendHealth], waiting: Sequence[SavedState] = ()
+) -> str:
+    """The ``state_file`` text for these rows (each backend's admin state and weight).
+
+    ``waiting``: saved states of DNS addresses not in the balancer yet
+    (``PendingStates``); kept in the file until they are applied or expire.
+    A backend present now (in ``names``) is written from its row.
+    """
     backends = {
+        saved.name: {"state": saved.state.label, "weight": saved.weight}
+        for saved in waiting
+        if saved.name not in names
+    }
+    backends |= {
         name: {"state": admin_state(row).label, "weight": row.weight}
         for name, row in zip(names, rows, strict=True)
-        if row.admin or row.weight
+        if name and (row.admin or row.weight)
     }
     return json.dumps({"version": 1, "backends": backends}, indent=2, sort_keys=True) + "\n"
 
 
-def parse_state_file(text: str, names: Sequence[str]) -> tuple[list[Change], list[str]]:
-    """The changes a ``state_file`` holds for the backends ``names``, and warnings.
+def _saved_state(name: str, entry: object) -> SavedState:
+    """One backend's entry of a ``state_file`` (``ValueError`` if it is not one we wrote)."""
+    if not isinstance(entry, dict):
+        raise ValueError(f"backend {name!r}: not an object")
+    try:
+        state = parse_state(entry)
+        weight = entry.get("weight", 0)
+        weight = 0 if weight == 0 else parse_weight(entry)
+    except ControlError as err:
+        raise ValueError(f"backend {name!r}: {err.message}") from None
+    return SavedState(name, state, weight)
 
-    Backends no longer configured are left out with a warning. Raises
-    ``ValueError`` when the file is not one this function wrote.
+
+def parse_state_file(
+    text: str, names: Sequence[str], *, dns: bool = False
+) -> tuple[list[Change], list[SavedState], list[str]]:
+    """What a ``state_file`` holds for the backends ``names``: changes, pending states, warnings.
+
+    A name in ``names`` is a change to apply now. With ``dns`` (some pool
+    finds its backends through DNS), a name that is an address (``ip:port``)
+    not present now is pending: applied when DNS gives that address (see
+    ``PENDING_SECONDS``). Any other name is no longer configured: left out
+    with a warning. Raises ``ValueError`` when the file is not one this
+    module wrote.
     """
     document = json.loads(text)
     if not isinstance(document, dict) or not isinstance(document.get("backends"), dict):
         raise ValueError('not a state file: no "backends" object')
-    changes, warnings = [], []
+    changes, pending, warnings = [], [], []
     for name, entry in document["backends"].items():
-        if name not in names:
+        if name in names:
+            changes.append(_saved_state(name, entry).change(list(names).index(name)))
+        elif dns and is_address_key(name):
+            pending.append(_saved_state(name, entry))
+        else:
             warnings.append(f"backend {name!r} is no longer configured; its saved state ignored")
-            continue
-        if not isinstance(entry, dict):
-            raise ValueError(f"backend {name!r}: not an object")
-        try:
-            state = parse_state(entry)
-            weight = entry.get("weight", 0)
-            weight = 0 if weight == 0 else parse_weight(entry)
-        except ControlError as err:
-            raise ValueError(f"backend {name!r}: {err.message}") from None
-        changes.append(Change(list(names).index(name), state=state, weight=weight))
-    return changes, warnings
+    return changes, pending, warnings
+
+
+def is_address_key(name: str) -> bool:
+    """Whether ``name`` is ``ip:port`` (``[ip]:port`` for IPv6): how a DNS address is named."""
+    if name.startswith("["):
+        host, bracket, port = name[1:].partition("]:")
+        if not bracket or ":" not in host:
+            return False
+    else:
+        host, colon, port = name.rpartition(":")
+        if not colon or ":" in host:
+            return False
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return port.isascii() and port.isdigit() and 1 <= int(port) <= 65535 and port[0] != "0"

@@ -20,7 +20,14 @@ from prefork_lb.directory import Directory, dns_hash_pools, ring_members
 from prefork_lb.errors import NoBackendAvailable
 from prefork_lb.hashing import HashRing, ring_for
 from prefork_lb.health import BackendHealth, Event, HealthPolicy, observe, ramp
-from prefork_lb.outlier import OutlierPolicy, after_checks_passed, ejected, is_error, observe_status
+from prefork_lb.outlier import (
+    OutlierPolicy,
+    after_checks_passed,
+    ejected,
+    is_error,
+    members_in_set,
+    observe_status,
+)
 from prefork_lb.runtime import Change
 from prefork_lb.scheduling import (
     HASH,
@@ -278,11 +285,12 @@ class Selector:
                 return  # nothing to reset: no lock taken
         now = time.monotonic()
         pools = self._pools_of[index]
+        states = self._directory.states if self._directory is not None else None
 
         def count(
             row: BackendHealth, rows: tuple[BackendHealth, ...]
         ) -> tuple[BackendHealth, str | None]:
-            members = [[rows[i] for i in pool] for pool in pools]
+            members = [members_in_set(pool, rows, states) for pool in pools]
             return observe_status(row, status, policy, now, members)
 
         message = self._state.health.update_seeing(index, count)

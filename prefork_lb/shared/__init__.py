@@ -16,6 +16,8 @@ it indexes them. One concern per module:
   declare, and their error counts;
 - ``addresses``: the addresses found through DNS, in fixed slots, the hash
   tables built over them, and the resolving lease;
+- ``pending_states``: the ``state_file``'s states of DNS addresses not in the
+  balancer yet, waiting for DNS to give them;
 - ``figures``: one typed, read-only ``BackendFigures`` per backend, every
   figure under its name, for whoever shows them;
 - ``handover``: the master installs the state (and reinstalls it on HUP),
@@ -45,6 +47,7 @@ from prefork_lb.shared.handover import (
 )
 from prefork_lb.shared.health_table import HealthTable, ProberLease
 from prefork_lb.shared.in_flight import InFlightTable
+from prefork_lb.shared.pending_states import PendingStates
 from prefork_lb.shared.stats import (
     LATENCY_BUCKETS,
     STATUS_CLASSES,
@@ -67,6 +70,7 @@ __all__ = [
     "Figures",
     "HealthTable",
     "InFlightTable",
+    "PendingStates",
     "PoolFigures",
     "ProberLease",
     "RateLimiter",

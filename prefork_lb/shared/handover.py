@@ -33,6 +33,7 @@ from prefork_lb.shared.counter import RotationCounter
 from prefork_lb.shared.figures import Figures, read_figures
 from prefork_lb.shared.health_table import HealthTable
 from prefork_lb.shared.in_flight import InFlightTable
+from prefork_lb.shared.pending_states import PendingStates
 from prefork_lb.shared.stats import StatsTable, subtract_row
 from prefork_lb.slots import EMPTY, Slot, SlotState
 
@@ -52,6 +53,8 @@ class SharedState:
     started_at: float  # wall-clock time the master installed it
     # The DNS slots' addresses (one row per backend index) and the resolving lease.
     addresses: AddressTable
+    # Saved states (state_file) of DNS addresses not in the balancer when it was read.
+    pending_states: PendingStates
 
     @property
     def rotation(self) -> RotationCounter:
@@ -121,6 +124,7 @@ class SharedState:
         self.stats.close()
         self.admission.close()
         self.addresses.close()
+        self.pending_states.close()
 
 
 _installed: SharedState | None = None
@@ -160,6 +164,7 @@ def install(settings: Settings, slots: Mapping[int, Slot] | None = None) -> Shar
         admission=AdmissionTable(len(effective_pools(settings))),
         started_at=time.time(),
         addresses=_address_table(settings, slots or {}),
+        pending_states=_pending_states(settings),
     )
     return _installed
 
@@ -217,6 +222,7 @@ def reinstall(
         admission=admission,
         started_at=old.started_at,
         addresses=addresses,
+        pending_states=_pending_states(settings),
     )
     # Only this process's handles: the old workers keep theirs. The old
     # in-flight table stays open while a slot in it is taken.
@@ -230,7 +236,13 @@ def reinstall(
     if old.admission not in _retired_admission.values():
         old.admission.close()
     old.addresses.close()
+    old.pending_states.close()
     return _installed
+
+
+def _pending_states(settings: Settings) -> PendingStates:
+    """Room for as many waiting saved states as the DNS sources have slots (none without)."""
+    return PendingStates(sum(group.count for group in settings.dns_groups))
 
 
 def _carry_rotations(old: SharedState, settings: Settings) -> tuple[RotationCounter, ...]:

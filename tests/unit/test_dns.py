@@ -22,6 +22,7 @@ from prefork_lb.dns import (
     parse_dns,
     parse_dns_srv,
     parse_resolver,
+    retry_delay,
     srv_addresses,
 )
 from prefork_lb.values import ConfigError
@@ -423,3 +424,20 @@ def test_a_failure_never_empties_a_set(results: list[Resolution | DnsFailure]) -
         # A line only when something changed: the set, or the failure it is in.
         changed = (state.addresses, state.failing) != (before.addresses, before.failing)
         assert (line is not None) == changed
+
+
+@pytest.mark.parametrize(
+    ("failures", "interval", "delay"),
+    [
+        pytest.param(1, 30.0, 1.0, id="first-failure-1s"),
+        pytest.param(2, 30.0, 2.0, id="doubles"),
+        pytest.param(5, 30.0, 16.0, id="fifth"),
+        pytest.param(6, 30.0, 30.0, id="capped-at-interval"),
+        pytest.param(10_000, 30.0, 30.0, id="a-long-outage-stays-capped"),
+        pytest.param(1, 0.5, 0.5, id="interval-below-1s-wins"),
+        pytest.param(0, 30.0, 1.0, id="no-failure-reads-as-the-first"),
+    ],
+)
+def test_retry_delay(failures: int, interval: float, delay: float) -> None:
+    """After failures the next try comes in 1 s, doubling with each failure, at most interval."""
+    assert retry_delay(failures, interval) == delay

@@ -15,8 +15,10 @@ from prefork_lb.outlier import (
     ejected,
     is_error,
     may_eject,
+    members_in_set,
     observe_status,
 )
+from prefork_lb.slots import SlotState
 
 POLICY = OutlierPolicy(consecutive=3, base_time=10.0, max_time=25.0, max_percent=50)
 PEERS = [[BackendHealth(), BackendHealth(), BackendHealth(), BackendHealth()]]
@@ -105,3 +107,23 @@ def test_passed_checks_end_an_ejection_early() -> None:
     assert ended
     assert not ejected(back, 100.0)
     assert back.ejections == 1
+
+
+def test_only_members_in_the_set_count_towards_the_pool_limit() -> None:
+    """Empty and draining DNS slots are no members: with 2 addresses in 4 slots, 50% is one."""
+    out = BackendHealth(ejected_until=200.0)
+    rows = [out, BackendHealth(), BackendHealth(), BackendHealth(), BackendHealth()]
+    states = [
+        SlotState.ACTIVE,  # a listed backend, or an address DNS gives: ejected already
+        SlotState.ACTIVE,
+        SlotState.EMPTY,
+        SlotState.DRAINING,
+        SlotState.EMPTY,
+    ]
+    members = members_in_set(range(5), rows, states)
+    assert members == [out, rows[1]]
+    row = BackendHealth()
+    for _ in range(3):
+        row, message = observe_status(row, 502, POLICY, 100.0, [members])
+    assert (ejected(row, 100.0), message) == (False, None)
+    assert members_in_set(range(5), rows, None) == rows

@@ -13,9 +13,11 @@ from prefork_lb.runtime import (
     AdminState,
     Change,
     ControlError,
+    SavedState,
     admin_state,
     backend_index,
     effective_weight,
+    is_address_key,
     parse_body,
     parse_state,
     parse_state_file,
@@ -106,7 +108,8 @@ rows = st.builds(
 @given(st.lists(rows, min_size=3, max_size=3))
 def test_the_state_file_reads_back_what_it_wrote(saved: list[BackendHealth]) -> None:
     """Rendering rows and parsing the text back gives every backend its state and weight."""
-    changes, warnings = parse_state_file(render_state_file(NAMES, saved), NAMES)
+    changes, pending, warnings = parse_state_file(render_state_file(NAMES, saved), NAMES)
+    assert pending == []
     restored = [BackendHealth() for _ in NAMES]
     for change in changes:
         restored[change.index] = change.apply(restored[change.index])
@@ -117,8 +120,8 @@ def test_the_state_file_reads_back_what_it_wrote(saved: list[BackendHealth]) -> 
 def test_backends_no_longer_configured_are_ignored_with_a_warning() -> None:
     """A saved backend that is not configured any more is skipped, with a warning naming it."""
     text = json.dumps({"version": 1, "backends": {"gone": {"state": "drain"}}})
-    changes, warnings = parse_state_file(text, NAMES)
-    assert changes == []
+    changes, pending, warnings = parse_state_file(text, NAMES, dns=True)
+    assert (changes, pending) == ([], [])
     assert warnings == ["backend 'gone' is no longer configured; its saved state ignored"]
 
 
@@ -137,3 +140,65 @@ def test_a_corrupt_state_file_is_a_value_error(text: str) -> None:
     """Anything but a state file this module wrote raises ValueError, for the caller to log."""
     with pytest.raises(ValueError):  # noqa: PT011 - the message varies with the damage
         parse_state_file(text, NAMES)
+
+
+def test_with_dns_a_saved_address_not_present_waits_and_other_names_warn() -> None:
+    """With DNS sources, an absent ip:port is pending; an absent plain name still warns."""
+    text = json.dumps(
+        {
+            "version": 1,
+            "backends": {
+                "a": {"state": "maint", "weight": 0},
+                "10.1.0.7:8080": {"state": "drain", "weight": 4},
+                "gone": {"state": "drain"},
+            },
+        }
+    )
+    changes, pending, warnings = parse_state_file(text, NAMES, dns=True)
+    assert changes == [Change(0, state=AdminState.MAINT, weight=0)]
+    assert pending == [SavedState("10.1.0.7:8080", AdminState.DRAIN, 4)]
+    assert warnings == ["backend 'gone' is no longer configured; its saved state ignored"]
+    _, pending, warnings = parse_state_file(text, NAMES)
+    assert pending == []
+    assert len(warnings) == 2
+
+
+def test_an_address_present_now_is_a_change_not_a_pending_state() -> None:
+    """A saved ip:port that names a backend present now applies to it at once."""
+    text = json.dumps({"version": 1, "backends": {"10.1.0.7:8080": {"state": "drain"}}})
+    changes, pending, _ = parse_state_file(text, ("a", "10.1.0.7:8080"), dns=True)
+    assert (changes, pending) == ([Change(1, state=AdminState.DRAIN, weight=0)], [])
+
+
+def test_rendering_keeps_waiting_states_unless_the_backend_is_present() -> None:
+    """Waiting states are written beside the rows; a present backend's row wins over one."""
+    rows = [BackendHealth(admin=1), BackendHealth(), BackendHealth()]
+    waiting = [
+        SavedState("10.1.0.7:8080", AdminState.MAINT, 2),
+        SavedState("a", AdminState.READY, 9),
+    ]
+    document = json.loads(render_state_file(NAMES, rows, waiting))
+    assert document["backends"] == {
+        "10.1.0.7:8080": {"state": "maint", "weight": 2},
+        "a": {"state": "drain", "weight": 0},
+    }
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        pytest.param("10.1.0.7:8080", True, id="ipv4"),
+        pytest.param("[fd00::7]:8080", True, id="ipv6"),
+        pytest.param("fd00::7:8080", False, id="ipv6-without-brackets"),
+        pytest.param("[10.1.0.7]:8080", False, id="ipv4-in-brackets"),
+        pytest.param("web-1", False, id="name"),
+        pytest.param("web-1:8080", False, id="hostname"),
+        pytest.param("10.1.0.7", False, id="no-port"),
+        pytest.param("10.1.0.7:0", False, id="port-0"),
+        pytest.param("10.1.0.7:65536", False, id="port-too-big"),
+        pytest.param("10.1.0.7:080", False, id="leading-zero"),
+    ],
+)
+def test_address_keys(name: str, expected: bool) -> None:
+    """Only ip:port (an IPv6 address in brackets) names a DNS address."""
+    assert is_address_key(name) is expected

@@ -1,0 +1,37 @@
+"""Saved states waiting for their DNS address: taken once, kept until their deadline."""
+
+from __future__ import annotations
+
+from prefork_lb.runtime import AdminState, SavedState
+from prefork_lb.shared import PendingStates
+
+DRAIN = SavedState("10.1.0.7:8080", AdminState.DRAIN, 0)
+MAINT = SavedState("[fd00::ffff:ffff:ffff:ffff]:65535", AdminState.MAINT, 1000)
+
+
+def test_a_waiting_state_is_taken_once_by_its_address() -> None:
+    """take() returns the state saved for that address, then no longer has it."""
+    pending = PendingStates(4)
+    assert pending.load([DRAIN, MAINT], deadline=100.0) == ()
+    assert pending.take("10.1.0.8:8080", now=1.0) is None
+    assert pending.take(DRAIN.name, now=1.0) == DRAIN
+    assert pending.take(DRAIN.name, now=2.0) is None
+    assert pending.waiting(now=2.0) == (MAINT,)
+
+
+def test_a_state_waits_until_its_deadline_only() -> None:
+    """After the deadline a state is neither taken nor kept for the file."""
+    pending = PendingStates(2)
+    pending.load([DRAIN], deadline=100.0)
+    assert pending.waiting(now=99.9) == (DRAIN,)
+    assert pending.waiting(now=100.0) == ()
+    assert pending.take(DRAIN.name, now=100.0) is None
+
+
+def test_more_states_than_room_are_returned_and_a_new_load_replaces() -> None:
+    """States beyond the capacity are handed back; loading again forgets the earlier ones."""
+    pending = PendingStates(1)
+    assert pending.load([DRAIN, MAINT], deadline=100.0) == (MAINT,)
+    pending.load([MAINT], deadline=100.0)
+    assert pending.waiting(now=1.0) == (MAINT,)
+    assert PendingStates(0).load([DRAIN], deadline=100.0) == (DRAIN,)
