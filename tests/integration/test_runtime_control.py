@@ -174,10 +174,8 @@ def test_drain_under_load_loses_nothing_and_sends_nothing_new(
     """Draining under 50 clients: no request fails, the held ones finish, and none arrives after."""
     gate = threading.Event()
     backends[0].route("/slow", hold_until(gate))
-    held = [threading.Thread(target=lambda: results.append(fetch(lb.port, "/slow").status))]
+    held: list[threading.Thread] = []
     results: list[int] = []
-    for _ in range(3):
-        held.append(threading.Thread(target=lambda: results.append(fetch(lb.port, "/slow").status)))
     stop = threading.Event()
     statuses: list[int] = []
 
@@ -189,9 +187,16 @@ def test_drain_under_load_loses_nothing_and_sends_nothing_new(
         try:
             for _ in range(50):
                 pool.submit(client)
-            for thread in held:
+            # Under the clients' load the rotation's position is anyone's guess: send
+            # /slow until one is held on web-1 (the others are answered at once).
+            while not any(r.target == "/slow" for r in backends[0].requests):
+                assert len(held) < 40, "no /slow request reached web-1"
+                thread = threading.Thread(
+                    target=lambda: results.append(fetch(lb.port, "/slow").status)
+                )
                 thread.start()
-            wait_for(lambda: _shown(lb)["web-1"]["in_flight"] >= 1, "a slow request on web-1")
+                held.append(thread)
+                thread.join(0.5)
             assert _write(lb, "web-1", "state", {"state": "drain"}).status == 200
             # A request chosen just before the write may still be on its way in.
             time.sleep(0.2)
