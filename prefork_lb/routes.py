@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True, slots=True)
 class Route:
-    """One ``[[routes]]`` entry, validated (``config.py``): where matching requests go."""
+    """One ``[[routes]]`` entry, validated (``route_tables.py``): where matching requests go."""
 
     pool: str
     host: str = ""  # "" any host; "example.com" exact; "*.example.com" any subdomain

@@ -42,6 +42,11 @@ PURE_MODULES = [
     "prefork_lb.errors",  # failures, each carrying its status
     "prefork_lb.values",  # parsers for setting values
     "prefork_lb.config",  # the frozen settings tree (reads the TOML file it is named)
+    "prefork_lb.setting",  # the declaration of one setting
+    "prefork_lb.settings_table",  # every setting, declared once
+    "prefork_lb.settings_types",  # the frozen tree's dataclasses
+    "prefork_lb.backend_tables",  # [[backends]] and [pools.NAME] as written
+    "prefork_lb.route_tables",  # [[routes]] as written
     "prefork_lb.status_page",  # the admin page rendered from a document
     "prefork_lb.routes",  # the route table: (host, raw target, method) -> pool
     "prefork_lb.hashing",  # Maglev table, hash keys, bounded load
