@@ -10,7 +10,6 @@ the balancer to have them before it starts.
 
 from __future__ import annotations
 
-import http.client
 import os
 import re
 import signal
@@ -31,6 +30,7 @@ from tests.support.dns_balancer import (
     dns_backends,
     fetch,
     metric,
+    post_admin,
     settle,
 )
 from tests.support.dns_server import DnsServer
@@ -259,7 +259,7 @@ def test_an_operator_drains_an_address_by_its_name(
 ) -> None:
     """A DNS-found address drained by its ip:port gets no requests, and resolving keeps it so."""
     name = f"{addresses.ips[1]}:{addresses.port}"
-    assert _post_state(lb, name, "drain") == 200
+    assert post_admin(lb, TOKEN, name, "state", "drain") == 200
     try:
         resolved = records.queries(NAME, "A")
         wait_for(lambda: records.queries(NAME, "A") >= resolved + 2, "two more resolves")
@@ -267,23 +267,7 @@ def test_an_operator_drains_an_address_by_its_name(
         (shown,) = [b for b in backends_document(lb)["backends"] if b["name"] == name]
         assert shown["admin_state"] == "drain"
     finally:
-        assert _post_state(lb, name, "ready") == 200
-
-
-def _post_state(lb: BalancerProcess, name: str, state: str) -> int:
-    conn = http.client.HTTPConnection("127.0.0.1", lb.port, timeout=10)
-    try:
-        conn.request(
-            "POST",
-            f"/_prefork_lb/backends/{name}/state",
-            body=f'{{"state": "{state}"}}',
-            headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"},
-        )
-        response = conn.getresponse()
-        response.read()
-        return response.status
-    finally:
-        conn.close()
+        assert post_admin(lb, TOKEN, name, "state", "ready") == 200
 
 
 def test_another_worker_resolves_when_the_lease_holder_is_killed(

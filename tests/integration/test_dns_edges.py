@@ -10,7 +10,6 @@ server whose records the test changes.
 
 from __future__ import annotations
 
-import http.client
 import json
 import time
 from collections import Counter
@@ -25,7 +24,7 @@ from tests.support import system_resolver_drill
 from tests.support.address_backends import AddressBackends
 from tests.support.backend import ScriptedBackend, fixed
 from tests.support.balancer import BalancerProcess
-from tests.support.dns_balancer import backends_document, fetch, settle
+from tests.support.dns_balancer import backends_document, fetch, post_admin, settle
 from tests.support.dns_server import DnsServer
 from tests.support.polling import wait_for
 
@@ -65,23 +64,6 @@ def urls(addresses: AddressBackends, ips: list[str]) -> set[str]:
     return {f"http://{ip}:{addresses.port}" for ip in ips}
 
 
-def post(lb: BalancerProcess, name: str, what: str, value: object) -> int:
-    """POST an admin write (``state`` or ``weight``) for backend ``name``; the status."""
-    conn = http.client.HTTPConnection("127.0.0.1", lb.port, timeout=10)
-    try:
-        conn.request(
-            "POST",
-            f"/_prefork_lb/backends/{name}/{what}",
-            body=json.dumps({what: value}),
-            headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"},
-        )
-        response = conn.getresponse()
-        response.read()
-        return response.status
-    finally:
-        conn.close()
-
-
 def admin_states(lb: BalancerProcess) -> dict[str, tuple[str, int]]:
     """Each DNS address's (admin_state, weight), by name."""
     return {
@@ -101,8 +83,8 @@ def test_saved_states_of_dns_addresses_come_back_after_a_restart(
     env = dns_env(dns, addresses.port, state_file=str(tmp_path / "state.json"))
     dns.set_a(NAME, [first, second], ttl=1)
     before = start_balancer([], env=env)
-    assert post(before, drained, "state", "drain") == 200
-    assert post(before, kept, "weight", 3) == 200
+    assert post_admin(before, TOKEN, drained, "state", "drain") == 200
+    assert post_admin(before, TOKEN, kept, "weight", 3) == 200
     before.stop()
 
     # The drained address is not in DNS at the restart: its state waits for it.
@@ -111,7 +93,7 @@ def test_saved_states_of_dns_addresses_come_back_after_a_restart(
     waiting.wait_for_log(rf"address {drained} is not in DNS now; its saved state drain waits")
     assert admin_states(waiting) == {kept: ("ready", 3)}
     # A write meanwhile rewrites the file and keeps the waiting state in it.
-    assert post(waiting, kept, "weight", 2) == 200
+    assert post_admin(waiting, TOKEN, kept, "weight", 2) == 200
     saved = json.loads((tmp_path / "state.json").read_text())["backends"]
     assert saved == {
         drained: {"state": "drain", "weight": 0},

@@ -13,15 +13,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
-from tests.support.balancer import ROOT
 from tests.support.image_drill import image_drill
-from tests.support.namespace import apply_sysctl_file
+from tests.support.namespace import apply_sysctl_file, run_unshared
 from tests.support.reuse_port_drills import ENV_EXAMPLE, queue_drill, restart_drill
 
 __all__ = ["ENV_EXAMPLE", "run_drill"]
@@ -29,24 +27,7 @@ __all__ = ["ENV_EXAMPLE", "run_drill"]
 
 def run_drill(command: str, *options: str, timeout: float = 90.0) -> dict[str, Any]:
     """For a test: run one drill in a new network namespace and return its report."""
-    process = subprocess.Popen(
-        ["unshare", "--net", "--", sys.executable, "-m", __name__, command, *options],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        # Its own process group: on a timeout the drill's gunicorns go with it.
-        start_new_session=True,
-    )
-    try:
-        out, err = process.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        out, err = process.communicate()
-        raise AssertionError(f"drill {command} did not end in {timeout} s:\n{err}") from None
-    assert process.returncode == 0, f"drill {command} failed ({process.returncode}):\n{err}"
-    report: dict[str, Any] = json.loads(out)
-    return report
+    return run_unshared(["--net"], __name__, [command, *options], f"drill {command}", timeout)
 
 
 def main() -> None:

@@ -22,6 +22,23 @@ def fetch(port: int, path: str = "/", timeout: float = 20.0) -> tuple[int, str]:
         conn.close()
 
 
+def post_admin(lb: BalancerProcess, token: str, name: str, what: str, value: object) -> int:
+    """POST ``{what: value}`` to backend ``name``'s ``what`` (state, weight): the status."""
+    conn = http.client.HTTPConnection("127.0.0.1", lb.port, timeout=10)
+    try:
+        conn.request(
+            "POST",
+            f"/_prefork_lb/backends/{name}/{what}",
+            body=json.dumps({what: value}),
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+        )
+        response = conn.getresponse()
+        response.read()
+        return response.status
+    finally:
+        conn.close()
+
+
 def backends_document(lb: BalancerProcess) -> dict[str, Any]:
     """The admin ``/backends`` document."""
     status, body = fetch(lb.port, "/_prefork_lb/backends")

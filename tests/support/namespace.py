@@ -1,10 +1,51 @@
-"""Inside a network namespace of a drill's own: its kernel settings and its listening sockets."""
+"""Drills in namespaces of their own: starting one (``unshare``), and inside it its kernel
+settings and its listening sockets."""
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
+
+from tests.support.balancer import ROOT
 
 _LISTEN = "0A"  # TCP_LISTEN in /proc/net/tcp
+
+
+def run_unshared(
+    namespaces: Sequence[str], module: str, arguments: Sequence[str], what: str, timeout: float
+) -> dict[str, Any]:
+    """For a test: run ``python -m module ARGUMENTS`` under ``unshare NAMESPACES`` (root) and
+    return the JSON object it prints; fail naming ``what`` if it fails or outlasts ``timeout``.
+    """
+    unshare = shutil.which("unshare")
+    assert unshare is not None, (
+        f"{what} needs unshare (util-linux, run as root): apt-get install util-linux"
+    )
+    process = subprocess.Popen(
+        [unshare, *namespaces, "--", sys.executable, "-m", module, *arguments],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        # Its own process group: on a timeout the drill's gunicorns go with it.
+        start_new_session=True,
+    )
+    try:
+        out, err = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        out, err = process.communicate()
+        raise AssertionError(f"{what} did not end in {timeout} s:\n{err}") from None
+    assert process.returncode == 0, f"{what} failed ({process.returncode}):\n{err}"
+    report: dict[str, Any] = json.loads(out)
+    return report
 
 
 def apply_sysctl_file(path: Path) -> dict[str, str]:

@@ -16,9 +16,6 @@ a test runs it with ``run_drill``.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -26,7 +23,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from tests.support.balancer import ROOT
+from tests.support.namespace import run_unshared
 
 __all__ = ["run_drill"]
 
@@ -36,33 +33,7 @@ NAME = "api"  # a short name: only the search list makes it api.drill.test
 
 def run_drill(timeout: float = 60.0) -> dict[str, Any]:
     """For a test: run the drill in new network and mount namespaces and return its report."""
-    unshare = shutil.which("unshare")
-    assert unshare is not None, (
-        "the system resolver drill needs unshare (util-linux, run as root): "
-        "apt-get install util-linux"
-    )
-    process = subprocess.Popen(
-        [unshare, "--net", "--mount", "--", sys.executable, "-m", __name__],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        # Its own process group: on a timeout the drill's gunicorn goes with it.
-        start_new_session=True,
-    )
-    try:
-        out, err = process.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        out, err = process.communicate()
-        raise AssertionError(
-            f"the system resolver drill did not end in {timeout} s:\n{err}"
-        ) from None
-    assert process.returncode == 0, (
-        f"the system resolver drill failed ({process.returncode}):\n{err}"
-    )
-    report: dict[str, Any] = json.loads(out)
-    return report
+    return run_unshared(["--net", "--mount"], __name__, [], "the system resolver drill", timeout)
 
 
 def _drill() -> dict[str, Any]:
