@@ -48,6 +48,50 @@ def test_key_hash_is_fixed() -> None:
     assert key_hash(b"user-1") == int.from_bytes(digest, "big")
 
 
+# Tables as the first implementation built them (pinned before it was made faster): every
+# instance, old and new, must send a key to the same backend.
+PINNED_TABLES = [
+    pytest.param(
+        [f"http://10.0.0.{i}:8080" for i in range(3)],
+        [1, 1, 1],
+        (1, 0, 2, 0, 2, 1, 1, 2),
+        "bee8b2fc563f6120b38e43233db8fe1c5af2a5172b23c18c6b46a3e1b7ca494d",
+        id="three-equal",
+    ),
+    pytest.param(
+        [f"http://10.0.0.{i}:8080" for i in range(7)],
+        [1 + i % 3 for i in range(7)],
+        (4, 6, 2, 5, 6, 1, 4, 2),
+        "dd7c069b607a4fd67d7e236a717511088650fac2d0bd8c3f23685a070bf55fb7",
+        id="seven-mixed",
+    ),
+    pytest.param(
+        ["http://a:80", "http://b:80"],
+        [100, 1],
+        (0, 0, 0, 0, 0, 0, 0, 0),
+        "6493c4d4b15a0c28290c08027e41e1421dc8ee03507d9c2f4f3dd78f25b80ef5",
+        id="one-heavy",
+    ),
+    pytest.param(
+        [f"http://10.1.{i // 8}.{i % 8}:9000" for i in range(40)],
+        [10 * (1 + i % 4) for i in range(40)],
+        (4, 23, 8, 29, 13, 37, 23, 38),
+        "47a99011f55462ae48960528ae886481b99142773e09c8e7b153e125460fc82f",
+        id="forty-srv",
+    ),
+]
+
+
+@pytest.mark.parametrize(("names", "weights", "first", "digest"), PINNED_TABLES)
+def test_the_table_is_the_one_every_version_builds(
+    names: list[str], weights: list[int], first: tuple[int, ...], digest: str
+) -> None:
+    """For a fixed input the table is, entry for entry, the one the first version built."""
+    table = maglev_table(names, weights)
+    assert table[:8] == first
+    assert hashlib.sha256(",".join(map(str, table)).encode()).hexdigest() == digest
+
+
 @pytest.mark.parametrize("weights", [[1, 1, 1], [5, 1, 1], [1, 2, 3, 4], [100, 1]])
 def test_weights_are_respected(weights: list[int]) -> None:
     """Each backend's share of the table (and of keys) is its share of the weights, within 1.5%."""
