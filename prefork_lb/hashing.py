@@ -21,19 +21,47 @@ on to the next backend in the table.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import math
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Generator, Iterable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 from urllib.parse import unquote_to_bytes
 
 # The table size: a prime, and the same whatever the backends (a size that
 # changed with their number would move nearly every key when one is added).
 # Maglev's balance is within about 1% at 100 entries per backend; building it
-# takes about 0.2 s, once per hash pool in each worker.
+# takes about 20 ms (README, "Backends from DNS", has the figures).
 TABLE_SIZE = 65521
 KEY_KINDS = ("ip", "header", "cookie", "query", "path")
+
+# While most entries are free, a turn looks at one or two: a plain loop does it.
+# Once fewer than 1/16 are free, it may look at hundreds: CHUNK at a time, in C.
+_CROWDED_AFTER = 15 / 16
+_CHUNK = 64
+# Work between two yields of the step-wise builds: a millisecond or so of CPU.
+_STEP_TURNS = 2048
+_STEP_CHUNKS = 1024
+_STEP_ROUNDS = 8192
+
+T = TypeVar("T")
+Steps = Generator[None, None, T]
+
+
+def run_steps(steps: Steps[T], between: Callable[[], None] | None = None) -> T:
+    """Run a step-wise build to its end and return what it built.
+
+    ``between`` is called after each step: the shell passes a function that
+    lets other work run (a worker serving requests yields to its event loop).
+    """
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            result: T = done.value
+            return result
+        if between is not None:
+            between()
 
 
 def key_hash(data: bytes) -> int:
@@ -48,38 +76,117 @@ def _offset_skip(name: str, size: int) -> tuple[int, int]:
     return offset, skip
 
 
-def maglev_table(names: Sequence[str], weights: Sequence[int]) -> tuple[int, ...]:
+def maglev_table(
+    names: Sequence[str], weights: Sequence[int], size: int = TABLE_SIZE
+) -> tuple[int, ...]:
     """Maglev's lookup table over ``names`` (positions into it), each filling by its weight.
 
     Each backend walks its own permutation of the table (an offset and a
     skip from its name); in turns, each takes its next free entry. A backend
     of weight w takes a turn whenever its credit, w / max(weights) per round,
     reaches a whole entry, so its share of the table is about its weight's.
+    ``size`` (a prime) is TABLE_SIZE but in tests.
+    """
+    return run_steps(maglev_steps(names, weights, size))
+
+
+def maglev_steps(
+    names: Sequence[str], weights: Sequence[int], size: int = TABLE_SIZE
+) -> Steps[tuple[int, ...]]:
+    """``maglev_table`` in steps of about a millisecond: it yields between them, returns the table.
+
+    The same table, entry for entry, as the plain loop the docstring of
+    ``maglev_table`` describes (tests/unit/test_hashing.py checks it against
+    that loop): only the way to it is shorter.
     """
     if not names or len(names) != len(weights) or min(weights) < 1:
         raise ValueError("maglev_table needs one positive weight per name")
-    size = TABLE_SIZE
+    order = yield from _turn_order(weights, size)
     permutations = [_offset_skip(name, size) for name in names]
-    nexts = [0] * len(names)
-    credit = [0.0] * len(names)
+    at = [offset for offset, _ in permutations]  # each backend's next entry to look at
+    skips = [skip for _, skip in permutations]
+    taken = bytearray(size)
+    table = [0] * size
+    crowded = int(size * _CROWDED_AFTER)
+    for start in range(0, crowded, _STEP_TURNS):
+        for index in order[start : min(start + _STEP_TURNS, crowded)]:
+            entry = at[index]
+            skip = skips[index]
+            while taken[entry]:
+                # (entry + skip) % size without the division: skip < size.
+                entry += skip
+                if entry >= size:
+                    entry -= size
+            taken[entry] = 1
+            table[entry] = index
+            entry += skip
+            at[index] = entry - size if entry >= size else entry
+        yield
+    # From here on, _CHUNK copies of ``taken`` end to end: a backend's next _CHUNK entries,
+    # (entry + k * skip) % size for k < _CHUNK, are the slice
+    # tiled[entry : entry + _CHUNK * skip : skip] (entry and skip are below size).
+    tiled = taken * _CHUNK
+    all_taken = b"\x01" * _CHUNK
+    work = 0
+    for index in order[crowded:]:
+        entry = at[index]
+        skip = skips[index]
+        while (found := tiled[entry : entry + _CHUNK * skip : skip].find(0)) < 0:
+            entry = (entry + _CHUNK * skip) % size
+            work += 1
+        entry = (entry + found * skip) % size
+        tiled[entry::size] = all_taken
+        table[entry] = index
+        entry += skip
+        at[index] = entry - size if entry >= size else entry
+        work += 1
+        if work >= _STEP_CHUNKS:
+            work = 0
+            yield
+    return tuple(table)
+
+
+def _turn_order(weights: Sequence[int], size: int) -> Steps[list[int]]:
+    """The backend of each of the first ``size`` turns (a turn fills one entry), in order.
+
+    In rounds, each backend in the order of ``weights`` adds weight / max to
+    its credit and takes a turn when the credit reaches 1. A backend's credit
+    depends on its weight alone: the rounds in which a weight turns are worked
+    out once per weight (the same float additions, so the same rounds), and
+    the turns are ordered by (round, backend).
+    """
+    count = len(weights)
     heaviest = max(weights)
-    table = [-1] * size
-    filled = 0
-    while True:
-        for i, (offset, skip) in enumerate(permutations):
-            credit[i] += weights[i] / heaviest
-            if credit[i] < 1.0:
-                continue
-            credit[i] -= 1.0
-            entry = (offset + nexts[i] * skip) % size
-            while table[entry] >= 0:
-                nexts[i] += 1
-                entry = (offset + nexts[i] * skip) % size
-            table[entry] = i
-            nexts[i] += 1
-            filled += 1
-            if filled == size:
-                return tuple(table)
+    by_weight: dict[int, list[int]] = {}
+    for index, weight in enumerate(weights):
+        by_weight.setdefault(weight, []).append(index)
+    if len(by_weight) == 1:
+        return (list(range(count)) * -(-size // count))[:size]
+    # Enough rounds: after r of them a backend of weight w took at least
+    # r * w / heaviest - 1 turns, and every round adds at least one (the heaviest's).
+    rounds = math.ceil((size + 2 * count) / sum(w / heaviest for w in weights)) + 2
+    keys: list[int] = []
+    for weight, members in by_weight.items():
+        turned = yield from _turn_rounds(weight / heaviest, rounds)
+        keys += [turn * count + index for turn in turned for index in members]
+    keys.sort()
+    return [key % count for key in keys[:size]]
+
+
+def _turn_rounds(share: float, rounds: int) -> Steps[list[int]]:
+    """The rounds, of the first ``rounds``, in which a backend with this share takes a turn."""
+    if share == 1.0:
+        return list(range(rounds))
+    turned: list[int] = []
+    credit = 0.0
+    for start in range(0, rounds, _STEP_ROUNDS):
+        for turn in range(start, min(start + _STEP_ROUNDS, rounds)):
+            credit += share
+            if credit >= 1.0:
+                credit -= 1.0
+                turned.append(turn)
+        yield
+    return turned
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,9 +202,15 @@ class HashRing:
 
         Sorted by URL first: the order the pool lists them in changes nothing.
         """
+        return run_steps(cls.build_steps(members))
+
+    @classmethod
+    def build_steps(cls, members: Iterable[tuple[int, str, int]]) -> Steps[HashRing]:
+        """``build`` in steps (``maglev_steps``): it yields between them, returns the ring."""
         listed = sorted(members, key=lambda member: member[1])
-        table = maglev_table([url for _, url, _ in listed], [w for _, _, w in listed])
-        return cls(tuple(listed[i][0] for i in table), {i: w for i, _, w in listed})
+        table = yield from maglev_steps([url for _, url, _ in listed], [w for _, _, w in listed])
+        indexes = [index for index, _, _ in listed]
+        return cls(tuple(map(indexes.__getitem__, table)), {i: w for i, _, w in listed})
 
     def pick(
         self,
@@ -139,11 +252,26 @@ class HashRing:
         return first
 
 
-@functools.lru_cache(maxsize=64)
+# The rings built last, by their members, oldest first (at most _RINGS_KEPT).
+_RINGS_KEPT = 64
+_rings: dict[tuple[tuple[int, str, int], ...], HashRing] = {}
+
+
 def ring_for(members: tuple[tuple[int, str, int], ...]) -> HashRing:
     """``HashRing.build(members)``, remembered: the master builds each pool's once, before
-    it forks, and every worker finds it made (building one takes about 0.2 s of CPU)."""
-    return HashRing.build(members)
+    it forks, and every worker finds it made."""
+    return run_steps(ring_steps(members))
+
+
+def ring_steps(members: tuple[tuple[int, str, int], ...]) -> Steps[HashRing]:
+    """``ring_for`` in steps: none if the ring is remembered, else ``HashRing.build_steps``'."""
+    ring = _rings.pop(members, None)
+    if ring is None:
+        ring = yield from HashRing.build_steps(members)
+    _rings[members] = ring
+    while len(_rings) > _RINGS_KEPT:
+        del _rings[next(iter(_rings))]
+    return ring
 
 
 @dataclass(frozen=True, slots=True)
