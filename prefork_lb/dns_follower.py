@@ -18,6 +18,7 @@ import random
 import time
 
 import gevent
+import gevent.lock
 
 from prefork_lb.config import DnsGroup
 from prefork_lb.dns import DnsFailure, DnsState, Resolution, follow, next_delay
@@ -27,6 +28,16 @@ from prefork_lb.shared import SharedState
 
 log = logging.getLogger("gunicorn.error").getChild("prefork_lb")
 
+# A timer this short ends on the event loop's next turn, after it has polled for I/O.
+_STEP_PAUSE = 0.0001
+
+
+def _let_requests_run() -> None:
+    """Between two steps of a hash table's build: the requests this worker serves go on."""
+    # Not sleep(0): that runs this greenlet again before the loop polls for I/O,
+    # for up to 50 callbacks (gevent's _run_callbacks), i.e. the whole build.
+    gevent.sleep(_STEP_PAUSE)
+
 
 class DnsFollower:
     """Waits for the resolving lease, then keeps every DNS source's slots current."""
@@ -34,6 +45,8 @@ class DnsFollower:
     def __init__(self, state: SharedState) -> None:
         self._state = state
         self._settings = state.settings
+        # One publish at a time: each builds from the slots as they were when it began.
+        self._publishing = gevent.lock.Semaphore()
 
     def start(self) -> gevent.Greenlet[[], None] | None:
         """Start waiting for the lease in the background (nothing to do without DNS sources)."""
@@ -50,7 +63,11 @@ class DnsFollower:
             gevent.spawn(self._follow, number, group)
             for number, group in enumerate(self._settings.dns_groups)
         ]
-        gevent.joinall(followers)
+        try:
+            gevent.joinall(followers)
+        finally:
+            # Killed (the worker stops): the sources' greenlets stop with it.
+            gevent.killall(followers)
 
     def _follow(self, number: int, group: DnsGroup) -> None:
         settings = self._settings
@@ -76,7 +93,10 @@ class DnsFollower:
                 if line is not None:
                     level = logging.WARNING if known.failing else logging.INFO
                     log.log(level, "%s", line)
-                assignment = publish(self._state, group, known.addresses, time.monotonic())
+                with self._publishing:
+                    assignment = publish(
+                        self._state, group, known.addresses, time.monotonic(), _let_requests_run
+                    )
                 if assignment.left_out != left_out and assignment.left_out:
                     log.warning("%s", left_out_line(group, assignment.left_out))
                 left_out = assignment.left_out

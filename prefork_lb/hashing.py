@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import operator
 from collections.abc import Callable, Collection, Generator, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
@@ -36,9 +37,9 @@ TABLE_SIZE = 65521
 KEY_KINDS = ("ip", "header", "cookie", "query", "path")
 
 # While most entries are free, a turn looks at one or two: a plain loop does it.
-# Once fewer than 1/16 are free, it may look at hundreds: CHUNK at a time, in C.
-_CROWDED_AFTER = 15 / 16
-_CHUNK = 64
+# Once fewer than 1/8 are free, it may look at hundreds: _CHUNK at a time, in C.
+_CROWDED_AFTER = 7 / 8
+_CHUNK = 32
 # Work between two yields of the step-wise builds: a millisecond or so of CPU.
 _STEP_TURNS = 2048
 _STEP_CHUNKS = 1024
@@ -102,6 +103,7 @@ def maglev_steps(
     if not names or len(names) != len(weights) or min(weights) < 1:
         raise ValueError("maglev_table needs one positive weight per name")
     order = yield from _turn_order(weights, size)
+    yield
     permutations = [_offset_skip(name, size) for name in names]
     at = [offset for offset, _ in permutations]  # each backend's next entry to look at
     skips = [skip for _, skip in permutations]
@@ -127,6 +129,7 @@ def maglev_steps(
     # tiled[entry : entry + _CHUNK * skip : skip] (entry and skip are below size).
     tiled = taken * _CHUNK
     all_taken = b"\x01" * _CHUNK
+    yield
     work = 0
     for index in order[crowded:]:
         entry = at[index]
@@ -169,8 +172,15 @@ def _turn_order(weights: Sequence[int], size: int) -> Steps[list[int]]:
     for weight, members in by_weight.items():
         turned = yield from _turn_rounds(weight / heaviest, rounds)
         keys += [turn * count + index for turn in turned for index in members]
+        yield
     keys.sort()
-    return [key % count for key in keys[:size]]
+    del keys[size:]
+    yield
+    order: list[int] = []
+    for start in range(0, size, _STEP_TURNS * 8):
+        order += [key % count for key in keys[start : start + _STEP_TURNS * 8]]
+        yield
+    return order
 
 
 def _turn_rounds(share: float, rounds: int) -> Steps[list[int]]:
@@ -209,8 +219,9 @@ class HashRing:
         """``build`` in steps (``maglev_steps``): it yields between them, returns the ring."""
         listed = sorted(members, key=lambda member: member[1])
         table = yield from maglev_steps([url for _, url, _ in listed], [w for _, _, w in listed])
-        indexes = [index for index, _, _ in listed]
-        return cls(tuple(map(indexes.__getitem__, table)), {i: w for i, _, w in listed})
+        yield
+        entries = operator.itemgetter(*table)([index for index, _, _ in listed])
+        return cls(entries, {i: w for i, _, w in listed})
 
     def pick(
         self,
