@@ -32,6 +32,8 @@ from tests.support.dns_balancer import settle
 from tests.support.dns_server import DnsServer
 
 NAME = "hashed.test"
+# Records live 1 s and dns_interval is 2 s: a change is published within 2 s.
+CHANGE_EVERY_S = 2.5
 
 
 @dataclass
@@ -139,16 +141,20 @@ def measure(
     try:
         time.sleep(steady_s)
         into[0] = latencies.changing
+        kept = ips[:count]
         for change in range(changes):
             # Each change drops a different address for the spare one: a set not seen before.
-            kept = [ip for number, ip in enumerate(ips) if number != change % len(ips)]
-            balancer.dns.set_a(NAME, kept[:count], ttl=1)
-            settle(balancer.lb, balancer.urls(kept[:count]), balancer.source, timeout=20)
+            kept = [ip for number, ip in enumerate(ips) if number != change % len(ips)][:count]
+            balancer.dns.set_a(NAME, kept, ttl=1)
+            # Not polling /backends meanwhile: the same worker would serve those requests too.
+            time.sleep(CHANGE_EVERY_S)
             latencies.changes += 1
     finally:
         stop.set()
         for thread in threads:
             thread.join(timeout=25)
+    # Each change was taken up in time: the last one at least.
+    settle(balancer.lb, balancer.urls(kept), balancer.source, timeout=5)
     return latencies
 
 
