@@ -7,7 +7,9 @@ worker serves: how long it waits between ticks is how long a request would.
 The waits are measured in this thread's CPU time (``time.thread_time``),
 which a loaded machine does not stretch: only work done in this thread, by
 other greenlets, counts. The bound is a share of one table's build, measured
-here too, so a slower machine moves both alike.
+here too, so a slower machine moves both alike. And a publish shows nothing
+of its change while it builds: the slots, fresh health rows and tables
+appear together.
 """
 
 from __future__ import annotations
@@ -23,9 +25,11 @@ import pytest
 
 from prefork_lb import shared
 from prefork_lb.config import load_config
+from prefork_lb.dns import Address
 from prefork_lb.dns_follower import DnsFollower
-from prefork_lb.dns_publish import resolve_at_start
+from prefork_lb.dns_publish import active_addresses, publish, resolve_at_start
 from prefork_lb.hashing import maglev_table
+from prefork_lb.health import BackendHealth
 from prefork_lb.shared import handover
 from tests.support.dns_server import DnsServer, dns_server
 
@@ -115,3 +119,27 @@ def test_the_lease_holder_runs_other_greenlets_while_it_builds_a_table(
         gc.enable()
     assert len(set(tables)) == CHANGES + 1
     assert max(waits) < build / 2, (max(waits), build, sorted(waits)[-5:])
+
+
+def test_nothing_of_a_change_shows_while_its_tables_are_built(state: shared.SharedState) -> None:
+    """Between the steps of a publish's build, neither its slots nor the fresh health rows of
+    its new addresses are visible yet; after it, both are, with the table."""
+    group = state.settings.dns_groups[0]
+    _, slots = state.addresses.snapshot()
+    addresses = [*active_addresses(slots)[1:], Address("10.9.0.99", 8080, 1, False)]
+    generation = state.addresses.generation()
+    _, rows = state.health.snapshot()
+    seen: list[tuple[int, tuple[BackendHealth, ...]]] = []
+
+    def between_steps() -> None:
+        seen.append((state.addresses.generation(), state.health.snapshot()[1]))
+
+    result = publish(state, group, addresses, time.monotonic(), between_steps)
+    fresh = [group.first + number for number in result.fresh]
+    assert fresh
+    assert len(seen) > 10
+    for generation_then, rows_then in seen:
+        assert generation_then == generation
+        assert [rows_then[i] for i in fresh] == [rows[i] for i in fresh]
+    assert state.addresses.generation() != generation
+    assert all(state.health.snapshot()[1][i].reason == "found through DNS" for i in fresh)
