@@ -16,7 +16,8 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, overload
 
 from prefork_lb.config import Backend, Pool, Settings, effective_pools
-from prefork_lb.hashing import Steps, ring_steps, run_steps
+from prefork_lb.hashing import ring_steps
+from prefork_lb.maglev import Steps, run_steps
 from prefork_lb.scheduling import HASH
 from prefork_lb.slots import EMPTY, Slot, SlotState, address_key
 

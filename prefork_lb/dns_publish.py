@@ -20,8 +20,8 @@ from typing import Any
 from prefork_lb.config import Backend, DnsGroup, Settings
 from prefork_lb.directory import dns_ring_steps
 from prefork_lb.dns import Address, DnsFailure
-from prefork_lb.hashing import run_steps
 from prefork_lb.health import BackendHealth
+from prefork_lb.maglev import run_steps
 from prefork_lb.shared import SharedState
 from prefork_lb.slots import EMPTY, Assignment, Slot, SlotState, assign
 

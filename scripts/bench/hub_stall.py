@@ -25,7 +25,8 @@ from collections.abc import Callable
 
 import gevent
 
-from prefork_lb.hashing import HashRing, run_steps
+from prefork_lb.hashing import HashRing
+from prefork_lb.maglev import run_steps
 
 Members = tuple[tuple[int, str, int], ...]
 BUILDS = 8

@@ -2,7 +2,7 @@
 
 For 4, 32 and 128 backends, with equal weights, mixed weights (1 to 5) and
 one backend far heavier than the rest (100 to 1), the best of a few builds
-of ``hashing.maglev_table`` (65,521 entries), in milliseconds of CPU. The stall a
+of ``maglev.maglev_table`` (65,521 entries), in milliseconds of CPU. The stall a
 change used to cause in the worker that publishes DNS answers was one such
 build per hash pool; ``tests/support/hash_stall.py`` measures that stall.
 """
@@ -13,7 +13,7 @@ import argparse
 import time
 from collections.abc import Callable, Sequence
 
-from prefork_lb.hashing import maglev_table
+from prefork_lb.maglev import maglev_table
 
 SIZES = (4, 32, 128)
 WEIGHTS: dict[str, Callable[[int], list[int]]] = {

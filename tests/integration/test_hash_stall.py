@@ -28,8 +28,8 @@ from prefork_lb.config import load_config
 from prefork_lb.dns import Address
 from prefork_lb.dns_follower import DnsFollower
 from prefork_lb.dns_publish import active_addresses, publish, resolve_at_start
-from prefork_lb.hashing import maglev_table
 from prefork_lb.health import BackendHealth
+from prefork_lb.maglev import maglev_table
 from prefork_lb.shared import handover
 from tests.support.dns_server import DnsServer, dns_server
 

@@ -11,16 +11,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from prefork_lb.hashing import (
-    TABLE_SIZE,
     HashKey,
     HashRing,
     key_hash,
-    maglev_steps,
-    maglev_table,
     parse_hash_key,
     request_key,
-    run_steps,
 )
+from prefork_lb.maglev import TABLE_SIZE, maglev_steps, maglev_table, run_steps
 
 KEYS = [key_hash(f"user-{n}".encode()) for n in range(100_000)]
 
