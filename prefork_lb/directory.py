@@ -16,7 +16,8 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, overload
 
 from prefork_lb.config import Backend, Pool, Settings, effective_pools
-from prefork_lb.hashing import ring_for
+from prefork_lb.hashing import ring_steps
+from prefork_lb.maglev import Steps, run_steps
 from prefork_lb.scheduling import HASH
 from prefork_lb.slots import EMPTY, Slot, SlotState, address_key
 
@@ -81,7 +82,7 @@ def dns_hash_pools(settings: Settings) -> tuple[int, ...]:
     """The pools (by position in ``effective_pools``) that hash over addresses from DNS.
 
     Their tables change with the answers: the process publishing an answer
-    builds them once and shares them (a table takes about 0.2 s to build).
+    builds them once and shares them (a table takes about 20 ms to build).
     """
     return tuple(
         number
@@ -92,13 +93,20 @@ def dns_hash_pools(settings: Settings) -> tuple[int, ...]:
 
 def dns_rings(settings: Settings, slots: Sequence[Slot]) -> dict[int, tuple[int, ...] | None]:
     """The hash tables of ``dns_hash_pools`` (by their number there) for these slots."""
+    return run_steps(dns_ring_steps(settings, slots))
+
+
+def dns_ring_steps(
+    settings: Settings, slots: Sequence[Slot]
+) -> Steps[dict[int, tuple[int, ...] | None]]:
+    """``dns_rings`` in steps (``hashing.ring_steps``): a worker serves between them."""
     backends = current_backends(settings.backends, slots)
     states = slot_states(settings.backends, slots)
     pools = effective_pools(settings)
     rings: dict[int, tuple[int, ...] | None] = {}
     for number, pool in enumerate(dns_hash_pools(settings)):
         members = ring_members(settings, pools[pool], backends, states)
-        rings[number] = ring_for(members).entries if members else None
+        rings[number] = (yield from ring_steps(members)).entries if members else None
     return rings
 
 

@@ -21,6 +21,7 @@ import random
 import time
 
 import gevent
+import gevent.lock
 
 from prefork_lb.config import DnsGroup
 from prefork_lb.dns import DnsFailure, DnsState, Resolution, follow, next_delay, retry_delay
@@ -34,6 +35,16 @@ log = logging.getLogger("gunicorn.error").getChild("prefork_lb")
 # While a slot drains, how often its source's slots are published again (seconds).
 DRAIN_TICK = 0.25
 
+# A timer this short ends on the event loop's next turn, after it has polled for I/O.
+_STEP_PAUSE = 0.0001
+
+
+def _let_requests_run() -> None:
+    """Between two steps of a hash table's build: the requests this worker serves go on."""
+    # Not sleep(0): that runs this greenlet again before the loop polls for I/O,
+    # for up to 50 callbacks (gevent's _run_callbacks), i.e. the whole build.
+    gevent.sleep(_STEP_PAUSE)
+
 
 class DnsFollower:
     """Waits for the resolving lease, then keeps every DNS source's slots current."""
@@ -43,6 +54,8 @@ class DnsFollower:
         self._settings = state.settings
         # Each source's addresses last left out for want of a slot (by its first index).
         self._left_out: dict[int, tuple[str, ...]] = {}
+        # One publish at a time: each builds from the slots as they were when it began.
+        self._publishing = gevent.lock.Semaphore()
 
     def start(self) -> gevent.Greenlet[[], None] | None:
         """Start waiting for the lease in the background (nothing to do without DNS sources)."""
@@ -59,7 +72,11 @@ class DnsFollower:
             gevent.spawn(self._follow, number, group)
             for number, group in enumerate(self._settings.dns_groups)
         ]
-        gevent.joinall(followers)
+        try:
+            gevent.joinall(followers)
+        finally:
+            # Killed (the worker stops): the sources' greenlets stop with it.
+            gevent.killall(followers)
 
     def _follow(self, number: int, group: DnsGroup) -> None:
         settings = self._settings
@@ -105,7 +122,10 @@ class DnsFollower:
 
     def _publish(self, group: DnsGroup, known: DnsState) -> bool:
         """Publish the last good set into the group's slots; whether a slot is still draining."""
-        assignment = publish(self._state, group, known.addresses, time.monotonic())
+        with self._publishing:
+            assignment = publish(
+                self._state, group, known.addresses, time.monotonic(), _let_requests_run
+            )
         if assignment.left_out != self._left_out.get(group.first, ()) and assignment.left_out:
             log.warning("%s", left_out_line(group, assignment.left_out))
         self._left_out[group.first] = assignment.left_out

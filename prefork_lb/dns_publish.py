@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from prefork_lb.config import Backend, DnsGroup, Settings
-from prefork_lb.directory import dns_rings
+from prefork_lb.directory import dns_ring_steps
 from prefork_lb.dns import Address, DnsFailure
 from prefork_lb.health import BackendHealth
+from prefork_lb.maglev import run_steps
 from prefork_lb.shared import SharedState
 from prefork_lb.slots import EMPTY, Assignment, Slot, SlotState, assign
 
@@ -55,14 +56,35 @@ def active_addresses(slots: Sequence[Slot]) -> tuple[Address, ...]:
 
 
 def publish(
-    state: SharedState, group: DnsGroup, addresses: Sequence[Address], now: float
+    state: SharedState,
+    group: DnsGroup,
+    addresses: Sequence[Address],
+    now: float,
+    between_steps: Callable[[], None] | None = None,
 ) -> Assignment:
-    """Make ``addresses`` (the source's whole current set) what the group's slots hold."""
+    """Make ``addresses`` (the source's whole current set) what the group's slots hold.
+
+    ``between_steps`` is called between the steps of building hash tables
+    (a worker lets its requests run); no other publish may start meanwhile.
+    """
     _, every = state.addresses.snapshot()
     indexes = group.indexes
     slots = every[indexes.start : indexes.stop]
     in_flight = state.in_flight.totals()[indexes.start : indexes.stop]
     result = assign(slots, addresses, in_flight)
+    changes = {
+        group.first + number: slot
+        for number, slot in enumerate(result.slots)
+        if slot != slots[number]
+    }
+    rings = None
+    if changes and state.addresses.rings:
+        # Built here, once, with the slots: workers read the tables instead of
+        # building them (about 20 ms each). Before the rows below: the build may let
+        # requests run, which must not see fresh rows under the slots' old addresses.
+        after = list(every)
+        after[indexes.start : indexes.stop] = result.slots
+        rings = run_steps(dns_ring_steps(state.settings, after), between_steps)
     template = state.settings.backends[group.first]
     row = fresh_health(template, now)
     for number in result.fresh:
@@ -73,18 +95,6 @@ def publish(
             # A row left down would have every worker re-check its choice on each request.
             state.health.update(group.first + number, lambda _old: (BackendHealth(), None))
     _apply_saved_states(state, group, result, now)
-    changes = {
-        group.first + number: slot
-        for number, slot in enumerate(result.slots)
-        if slot != slots[number]
-    }
-    rings = None
-    if changes and state.addresses.rings:
-        # Built here, once, with the slots: workers read the tables instead of
-        # building them (about 0.2 s each).
-        after = list(every)
-        after[indexes.start : indexes.stop] = result.slots
-        rings = dns_rings(state.settings, after)
     state.addresses.publish(changes, rings)
     return result
 

@@ -1,6 +1,6 @@
 """Consistent hashing for ``policy = "hash"``: the key, the Maglev table, bounded load. Pure.
 
-The table is Maglev's (Eisenbud et al., NSDI 2016), weighted: built from the
+The table is Maglev's (``maglev``), weighted: built from the
 pool's backend URLs and weights alone, with a hash that does not depend on
 the process (BLAKE2b, never Python's salted ``hash()``), so every worker,
 every instance and every restart sends a key to the same backend.
@@ -21,65 +21,21 @@ on to the next backend in the table.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import math
+import operator
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from urllib.parse import unquote_to_bytes
 
-# The table size: a prime, and the same whatever the backends (a size that
-# changed with their number would move nearly every key when one is added).
-# Maglev's balance is within about 1% at 100 entries per backend; building it
-# takes about 0.2 s, once per hash pool in each worker.
-TABLE_SIZE = 65521
+from prefork_lb.maglev import Steps, maglev_steps, run_steps
+
 KEY_KINDS = ("ip", "header", "cookie", "query", "path")
 
 
 def key_hash(data: bytes) -> int:
     """A 64-bit hash of ``data``, the same in every process."""
     return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "big")
-
-
-def _offset_skip(name: str, size: int) -> tuple[int, int]:
-    digest = hashlib.blake2b(name.encode(), digest_size=16).digest()
-    offset = int.from_bytes(digest[:8], "big") % size
-    skip = int.from_bytes(digest[8:], "big") % (size - 1) + 1
-    return offset, skip
-
-
-def maglev_table(names: Sequence[str], weights: Sequence[int]) -> tuple[int, ...]:
-    """Maglev's lookup table over ``names`` (positions into it), each filling by its weight.
-
-    Each backend walks its own permutation of the table (an offset and a
-    skip from its name); in turns, each takes its next free entry. A backend
-    of weight w takes a turn whenever its credit, w / max(weights) per round,
-    reaches a whole entry, so its share of the table is about its weight's.
-    """
-    if not names or len(names) != len(weights) or min(weights) < 1:
-        raise ValueError("maglev_table needs one positive weight per name")
-    size = TABLE_SIZE
-    permutations = [_offset_skip(name, size) for name in names]
-    nexts = [0] * len(names)
-    credit = [0.0] * len(names)
-    heaviest = max(weights)
-    table = [-1] * size
-    filled = 0
-    while True:
-        for i, (offset, skip) in enumerate(permutations):
-            credit[i] += weights[i] / heaviest
-            if credit[i] < 1.0:
-                continue
-            credit[i] -= 1.0
-            entry = (offset + nexts[i] * skip) % size
-            while table[entry] >= 0:
-                nexts[i] += 1
-                entry = (offset + nexts[i] * skip) % size
-            table[entry] = i
-            nexts[i] += 1
-            filled += 1
-            if filled == size:
-                return tuple(table)
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,9 +51,16 @@ class HashRing:
 
         Sorted by URL first: the order the pool lists them in changes nothing.
         """
+        return run_steps(cls.build_steps(members))
+
+    @classmethod
+    def build_steps(cls, members: Iterable[tuple[int, str, int]]) -> Steps[HashRing]:
+        """``build`` in steps (``maglev_steps``): it yields between them, returns the ring."""
         listed = sorted(members, key=lambda member: member[1])
-        table = maglev_table([url for _, url, _ in listed], [w for _, _, w in listed])
-        return cls(tuple(listed[i][0] for i in table), {i: w for i, _, w in listed})
+        table = yield from maglev_steps([url for _, url, _ in listed], [w for _, _, w in listed])
+        yield
+        entries = operator.itemgetter(*table)([index for index, _, _ in listed])
+        return cls(entries, {i: w for i, _, w in listed})
 
     def pick(
         self,
@@ -139,11 +102,26 @@ class HashRing:
         return first
 
 
-@functools.lru_cache(maxsize=64)
+# The rings built last, by their members, oldest first (at most _RINGS_KEPT).
+_RINGS_KEPT = 64
+_rings: dict[tuple[tuple[int, str, int], ...], HashRing] = {}
+
+
 def ring_for(members: tuple[tuple[int, str, int], ...]) -> HashRing:
     """``HashRing.build(members)``, remembered: the master builds each pool's once, before
-    it forks, and every worker finds it made (building one takes about 0.2 s of CPU)."""
-    return HashRing.build(members)
+    it forks, and every worker finds it made."""
+    return run_steps(ring_steps(members))
+
+
+def ring_steps(members: tuple[tuple[int, str, int], ...]) -> Steps[HashRing]:
+    """``ring_for`` in steps: none if the ring is remembered, else ``HashRing.build_steps``'."""
+    ring = _rings.pop(members, None)
+    if ring is None:
+        ring = yield from HashRing.build_steps(members)
+    _rings[members] = ring
+    while len(_rings) > _RINGS_KEPT:
+        del _rings[next(iter(_rings))]
+    return ring
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,7 +26,7 @@ import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
-from prefork_lb.hashing import TABLE_SIZE
+from prefork_lb.maglev import TABLE_SIZE
 from prefork_lb.shared.counter import shm_dir
 from prefork_lb.shared.health_table import ProberLease
 from prefork_lb.slots import EMPTY, Slot, SlotState

@@ -49,7 +49,8 @@ PURE_MODULES = [
     "prefork_lb.route_tables",  # [[routes]] as written
     "prefork_lb.status_page",  # the admin page rendered from a document
     "prefork_lb.routes",  # the route table: (host, raw target, method) -> pool
-    "prefork_lb.hashing",  # Maglev table, hash keys, bounded load
+    "prefork_lb.hashing",  # hash rings, hash keys, bounded load
+    "prefork_lb.maglev",  # the Maglev table, built in steps
     "prefork_lb.sticky",  # signed sticky-cookie tokens
     "prefork_lb.admission",  # connection limits and waiting-room rules
     "prefork_lb.token_bucket",  # the rate limiters' arithmetic; the clock is passed in
