@@ -223,6 +223,8 @@ def is_address_key(name: str) -> bool:
         host, colon, port = name.rpartition(":")
         if not colon or ":" in host:
             return False
+    if not host.isascii() or "%" in host:
+        return False  # DNS gives no IPv6 scope ("%eth0"), which ipaddress would take
     try:
         ipaddress.ip_address(host)
     except ValueError:

@@ -197,6 +197,8 @@ def test_rendering_keeps_waiting_states_unless_the_backend_is_present() -> None:
         pytest.param("10.1.0.7:0", False, id="port-0"),
         pytest.param("10.1.0.7:65536", False, id="port-too-big"),
         pytest.param("10.1.0.7:080", False, id="leading-zero"),
+        pytest.param("[fe80::7%eth0]:8080", False, id="ipv6-scope"),
+        pytest.param("[fe80::7%\u00e9]:8080", False, id="ipv6-non-ascii-scope"),
     ],
 )
 def test_address_keys(name: str, expected: bool) -> None:
