@@ -44,6 +44,10 @@ PURE_MODULES = [
     "prefork_lb.config",  # the frozen settings tree (reads the TOML file it is named)
     "prefork_lb.setting",  # the declaration of one setting
     "prefork_lb.settings_table",  # every setting, declared once
+    "prefork_lb.settings_forwarding",  # forwarding and balancing settings
+    "prefork_lb.settings_health",  # failure and health settings
+    "prefork_lb.settings_control",  # admin, probes, state file and tunnel settings
+    "prefork_lb.settings_dns",  # DNS settings
     "prefork_lb.settings_types",  # the frozen tree's dataclasses
     "prefork_lb.backend_tables",  # [[backends]] and [pools.NAME] as written
     "prefork_lb.route_tables",  # [[routes]] as written
