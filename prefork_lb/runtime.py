@@ -67,6 +67,9 @@ class SavedState:
     name: str
     state: AdminState
     weight: int  # 0: the configured one
+    # A DNS address's state waiting for the address: when it began to wait
+    # (time.time(), kept in the file across restarts); 0.0 for any other.
+    since: float = 0.0
 
     def change(self, index: int) -> Change:
         """This state as a write to backend ``index``."""
@@ -162,7 +165,11 @@ def render_state_file(
     A backend present now (in ``names``) is written from its row.
     """
     backends = {
-        saved.name: {"state": saved.state.label, "weight": saved.weight}
+        saved.name: {
+            "state": saved.state.label,
+            "weight": saved.weight,
+            "waiting_since": saved.since,
+        }
         for saved in waiting
         if saved.name not in names
     }
@@ -184,11 +191,14 @@ def _saved_state(name: str, entry: object) -> SavedState:
         weight = 0 if weight == 0 else parse_weight(entry)
     except ControlError as err:
         raise ValueError(f"backend {name!r}: {err.message}") from None
-    return SavedState(name, state, weight)
+    since = entry.get("waiting_since", 0.0)
+    if isinstance(since, bool) or not isinstance(since, int | float) or not since >= 0:
+        raise ValueError(f"backend {name!r}: waiting_since must be a time in seconds")
+    return SavedState(name, state, weight, float(since))
 
 
 def parse_state_file(
-    text: str, names: Sequence[str], *, dns: bool = False
+    text: str, names: Sequence[str], *, dns: bool = False, now: float = 0.0
 ) -> tuple[list[Change], list[SavedState], list[str]]:
     """What a ``state_file`` holds for the backends ``names``: changes, pending states, warnings.
 
@@ -196,7 +206,10 @@ def parse_state_file(
     finds its backends through DNS), a name that is an address (``ip:port``)
     not present now is pending: applied when DNS gives that address (see
     ``PENDING_SECONDS``). Any other name is no longer configured: left out
-    with a warning. Raises ``ValueError`` when the file is not one this
+    with a warning. ``now`` (``time.time()``): a pending state that began to
+    wait before this read keeps its start, and one that has waited
+    ``PENDING_SECONDS`` is dropped with a warning, however often the balancer
+    restarted meanwhile. Raises ``ValueError`` when the file is not one this
     module wrote.
     """
     document = json.loads(text)
@@ -207,7 +220,15 @@ def parse_state_file(
         if name in names:
             changes.append(_saved_state(name, entry).change(list(names).index(name)))
         elif dns and is_address_key(name):
-            pending.append(_saved_state(name, entry))
+            saved = _saved_state(name, entry)
+            since = saved.since or now
+            if now - since >= PENDING_SECONDS:
+                warnings.append(
+                    f"address {name!r} has not been in DNS for {PENDING_SECONDS:.0f} s; "
+                    f"its saved state {saved.state.label} dropped"
+                )
+            else:
+                pending.append(replace(saved, since=since))
         else:
             warnings.append(f"backend {name!r} is no longer configured; its saved state ignored")
     return changes, pending, warnings

@@ -82,7 +82,9 @@ def load_state(
         log.error("state_file %s cannot be read, ignored: %s", path, err)
         return 0
     try:
-        changes, waiting, warnings = parse_state_file(text, names, dns=pending is not None)
+        changes, waiting, warnings = parse_state_file(
+            text, names, dns=pending is not None, now=time.time()
+        )
     except ValueError as err:
         log.error("state_file %s is corrupt, ignored: %s", path, err)
         return 0
@@ -91,12 +93,14 @@ def load_state(
     for change in changes:
         table.update(change.index, change.applied)
     if pending is not None:
-        dropped = pending.load(waiting, time.monotonic() + PENDING_SECONDS)
+        wall_now = time.time()
+        dropped = pending.load(waiting, time.monotonic(), wall_now)
         for saved in waiting:
+            left = saved.since + PENDING_SECONDS - wall_now
             told = (
                 "ignored (more waiting addresses than DNS slots)"
                 if saved in dropped
-                else f"waits for it up to {PENDING_SECONDS:.0f} s"
+                else f"waits for it {left:.0f} s more (up to {PENDING_SECONDS:.0f} s in all)"
             )
             log.warning(
                 "state_file %s: address %s is not in DNS now; its saved state %s %s",

@@ -5,8 +5,9 @@ maintenance or a weight saved for an address DNS does not give at that
 moment waits here, in memory every worker shares: the worker that publishes
 DNS answers takes it when the address takes a slot (``take``), and every
 worker that rewrites the file keeps the ones still waiting (``waiting``), so
-a second restart does not lose them. Each waits until a deadline
-(``runtime.PENDING_SECONDS`` after the read), then is dropped.
+a second restart does not lose them. Each waits ``runtime.PENDING_SECONDS``
+from when it began to wait (kept in the file as ``waiting_since``, so a
+restart does not start the wait again), then is dropped.
 
 Written by the master before it forks, then only by the one process holding
 the resolving lease (a taken row is marked with one byte): no lock.
@@ -18,28 +19,41 @@ import mmap
 import struct
 from collections.abc import Sequence
 
-from prefork_lb.runtime import AdminState, SavedState
+from prefork_lb.runtime import PENDING_SECONDS, AdminState, SavedState
 
 
 class PendingStates:
     """Up to ``capacity`` saved states waiting for their address, in shared memory."""
 
-    # waiting, state, weight, deadline (time.monotonic(): one clock for every process), name
-    _ROW = struct.Struct("<?BHd56s")
+    # waiting, state, weight, deadline (time.monotonic(): one clock for every process),
+    # since (time.time(), for the file), name
+    _ROW = struct.Struct("<?BHdd56s")
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
         self._memory = mmap.mmap(-1, max(self._ROW.size * capacity, 1), flags=mmap.MAP_SHARED)
 
-    def load(self, states: Sequence[SavedState], deadline: float) -> tuple[SavedState, ...]:
-        """Make ``states`` the ones waiting, until ``deadline``; return those that did not fit."""
+    def load(
+        self, states: Sequence[SavedState], now: float, wall_now: float
+    ) -> tuple[SavedState, ...]:
+        """Make ``states`` the ones waiting, each until ``PENDING_SECONDS`` after its ``since``;
+        return those that did not fit. ``now``: ``time.monotonic()``; ``wall_now``: ``time.time()``.
+        """
         kept = [s for s in states if len(s.name.encode("ascii")) <= 56][: self.capacity]
         for row in range(self.capacity):
             if row < len(kept):
                 saved = kept[row]
-                values = (True, int(saved.state), saved.weight, deadline, saved.name.encode())
+                deadline = now + (saved.since + PENDING_SECONDS - wall_now)
+                values = (
+                    True,
+                    int(saved.state),
+                    saved.weight,
+                    deadline,
+                    saved.since,
+                    saved.name.encode(),
+                )
             else:
-                values = (False, 0, 0, 0.0, b"")
+                values = (False, 0, 0, 0.0, 0.0, b"")
             self._ROW.pack_into(self._memory, row * self._ROW.size, *values)
         return tuple(s for s in states if s not in kept)
 
@@ -58,12 +72,12 @@ class PendingStates:
         return tuple(saved for saved in found if saved is not None)
 
     def _read(self, row: int, now: float) -> SavedState | None:
-        waiting, state, weight, deadline, name = self._ROW.unpack_from(
+        waiting, state, weight, deadline, since, name = self._ROW.unpack_from(
             self._memory, row * self._ROW.size
         )
         if not waiting or now >= deadline:
             return None
-        return SavedState(name.rstrip(b"\0").decode("ascii"), AdminState(state), weight)
+        return SavedState(name.rstrip(b"\0").decode("ascii"), AdminState(state), weight, since)
 
     def close(self) -> None:
         """Release the memory (in this process only)."""

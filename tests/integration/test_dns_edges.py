@@ -89,12 +89,16 @@ def test_saved_states_of_dns_addresses_come_back_after_a_restart(
 
     # The drained address is not in DNS at the restart: its state waits for it.
     dns.set_a(NAME, [first], ttl=1)
+    restarted_at = time.time()
     waiting = start_balancer([], env=env)
     waiting.wait_for_log(rf"address {drained} is not in DNS now; its saved state drain waits")
     assert admin_states(waiting) == {kept: ("ready", 3)}
     # A write meanwhile rewrites the file and keeps the waiting state in it.
     assert post_admin(waiting, TOKEN, kept, "weight", 2) == 200
     saved = json.loads((tmp_path / "state.json").read_text())["backends"]
+    # With when it began to wait: a later restart does not start its 10 minutes again.
+    since = saved[drained].pop("waiting_since")
+    assert restarted_at <= since <= time.time()
     assert saved == {
         drained: {"state": "drain", "weight": 0},
         kept: {"state": "ready", "weight": 2},

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from prefork_lb.health import BackendHealth
 from prefork_lb.runtime import (
+    PENDING_SECONDS,
     AdminState,
     Change,
     ControlError,
@@ -170,16 +171,48 @@ def test_an_address_present_now_is_a_change_not_a_pending_state() -> None:
     assert (changes, pending) == ([Change(1, state=AdminState.DRAIN, weight=0)], [])
 
 
+def test_a_pending_state_keeps_when_it_began_to_wait_and_expires_across_restarts() -> None:
+    """A saved address's wait starts at its first read and is not started again by later ones:
+    after PENDING_SECONDS in all it is dropped with a warning."""
+    now = 1_800_000_000.0
+    fresh = {"10.1.0.7:8080": {"state": "drain"}}
+    _, pending, _ = parse_state_file(_file(fresh), NAMES, dns=True, now=now)
+    assert pending == [SavedState("10.1.0.7:8080", AdminState.DRAIN, 0, since=now)]
+    rewritten = render_state_file(NAMES, [BackendHealth()] * 3, pending)
+    later = now + PENDING_SECONDS - 1
+    _, pending, warnings = parse_state_file(rewritten, NAMES, dns=True, now=later)
+    assert [saved.since for saved in pending] == [now]
+    assert warnings == []
+    _, pending, warnings = parse_state_file(rewritten, NAMES, dns=True, now=now + PENDING_SECONDS)
+    assert pending == []
+    assert warnings == [
+        f"address '10.1.0.7:8080' has not been in DNS for {PENDING_SECONDS:.0f} s; "
+        "its saved state drain dropped"
+    ]
+
+
+@pytest.mark.parametrize("since", [-1, "soon", True], ids=["negative", "text", "bool"])
+def test_a_bad_waiting_since_makes_the_file_corrupt(since: object) -> None:
+    """waiting_since is a time in seconds, or the file is not one we wrote."""
+    entry = {"10.1.0.7:8080": {"state": "drain", "waiting_since": since}}
+    with pytest.raises(ValueError, match="waiting_since must be a time in seconds"):
+        parse_state_file(_file(entry), NAMES, dns=True, now=1.0)
+
+
+def _file(backends: dict[str, object]) -> str:
+    return json.dumps({"version": 1, "backends": backends})
+
+
 def test_rendering_keeps_waiting_states_unless_the_backend_is_present() -> None:
     """Waiting states are written beside the rows; a present backend's row wins over one."""
     rows = [BackendHealth(admin=1), BackendHealth(), BackendHealth()]
     waiting = [
-        SavedState("10.1.0.7:8080", AdminState.MAINT, 2),
+        SavedState("10.1.0.7:8080", AdminState.MAINT, 2, since=1_800_000_000.5),
         SavedState("a", AdminState.READY, 9),
     ]
     document = json.loads(render_state_file(NAMES, rows, waiting))
     assert document["backends"] == {
-        "10.1.0.7:8080": {"state": "maint", "weight": 2},
+        "10.1.0.7:8080": {"state": "maint", "weight": 2, "waiting_since": 1_800_000_000.5},
         "a": {"state": "drain", "weight": 0},
     }
 
