@@ -214,7 +214,7 @@ def test_dns_failures_keep_the_set(
     # The one other reason allowed is a timeout: the test's DNS server, a thread of this
     # busy process, can answer later than dns_timeout (0.5 s) on a loaded machine.
     said = re.findall(rf"dns {re.escape(source)}: (\w+) \(.*; keeping", lb.log()[log_before:])
-    assert said[:1] == [reason], lb.log()[log_before:]
+    assert reason in said, lb.log()[log_before:]
     assert set(said) <= {reason, "timeout"}, said
     assert all(one != next_one for one, next_one in pairwise(said)), said
     if failure == "down":
