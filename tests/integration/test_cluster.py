@@ -1,11 +1,12 @@
 """scripts/cluster builds a real cluster in network namespaces, and what it reports holds.
 
-One quick run (3 nginx or Python backends, 3 prefork_lb instances with 2 workers,
-HAProxy in TCP mode with PROXY v2 and HTTP checks, the Python load driver even where
-wrk is installed, so the run is the same on every machine) is shared by the tests
-that read its JSON. Two more runs are cut short, by TERM and by KILL, to show
-that nothing of a run outlives it however it ends. Needs root and iproute2 (CI runs
-as root; scripts/system.sh installs iproute2 and haproxy).
+One quick run (3 Python backends and the Python load driver even where nginx and wrk
+are installed, so that every machine makes the run CI makes, where they are not;
+3 prefork_lb instances with 2 workers; HAProxy in TCP mode with PROXY v2 and HTTP
+checks) is shared by the tests that read its JSON. Two more runs (Python backends
+too) are cut short, by TERM and by KILL, to show that nothing of a run outlives it
+however it ends. Needs root and iproute2 (CI runs as root; scripts/system.sh
+installs iproute2 and haproxy).
 """
 
 from __future__ import annotations
@@ -75,7 +76,7 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """One quick cluster run's JSON, shared by the module's tests."""
     save_as = tmp_path_factory.mktemp("cluster") / "cluster.json"
     done = subprocess.run(
-        [str(CLUSTER), "--quick", "--python-load", "--json", str(save_as)],
+        [str(CLUSTER), "--quick", "--python-load", "--python-backends", "--json", str(save_as)],
         capture_output=True,
         text=True,
         timeout=RUN_TIMEOUT_S,
@@ -95,7 +96,7 @@ def start_cut_short_run(progress: Path) -> tuple[subprocess.Popen[bytes], list[i
     """
     with progress.open("wb") as output:
         process = subprocess.Popen(
-            [str(CLUSTER), "--quick"], stdout=subprocess.DEVNULL, stderr=output
+            [str(CLUSTER), "--quick", "--python-backends"], stdout=subprocess.DEVNULL, stderr=output
         )
 
     def cluster_up() -> bool:

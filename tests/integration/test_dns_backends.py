@@ -18,6 +18,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -211,8 +212,13 @@ def test_dns_failures_keep_the_set(
     )
     assert Counter(served_by(lb.port) for _ in range(10)) == dict.fromkeys(addresses.ips[:2], 5)
     assert dns_backends(lb, "active", source) == urls(addresses, addresses.ips[:2])
-    said = re.findall(rf"dns {re.escape(source)}: {reason}\b", lb.log()[log_before:])
-    assert len(said) == 1, lb.log()[log_before:]
+    # A line when the failure starts or its reason changes, none on a retry that fails alike.
+    # The one other reason allowed is a timeout: the test's DNS server, a thread of this
+    # busy process, can answer later than dns_timeout (0.5 s) on a loaded machine.
+    said = re.findall(rf"dns {re.escape(source)}: (\w+) \(.*; keeping", lb.log()[log_before:])
+    assert reason in said, lb.log()[log_before:]
+    assert set(said) <= {reason, "timeout"}, said
+    assert all(one != next_one for one, next_one in pairwise(said)), said
     if failure == "down":
         records.start()
     records.set_a(NAME, addresses.ips[:2], ttl=1)

@@ -39,21 +39,22 @@ def complete_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def balancer(echo_backend: ScriptedBackend, complete_log: Path) -> Iterator[BalancerProcess]:
-    """Two workers running First and Second, in front of ``main`` and a dead backup."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        dead_port = probe.getsockname()[1]
-    backends = [
-        f"{echo_backend.url} name=main",
-        f"http://127.0.0.1:{dead_port} backup name=dead max_fails=0",
-    ]
-    options = {name: {"log": str(complete_log)} for name in (FIRST, SECOND)}
-    env = {
-        "PREFORK_LB_EXTENSIONS": f"{FIRST}, {SECOND}",
-        "PREFORK_LB_EXTENSION_OPTIONS": json.dumps(options),
-    }
-    with BalancerProcess(backends, workers=2, env=env) as lb:
-        yield lb
+    """Two workers running First and Second, in front of ``main`` and a dead backup (its port
+    held bound, never listening, while the balancer runs: refused, and nobody else's)."""
+    with socket.socket() as dead:
+        dead.bind(("127.0.0.1", 0))
+        dead_port = dead.getsockname()[1]
+        backends = [
+            f"{echo_backend.url} name=main",
+            f"http://127.0.0.1:{dead_port} backup name=dead max_fails=0",
+        ]
+        options = {name: {"log": str(complete_log)} for name in (FIRST, SECOND)}
+        env = {
+            "PREFORK_LB_EXTENSIONS": f"{FIRST}, {SECOND}",
+            "PREFORK_LB_EXTENSION_OPTIONS": json.dumps(options),
+        }
+        with BalancerProcess(backends, workers=2, env=env) as lb:
+            yield lb
 
 
 @pytest.fixture

@@ -63,12 +63,14 @@ def backend(shared_backend: ScriptedBackend, shared_balancer: BalancerProcess) -
 
 
 @pytest.fixture
-def unused_port() -> int:
-    """A loopback port nothing listens on (bound once, then closed)."""
+def unused_port() -> Iterator[int]:
+    """A loopback port nothing listens on: held bound, never listening, for the whole test,
+    so that no other test's listener takes it and no connection to it is given it as its
+    own source port (a TCP self-connect, which would not be refused)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
-    return port
+        yield port
 
 
 def test_refused_connection_is_502(unused_port: int, start_balancer: StartBalancer) -> None:

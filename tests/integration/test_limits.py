@@ -15,6 +15,7 @@ import pytest
 from tests.support.backend import RecordedRequest, Responder, ScriptedBackend, default_response
 from tests.support.balancer import BalancerProcess
 from tests.support.client import fetch
+from tests.support.polling import wait_for
 
 
 class Concurrency:
@@ -38,6 +39,21 @@ class Concurrency:
         default_response(request, responder)
 
 
+class Gate:
+    """A handler that holds each request until the test opens it, counting those it holds."""
+
+    def __init__(self) -> None:
+        self.held = 0
+        self.opened = threading.Event()
+        self._lock = threading.Lock()
+
+    def __call__(self, request: RecordedRequest, responder: Responder) -> None:
+        with self._lock:
+            self.held += 1
+        self.opened.wait(30)
+        default_response(request, responder)
+
+
 @pytest.fixture(scope="module")
 def backends() -> Iterator[list[ScriptedBackend]]:
     """Five scripted backends l1..l5."""
@@ -51,7 +67,7 @@ def backends() -> Iterator[list[ScriptedBackend]]:
 def limited(
     backends: list[ScriptedBackend], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[BalancerProcess]:
-    """Pools: default (l1, l2: max_conns 3), tiny (l3: 1, no room), short (l4: 1, 0.5 s, room
+    """Pools: default (l1, l2: max_conns 3), tiny (l3: 1, no room), short (l4: 1, 1.5 s, room
     for 1), patient (l5: 1, 10 s)."""
     u = [b.url for b in backends]
     config = tmp_path_factory.mktemp("limits") / "lb.toml"
@@ -70,7 +86,7 @@ max_conns = 1
 backends = ["{u[2]}"]
 
 [pools.short]
-queue_timeout = 0.5
+queue_timeout = 1.5
 max_queue = 1
 backends = [{{ url = "{u[3]}", max_conns = 1 }}]
 
@@ -118,19 +134,27 @@ def _hold(port: int, target: str) -> threading.Thread:
     return thread
 
 
+def queue_length(port: int, pool: str) -> float:
+    """How many requests wait for ``pool``, as the metrics page says (any worker sees all)."""
+    metrics = fetch(port, "/_prefork_lb/metrics").body.decode()
+    return _metric(metrics, f'prefork_lb_queue_length{{pool="{pool}"}}')
+
+
 def test_no_waiting_room_is_503_at_once(
     limited: BalancerProcess, backends: list[ScriptedBackend]
 ) -> None:
-    """With max_queue = 0, a request finding the backend at its limit gets 503 and Retry-After."""
-    backends[2].route("/", Concurrency(1.0))
+    """With max_queue = 0, a request finding the backend at its limit gets 503 and Retry-After
+    while the backend still holds the first one (it does not wait for the slot)."""
+    gate = Gate()
+    backends[2].route("/", gate)
     holder = _hold(limited.port, "/tiny/1")
-    time.sleep(0.3)
-    started = time.monotonic()
-    reply = fetch(limited.port, "/tiny/2")
-    assert time.monotonic() - started < 0.5
+    wait_for(lambda: gate.held == 1, "l3 holding /tiny/1", context=limited.log)
+    reply = fetch(limited.port, "/tiny/2", timeout=10)
+    assert not gate.opened.is_set()
     assert reply.status == 503
     assert reply.header("Retry-After") == ["30"]  # its queue_timeout
     assert b"queue is full" in reply.body
+    gate.opened.set()
     holder.join()
     assert fetch(limited.port, "/tiny/3").status == 200
 
@@ -139,21 +163,23 @@ def test_queue_timeout_and_queue_full(
     limited: BalancerProcess, backends: list[ScriptedBackend]
 ) -> None:
     """A waiting request gets 503 after queue_timeout; one more than max_queue gets it at once."""
-    backends[3].route("/", Concurrency(1.5))
+    gate = Gate()
+    backends[3].route("/", gate)
     holder = _hold(limited.port, "/short/1")
-    time.sleep(0.3)
-    with ThreadPoolExecutor(max_workers=2) as pool:
+    wait_for(lambda: gate.held == 1, "l4 holding /short/1", context=limited.log)
+    with ThreadPoolExecutor(max_workers=1) as pool:
         waiting = pool.submit(fetch, limited.port, "/short/2")
-        time.sleep(0.1)
-        started = time.monotonic()
+        wait_for(lambda: queue_length(limited.port, "short") == 1, "/short/2 waiting")
+        # Turned away, not queued: a queued one would get "stayed busy" after queue_timeout.
         full = fetch(limited.port, "/short/3")
-        assert time.monotonic() - started < 0.3
         timed_out = waiting.result()
     assert full.status == 503
     assert b"queue is full" in full.body
     assert timed_out.status == 503
-    assert timed_out.header("Retry-After") == ["1"]
+    assert timed_out.header("Retry-After") == ["2"]  # 1.5 s, rounded up
     assert b"stayed busy" in timed_out.body
+    assert gate.held == 1
+    gate.opened.set()
     holder.join()
 
 
@@ -161,9 +187,10 @@ def test_a_client_that_hangs_up_leaves_the_queue(
     limited: BalancerProcess, backends: list[ScriptedBackend]
 ) -> None:
     """A queued client that hangs up does not hold up the ones behind it (queue_timeout 10 s)."""
-    backends[4].route("/", Concurrency(1.0))
+    counter = Concurrency(1.0)
+    backends[4].route("/", counter)
     holder = _hold(limited.port, "/patient/1")
-    time.sleep(0.3)
+    wait_for(lambda: counter.now == 1, "l5 holding /patient/1", context=limited.log)
     quitter = socket.create_connection(("127.0.0.1", limited.port))
     quitter.sendall(b"GET /patient/2 HTTP/1.1\r\nHost: x\r\n\r\n")
     time.sleep(0.2)
@@ -189,20 +216,23 @@ def test_queue_figures_in_metrics_and_status_page(
 ) -> None:
     """The metrics and the status page show each pool's waiting requests, the waits so far
     and the balancer's own 503s by reason."""
-    backends[4].route("/", Concurrency(1.0))
+    gate = Gate()
+    backends[4].route("/", gate)
     holder = _hold(limited.port, "/patient/1")
-    time.sleep(0.3)
+    wait_for(lambda: gate.held == 1, "l5 holding /patient/1", context=limited.log)
     waiters = [_hold(limited.port, f"/patient/{n}") for n in (2, 3)]
-    time.sleep(0.3)
+    wait_for(lambda: queue_length(limited.port, "patient") == 2, "two waiting for patient")
     metrics = fetch(limited.port, "/_prefork_lb/metrics").body.decode()
-    assert _metric(metrics, 'prefork_lb_queue_length{pool="patient"}') == 2
     assert _metric(metrics, 'prefork_lb_queue_length{pool="default"}') == 0
     page = fetch(limited.port, "/_prefork_lb/").body.decode()
     assert '<td class="num waiting">2</td>' in page
-    backends[2].route("/", Concurrency(0.5))
+    tiny_gate = Gate()
+    backends[2].route("/", tiny_gate)
     busy = _hold(limited.port, "/tiny/1")
-    time.sleep(0.2)
+    wait_for(lambda: tiny_gate.held == 1, "l3 holding /tiny/1", context=limited.log)
     assert fetch(limited.port, "/tiny/2").status == 503  # queue_full: tiny has no room
+    gate.opened.set()
+    tiny_gate.opened.set()
     for thread in [holder, *waiters, busy]:
         thread.join()
     metrics = fetch(limited.port, "/_prefork_lb/metrics").body.decode()
@@ -235,9 +265,7 @@ def test_a_worker_killed_while_requests_wait_leaves_no_trace(
     for thread in threads:
         thread.start()
         time.sleep(0.02)
-    time.sleep(0.3)
-    metrics = fetch(limited.port, "/_prefork_lb/metrics").body.decode()
-    assert _metric(metrics, 'prefork_lb_queue_length{pool="patient"}') >= 5
+    wait_for(lambda: queue_length(limited.port, "patient") >= 5, "five waiting for patient")
     victim = limited.worker_pids()[0]
     os.kill(victim, signal.SIGKILL)
     started = time.monotonic()

@@ -198,8 +198,16 @@ def test_drain_under_load_loses_nothing_and_sends_nothing_new(
                 held.append(thread)
                 thread.join(0.5)
             assert _write(lb, "web-1", "state", {"state": "drain"}).status == 200
-            # A request chosen just before the write may still be on its way in.
-            time.sleep(0.2)
+            # A request chosen just before the write may still be on its way in: it is counted
+            # in flight from its choice, so wait until web-1's in flight are the held ones.
+            wait_for(
+                lambda: (
+                    _shown(lb)["web-1"]["in_flight"]
+                    == sum(r.target == "/slow" for r in backends[0].requests)
+                ),
+                "web-1's requests chosen before the drain all at web-1",
+                context=lb.log,
+            )
             after = len(_served(backends[0]))
             time.sleep(1.0)
         finally:
