@@ -146,8 +146,9 @@ class Worker(GeventWorker):  # type: ignore[misc]  # gunicorn has no type hints
         self._in_flight = state.in_flight
         self._slot = shared.worker_slot()
         request_context.access_log = self.log.access
-        if self.cfg.is_ssl and self.cfg.proxy_protocol != "off":
-            self._headers_before_tls = {}
+        # Set on the instance either way: the request path's check finds it at once.
+        proxy_before_tls = self.cfg.is_ssl and self.cfg.proxy_protocol != "off"
+        self._headers_before_tls = {} if proxy_before_tls else None
         # gunicorn's async worker makes its responses through wsgi.create(),
         # which takes the module's Response: in this worker process, ours.
         wsgi.Response = CoalescingResponse
