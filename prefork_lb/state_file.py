@@ -81,9 +81,10 @@ def load_state(
     except (OSError, UnicodeDecodeError) as err:
         log.error("state_file %s cannot be read, ignored: %s", path, err)
         return 0
+    wall_now = time.time()  # one reading: what expired and what is left agree
     try:
         changes, waiting, warnings = parse_state_file(
-            text, names, dns=pending is not None, now=time.time()
+            text, names, dns=pending is not None, now=wall_now
         )
     except ValueError as err:
         log.error("state_file %s is corrupt, ignored: %s", path, err)
@@ -93,7 +94,6 @@ def load_state(
     for change in changes:
         table.update(change.index, change.applied)
     if pending is not None:
-        wall_now = time.time()
         dropped = pending.load(waiting, time.monotonic(), wall_now)
         for saved in waiting:
             left = saved.since + PENDING_SECONDS - wall_now
